@@ -1,0 +1,13 @@
+"""keras_segattn: segmentation and visual attention models for Keras 3.
+
+The architectures of the lecture "Segmentation and Attention" as trainable,
+exportable Keras models. Build one by name with
+`keras_segattn.models.create_model("fcn8s", num_classes=21)`.
+"""
+
+__version__ = "0.1.0"
+
+from keras_segattn import layers  # noqa: E402,F401
+from keras_segattn import losses  # noqa: E402,F401
+from keras_segattn import metrics  # noqa: E402,F401
+from keras_segattn import models  # noqa: E402,F401

@@ -1,0 +1,58 @@
+"""Datasets and input pipelines for segmentation, detection and captioning.
+
+Every dataset yields dicts with Keras key names: `images` (uint8 HxWx3),
+`segmentation_masks` (int32 HxW) and, where available, `bounding_boxes`
+(`{"boxes": "xyxy" pixels, "labels"}` padded with -1), `instance_masks`,
+`num_instances` and `captions`.
+"""
+
+from keras_segattn.data.augment import (
+    augment_dataset,
+    augment_segmentation,
+    center_crop_or_pad,
+    resize_example,
+)
+from keras_segattn.data.folders import (
+    CAMVID_CLASSES,
+    CAMVID_IGNORE_CLASS,
+    VOC_CLASSES,
+    VOC_IGNORE_CLASS,
+    camvid_dataset,
+    folder_dataset,
+    list_camvid_files,
+    list_voc_files,
+    voc_dataset,
+)
+from keras_segattn.data.pipeline import (
+    DatasetInfo,
+    check_segmentation_labels,
+    load_segmentation_dataset,
+    median_frequency_weights,
+    segmentation_pipeline,
+)
+from keras_segattn.data.shapes import generate_shapes, shapes_dataset
+from keras_segattn.data.tfds import tfds_segmentation_dataset
+
+__all__ = [
+    "CAMVID_CLASSES",
+    "CAMVID_IGNORE_CLASS",
+    "VOC_CLASSES",
+    "VOC_IGNORE_CLASS",
+    "DatasetInfo",
+    "augment_dataset",
+    "augment_segmentation",
+    "camvid_dataset",
+    "center_crop_or_pad",
+    "check_segmentation_labels",
+    "folder_dataset",
+    "generate_shapes",
+    "list_camvid_files",
+    "list_voc_files",
+    "load_segmentation_dataset",
+    "median_frequency_weights",
+    "resize_example",
+    "segmentation_pipeline",
+    "shapes_dataset",
+    "tfds_segmentation_dataset",
+    "voc_dataset",
+]

@@ -1,0 +1,14 @@
+"""Export to SavedModel (TF Serving layout) and builtin-only TFLite."""
+
+from keras_segattn.export.saved_model import export_saved_model, serving_module
+from keras_segattn.export.tflite import QUANTIZATIONS, convert_to_tflite, run_tflite
+from keras_segattn.export.verify import verify_export
+
+__all__ = [
+    "QUANTIZATIONS",
+    "convert_to_tflite",
+    "export_saved_model",
+    "run_tflite",
+    "serving_module",
+    "verify_export",
+]

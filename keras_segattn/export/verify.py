@@ -1,0 +1,48 @@
+import numpy as np
+import tensorflow as tf
+
+from keras_segattn.export.tflite import run_tflite
+
+
+def verify_export(reference_outputs, images, saved_model_dir=None, tflite_model=None):
+    """Runs exported artifacts on `images` and compares them with Keras.
+
+    Args:
+        reference_outputs: dict of output name to the array Keras gave for
+            `images` (for a semantic model, `semantic_serving_fn(model)
+            (images)`).
+        images: uint8 array `(batch, h, w, 3)`.
+        saved_model_dir: str or `None`. A SavedModel to run through its
+            `serving_default` signature.
+        tflite_model: bytes, str or `None`. A TFLite model to run in
+            `ai_edge_litert`.
+
+    Returns:
+        A dict `{artifact: {output: largest absolute difference}}`; for
+        integer outputs (such as `class_map`) the value is the fraction of
+        elements that differ.
+    """
+    report = {}
+    artifacts = {}
+    if saved_model_dir is not None:
+        signature = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+        artifacts["saved_model"] = {
+            k: v.numpy() for k, v in signature(images=tf.constant(images)).items()
+        }
+    if tflite_model is not None:
+        artifacts["tflite"] = run_tflite(tflite_model, {"images": images})
+    for artifact, outputs in artifacts.items():
+        report[artifact] = {}
+        for key, expected in reference_outputs.items():
+            expected = np.asarray(expected)
+            actual = np.asarray(outputs[key])
+            if actual.shape != expected.shape:
+                raise ValueError(
+                    f"{artifact} output {key!r} has shape {actual.shape}; Keras "
+                    f"gave {expected.shape}."
+                )
+            if np.issubdtype(expected.dtype, np.integer):
+                report[artifact][key] = float(np.mean(actual != expected))
+            else:
+                report[artifact][key] = float(np.max(np.abs(actual - expected)))
+    return report

@@ -1,0 +1,14 @@
+"""Custom layers shared by the model builders."""
+
+from keras_segattn.layers.image_preprocessing import ImagePreprocessing
+from keras_segattn.layers.max_pooling_with_argmax import MaxPoolingWithArgmax2D
+from keras_segattn.layers.max_unpooling import MaxUnpooling2D
+from keras_segattn.layers.size_alignment import CropToReference, PadToMultiple
+
+__all__ = [
+    "CropToReference",
+    "ImagePreprocessing",
+    "MaxPoolingWithArgmax2D",
+    "MaxUnpooling2D",
+    "PadToMultiple",
+]

@@ -1,0 +1,35 @@
+"""Pieces every semantic-segmentation builder shares: the raw-pixel input
+stem and the output head, so all of them accept any image size and return
+per-pixel scores at exactly that size."""
+
+import keras
+
+from keras_segattn.layers import CropToReference, ImagePreprocessing, PadToMultiple
+
+
+def check_common_arguments(num_classes, width):
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2; got num_classes={num_classes!r}.")
+    if not (isinstance(width, (int, float)) and 0 < width <= 4):
+        raise ValueError(f"width must be a float in (0, 4]; got width={width!r}.")
+
+
+def image_stem(stride, preprocessing="caffe", min_size=32):
+    """Returns `(inputs, x)`: a raw-pixel input and its normalised, padded view.
+
+    Height and width are padded up to a multiple of the network's `stride`;
+    `segmentation_head` crops the result back.
+    """
+    inputs = keras.Input(shape=(None, None, 3), name="images")
+    x = ImagePreprocessing(preprocessing, min_size=min_size, name="preprocessing")(inputs)
+    x = PadToMultiple(stride, name="pad_to_stride")(x)
+    return inputs, x
+
+
+def segmentation_head(scores, inputs, activation=None):
+    """Crops per-pixel scores to the input size; float32 for mixed precision."""
+    scores = CropToReference(name="crop_to_input")([scores, inputs])
+    name = "probabilities" if activation == "softmax" else "logits"
+    return keras.layers.Activation(activation or "linear", dtype="float32", name=name)(
+        scores
+    )

@@ -1,0 +1,126 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_segattn.losses import SegmentationCrossEntropy
+from keras_segattn.models import create_model, get_model_spec, list_models
+from keras_segattn.models.backbones import transplant_vgg16
+from keras_segattn.testing import run_model_test
+
+SEMANTIC = list_models(task="semantic")
+
+
+def tiny(name, **overrides):
+    return create_model(name, **{**get_model_spec(name).tiny, **overrides})
+
+
+def test_registry_lists_the_foundation_models():
+    assert {"fcn32s", "fcn16s", "fcn8s", "deconvnet"} <= set(SEMANTIC)
+    with pytest.raises(ValueError, match="Unknown model name='fcn4s'.*fcn8s"):
+        create_model("fcn4s")
+
+
+@pytest.mark.parametrize("name", SEMANTIC)
+def test_model_passes_shared_checks(name, rng):
+    model = tiny(name)
+    images = rng.integers(0, 256, size=(2, 35, 50, 3)).astype("uint8")
+    labels = rng.integers(0, 3, size=(2, 35, 50)).astype("int32")
+    run_model_test(
+        model, images, labels, loss=SegmentationCrossEntropy(), atol=1e-4, tflite_atol=1e-3
+    )
+
+
+@pytest.mark.parametrize("name", SEMANTIC)
+@pytest.mark.parametrize("size", [(32, 32), (33, 47), (64, 96), (71, 40)])
+def test_output_has_exactly_the_input_size(name, size, rng):
+    model = tiny(name)
+    images = rng.integers(0, 256, size=(1, *size, 3)).astype("uint8")
+    assert model(images).shape == (1, *size, 3)
+
+
+@pytest.mark.parametrize("name", SEMANTIC)
+def test_bad_inputs_raise_clear_errors(name):
+    model = tiny(name)
+    with pytest.raises(ValueError, match="smaller than the minimum 32"):
+        model(np.zeros((1, 31, 64, 3), "uint8"))
+    # Keras' own input check names the input and the expected shape.
+    with pytest.raises(ValueError, match=r"(?i)'images'.*expected shape=? ?\(None, None, None, 3\)"):
+        model(np.zeros((1, 64, 64, 4), "uint8"))
+    with pytest.raises(ValueError, match=r"(?i)'images'.*expected shape=? ?\(None, None, None, 3\)"):
+        model(np.zeros((64, 64, 3), "uint8"))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_classes": 1}, "num_classes"),
+    ({"width": 0}, "width"),
+    ({"weights": "/no/such/file.weights.h5"}, "weights"),
+    ({"weights": "imagenet", "width": 0.5}, "width=1.0"),
+])
+def test_bad_builder_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        create_model("fcn8s", **{"width": 0.0625, **kwargs})
+
+
+def test_fcn_strides_fuse_the_right_skips():
+    layers32 = {layer.name for layer in tiny("fcn32s").layers}
+    layers8 = {layer.name for layer in tiny("fcn8s").layers}
+    assert "score_pool4" not in layers32 and "upscore32" in layers32
+    assert {"score_pool4", "score_pool3", "fuse_pool3", "upscore8"} <= layers8
+
+
+def test_fcn_upsampling_starts_bilinear_and_frozen():
+    model = tiny("fcn8s", learnable_upsampling=True)
+    assert model.get_layer("upscore_to_pool4").trainable
+    assert not model.get_layer("upscore8").trainable
+    kernel = model.get_layer("upscore8").get_weights()[0]
+    assert kernel.shape == (16, 16, 3, 3)
+    assert kernel[:, :, 0, 1].sum() == 0 and kernel[:, :, 0, 0].sum() > 0
+
+
+def test_deconvnet_unpools_with_every_encoder_switch():
+    model = tiny("deconvnet")
+    unpool_layers = [layer for layer in model.layers if layer.name.startswith("unpool")]
+    assert len(unpool_layers) == 5
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 29
+
+
+def test_weights_path_round_trip(tmp_path, rng):
+    model = tiny("fcn16s", score_initializer="glorot_uniform")
+    path = str(tmp_path / "fcn.weights.h5")
+    model.save_weights(path)
+    images = rng.integers(0, 256, size=(1, 40, 40, 3)).astype("uint8")
+    restored = tiny("fcn16s", weights=path)
+    np.testing.assert_allclose(restored(images), model(images), atol=1e-6)
+
+
+def test_vgg16_transplant_reproduces_keras_applications_features(rng):
+    # The ImageNet route without a download: a randomly initialised
+    # keras.applications.VGG16 stands in for the pretrained one.
+    source = keras.applications.VGG16(weights=None, include_top=True)
+    model = create_model("fcn32s", num_classes=3)
+    from keras_segattn.models.backbones.vgg import transplant_vgg16 as transplant
+
+    assert transplant is transplant_vgg16
+    loaded = transplant_vgg16(source, model)
+    assert "fc6" in loaded and "fc7" in loaded and len(loaded) == 15
+    images = rng.integers(0, 256, size=(1, 224, 224, 3)).astype("float32")
+    expected = keras.Model(source.input, source.get_layer("fc2").output)(
+        keras.applications.vgg16.preprocess_input(images.copy())
+    )
+    ours = keras.Model(model.input, model.get_layer("fc7").output)(images)
+    # fc7 on a 7x7 pool5 with "same" padding: the centre location sees the
+    # whole 7x7 window, exactly the dense layer of the classifier.
+    np.testing.assert_allclose(ours[0, 3, 3], expected[0], rtol=1e-3, atol=1e-3)
+
+
+def test_builds_and_fits_under_a_distribution_strategy(rng):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = tiny("fcn8s")
+        model.compile("adam", SegmentationCrossEntropy(ignore_class=255))
+    images = rng.integers(0, 256, size=(3, 32, 40, 3)).astype("uint8")
+    labels = rng.integers(0, 3, size=(3, 32, 40)).astype("int32")
+    labels[0, :5] = 255
+    history = model.fit(images, labels, batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
