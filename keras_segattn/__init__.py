@@ -7,7 +7,9 @@ exportable Keras models. Build one by name with
 
 __version__ = "0.1.0"
 
-from keras_segattn import layers  # noqa: E402,F401
-from keras_segattn import losses  # noqa: E402,F401
-from keras_segattn import metrics  # noqa: E402,F401
-from keras_segattn import models  # noqa: E402,F401
+from keras_segattn import (
+    layers,  # noqa: E402,F401
+    losses,  # noqa: E402,F401
+    metrics,  # noqa: E402,F401
+    models,  # noqa: E402,F401
+)

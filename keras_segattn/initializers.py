@@ -60,9 +60,7 @@ class BilinearUpsampling(keras.initializers.Initializer):
                 f"channels; got shape={tuple(shape)}."
             )
         dtype = keras.backend.standardize_dtype(dtype or "float32")
-        return keras.ops.convert_to_tensor(
-            bilinear_kernel(shape[:2], shape[2]), dtype=dtype
-        )
+        return keras.ops.convert_to_tensor(bilinear_kernel(shape[:2], shape[2]), dtype=dtype)
 
     def get_config(self):
         return {}

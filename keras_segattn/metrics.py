@@ -118,9 +118,7 @@ class PixelAccuracy(ConfusionMatrixMetric):
 
     def result(self):
         return tf.cast(
-            _safe_divide(
-                tf.linalg.trace(self.confusion), tf.reduce_sum(self.confusion)
-            ),
+            _safe_divide(tf.linalg.trace(self.confusion), tf.reduce_sum(self.confusion)),
             tf.float32,
         )
 
@@ -136,9 +134,7 @@ def _mean_over_present(values, present):
 class MeanClassAccuracy(ConfusionMatrixMetric):
     """Class-average accuracy: recall averaged over classes present in the truth."""
 
-    def __init__(
-        self, num_classes, ignore_class=None, name="mean_class_accuracy", **kwargs
-    ):
+    def __init__(self, num_classes, ignore_class=None, name="mean_class_accuracy", **kwargs):
         super().__init__(num_classes, ignore_class, name=name, **kwargs)
 
     def result(self):
@@ -159,11 +155,7 @@ class MeanIoU(ConfusionMatrixMetric):
 
     def result(self):
         true_positive = tf.linalg.diag_part(self.confusion)
-        union = (
-            tf.reduce_sum(self.confusion, 0)
-            + tf.reduce_sum(self.confusion, 1)
-            - true_positive
-        )
+        union = tf.reduce_sum(self.confusion, 0) + tf.reduce_sum(self.confusion, 1) - true_positive
         return _mean_over_present(_safe_divide(true_positive, union), union > 0)
 
     def per_class_iou(self):

@@ -72,9 +72,7 @@ def check_saved_model(model, inputs, expected, directory, atol):
 def check_tflite(saved_model_path, model, inputs, expected, atol):
     flatbuffer = convert_to_tflite(saved_model_path)
     symbolic = keras.tree.flatten(model.inputs)
-    named = {
-        t.name: np.asarray(x).astype(t.dtype) for t, x in zip(symbolic, _input_list(inputs))
-    }
+    named = {t.name: np.asarray(x).astype(t.dtype) for t, x in zip(symbolic, _input_list(inputs))}
     outputs = run_tflite(flatbuffer, named)
     # The signature names outputs output_0, output_1, ... in flatten order.
     ordered = [outputs[k] for k in sorted(outputs, key=lambda k: int(k.rsplit("_", 1)[-1]))]
@@ -88,9 +86,7 @@ def check_gradients(model, inputs):
     with tf.GradientTape() as tape:
         tape.watch(float_inputs)
         outputs = [
-            o
-            for o in keras.tree.flatten(model(call_inputs, training=True))
-            if o.dtype.is_floating
+            o for o in keras.tree.flatten(model(call_inputs, training=True)) if o.dtype.is_floating
         ]
         # A random projection: unlike a sum of squares, its gradient is not
         # zero when the outputs are (FCN's zero-initialised score layers).
@@ -113,7 +109,9 @@ def check_gradients(model, inputs):
 
 def check_jit_fit_step(model, inputs, targets, loss):
     model.compile(optimizer="sgd", loss=loss, jit_compile=True)
-    history = model.fit(inputs, targets, batch_size=len(_input_list(inputs)[0]), epochs=1, verbose=0)
+    history = model.fit(
+        inputs, targets, batch_size=len(_input_list(inputs)[0]), epochs=1, verbose=0
+    )
     value = history.history["loss"][0]
     assert np.isfinite(value), f"jit_compile fit step gave loss {value}"
 
@@ -179,9 +177,13 @@ def run_layer_test(layer_cls, init_kwargs, inputs, expected_output_shape=None, *
     """
     layer = layer_cls(**init_kwargs)
     config = layer.get_config()
-    assert layer_cls.from_config(copy.deepcopy(config)).get_config() == config, "layer config round trip"
+    assert layer_cls.from_config(copy.deepcopy(config)).get_config() == config, (
+        "layer config round trip"
+    )
     symbolic = [
-        keras.Input(shape=np.asarray(x).shape[1:], dtype=str(np.asarray(x).dtype), name=f"input_{i}")
+        keras.Input(
+            shape=np.asarray(x).shape[1:], dtype=str(np.asarray(x).dtype), name=f"input_{i}"
+        )
         for i, x in enumerate(_input_list(inputs))
     ]
     symbolic_inputs = symbolic if isinstance(inputs, (list, tuple)) else symbolic[0]

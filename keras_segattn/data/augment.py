@@ -17,10 +17,7 @@ import tensorflow as tf
 
 def _static_size(size, name):
     try:
-        h, w = (
-            int(v)
-            for v in ((size, size) if isinstance(size, numbers.Integral) else size)
-        )
+        h, w = (int(v) for v in ((size, size) if isinstance(size, numbers.Integral) else size))
     except (TypeError, ValueError):
         raise TypeError(
             f"{name} must be an int or a (height, width) pair of ints; got {size!r}"
@@ -64,9 +61,7 @@ def _flip(example):
         example["captions"] = tf.strings.regex_replace(c, "@@LEFT@@", "right of")
     return _map_boxes(
         example,
-        lambda b: tf.stack(
-            [width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], axis=-1
-        ),
+        lambda b: tf.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], axis=-1),
     )
 
 
@@ -112,9 +107,7 @@ def _crop_or_pad(example, size, offset, ignore_class):
 
     example["images"] = apply(example["images"], 0, 0)
     if "segmentation_masks" in example:
-        example["segmentation_masks"] = apply(
-            example["segmentation_masks"], ignore_class, 0
-        )
+        example["segmentation_masks"] = apply(example["segmentation_masks"], ignore_class, 0)
     if "instance_masks" in example:
         example["instance_masks"] = apply(example["instance_masks"], 0, 1)
     if "bounding_boxes" not in example:
@@ -226,8 +219,7 @@ def augment_segmentation(
         lo, hi = (float(v) for v in scale_range)
         if not 0 < lo <= hi:
             raise ValueError(
-                "scale_range must be (min, max) with 0 < min <= max; "
-                f"got {scale_range!r}"
+                f"scale_range must be (min, max) with 0 < min <= max; got {scale_range!r}"
             )
         scale = tf.random.stateless_uniform([], scale_seed, minval=lo, maxval=hi)
         shape = tf.cast(tf.shape(example["images"])[:2], tf.float32)
@@ -272,3 +264,41 @@ def augment_dataset(dataset, crop_size, seed=0, **kwargs):
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+
+
+def object_centred_crop(example, crop_size, seed, ignore_class=255, background_class=None):
+    """Crops `crop_size` around an object, DeconvNet's easy first-stage input.
+
+    A class present in the mask (not `ignore_class`, not `background_class`)
+    is drawn uniformly, then one of its pixels, and the crop is centred
+    there (padded with the ignore id where it leaves the image). With no
+    such pixel, the crop is centred on the image. Semantic masks do not
+    separate instances, so "the object" is the region of a drawn class.
+
+    Args:
+        example: dict with `images` and `segmentation_masks`.
+        crop_size: int or `(height, width)`.
+        seed: shape-`[2]` int tensor for the stateless random draw.
+        ignore_class: int. Defaults to `255`.
+        background_class: int or `None`. A class never chosen as the centre.
+    """
+    example = _check_example(example)
+    th, tw = _static_size(crop_size, "crop_size")
+    mask = tf.cast(example["segmentation_masks"], tf.int32)
+    shape = tf.shape(mask)
+    flat = tf.reshape(mask, [-1])
+    candidate = tf.not_equal(flat, ignore_class)
+    if background_class is not None:
+        candidate &= tf.not_equal(flat, background_class)
+    safe = tf.where(candidate, flat, 0)
+    counts = tf.math.bincount(safe, weights=tf.cast(candidate, tf.float32))
+    # Weight each pixel by 1 / (its class's pixel count): every present
+    # class is then equally likely, whatever its area.
+    weight = tf.where(candidate, 1.0 / tf.maximum(tf.gather(counts, safe), 1.0), 0.0)
+    index = tf.random.stateless_categorical(
+        tf.math.log(weight + 1e-30)[None], 1, seed, dtype=tf.int32
+    )[0, 0]
+    has_object = tf.reduce_any(candidate)
+    cy = tf.where(has_object, index // shape[1], shape[0] // 2)
+    cx = tf.where(has_object, index % shape[1], shape[1] // 2)
+    return _crop_or_pad(example, (th, tw), (cy - th // 2, cx - tw // 2), ignore_class)

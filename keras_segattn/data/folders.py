@@ -131,13 +131,9 @@ def folder_dataset(image_paths, mask_paths):
     deep = any(d for _, d in formats)
 
     def load(image_path, mask_path):
-        image = tf.io.decode_image(
-            tf.io.read_file(image_path), channels=3, expand_animations=False
-        )
+        image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
         if palette:
-            mask = tf.numpy_function(
-                _read_palette_indices, [mask_path], tf.int32, stateful=False
-            )
+            mask = tf.numpy_function(_read_palette_indices, [mask_path], tf.int32, stateful=False)
             mask = tf.reshape(mask, tf.shape(mask)[:2])
         else:
             mask = tf.io.decode_png(
@@ -187,9 +183,7 @@ def list_camvid_files(root, split="train"):
             f"split={split!r}); expected root/{{split}}/ and root/{{split}}annot/"
             + (f"; root contains {found}" if found else "")
         )
-    names = sorted(
-        n for n in os.listdir(image_dir) if n.lower().endswith(_IMAGE_EXTENSIONS)
-    )
+    names = sorted(n for n in os.listdir(image_dir) if n.lower().endswith(_IMAGE_EXTENSIONS))
     if not names:
         raise ValueError(f"CamVid split folder '{image_dir}' has no PNG/JPEG images")
     image_paths, mask_paths = [], []
@@ -197,9 +191,7 @@ def list_camvid_files(root, split="train"):
         image_path = os.path.join(image_dir, name)
         mask_path = os.path.join(annot_dir, os.path.splitext(name)[0] + ".png")
         if not os.path.isfile(mask_path):
-            raise ValueError(
-                f"CamVid image '{image_path}' has no annotation '{mask_path}'"
-            )
+            raise ValueError(f"CamVid image '{image_path}' has no annotation '{mask_path}'")
         image_paths.append(image_path)
         mask_paths.append(mask_path)
     return image_paths, mask_paths
@@ -255,9 +247,7 @@ def list_voc_files(root, split="train"):
             stacklevel=2,
         )
         ids = sorted(
-            os.path.splitext(n)[0]
-            for n in os.listdir(mask_dir)
-            if n.lower().endswith(".png")
+            os.path.splitext(n)[0] for n in os.listdir(mask_dir) if n.lower().endswith(".png")
         )
     if not ids:
         raise ValueError(f"VOC split {split!r} under '{root}' lists no images")
@@ -266,13 +256,9 @@ def list_voc_files(root, split="train"):
         image_path = os.path.join(root, "JPEGImages", image_id + ".jpg")
         mask_path = os.path.join(mask_dir, image_id + ".png")
         if not os.path.isfile(mask_path):
-            raise ValueError(
-                f"VOC image id {image_id!r} has no annotation '{mask_path}'"
-            )
+            raise ValueError(f"VOC image id {image_id!r} has no annotation '{mask_path}'")
         if not os.path.isfile(image_path):
-            raise ValueError(
-                f"VOC annotation '{mask_path}' has no image '{image_path}'"
-            )
+            raise ValueError(f"VOC annotation '{mask_path}' has no image '{image_path}'")
         image_paths.append(image_path)
         mask_paths.append(mask_path)
     return image_paths, mask_paths

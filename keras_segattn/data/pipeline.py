@@ -34,10 +34,7 @@ def _range_message(num_classes, ignore_class):
     valid = f"0..{num_classes - 1}"
     if ignore_class is not None:
         valid += f" and {ignore_class}"
-    return (
-        f"but num_classes={num_classes} and ignore_class={ignore_class} "
-        f"(valid ids are {valid})"
-    )
+    return f"but num_classes={num_classes} and ignore_class={ignore_class} (valid ids are {valid})"
 
 
 def check_segmentation_labels(masks, num_classes, ignore_class=255):
@@ -60,9 +57,7 @@ def check_segmentation_labels(masks, num_classes, ignore_class=255):
     if ignore_class is not None:
         bad = bad[bad != ignore_class]
     if bad.size:
-        listed = ", ".join(str(v) for v in bad[:10]) + (
-            ", ..." if bad.size > 10 else ""
-        )
+        listed = ", ".join(str(v) for v in bad[:10]) + (", ..." if bad.size > 10 else "")
         noun = "class id" if bad.size == 1 else "class ids"
         raise ValueError(
             f"segmentation_masks contains {noun} {listed} "
@@ -140,9 +135,7 @@ def segmentation_pipeline(
         `(B, H, W, 3)` (models normalise inside) and int32 masks `(B, H, W)`.
     """
     if not isinstance(dataset, tf.data.Dataset):
-        raise TypeError(
-            f"dataset must be a tf.data.Dataset; got {type(dataset).__name__}"
-        )
+        raise TypeError(f"dataset must be a tf.data.Dataset; got {type(dataset).__name__}")
     spec = dataset.element_spec
     if not isinstance(spec, dict) or not {"images", "segmentation_masks"} <= set(spec):
         raise ValueError(
@@ -179,9 +172,7 @@ def segmentation_pipeline(
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     if augment:
-        dataset = augment_lib.augment_dataset(
-            dataset, crop_size, seed=seed, ignore_class=pad_value
-        )
+        dataset = augment_lib.augment_dataset(dataset, crop_size, seed=seed, ignore_class=pad_value)
     elif crop_size is not None:
         dataset = dataset.map(
             lambda ex: augment_lib.center_crop_or_pad(ex, crop_size, pad_value),
@@ -266,12 +257,8 @@ def median_frequency_weights(dataset_or_masks, num_classes, ignore_class=255):
             "their median frequency weight is set to 0",
             stacklevel=2,
         )
-    freq = np.divide(
-        class_pixels, present_total, out=np.zeros_like(class_pixels), where=present
-    )
-    weights = np.divide(
-        np.median(freq[present]), freq, out=np.zeros_like(freq), where=present
-    )
+    freq = np.divide(class_pixels, present_total, out=np.zeros_like(class_pixels), where=present)
+    weights = np.divide(np.median(freq[present]), freq, out=np.zeros_like(freq), where=present)
     return weights.astype(np.float32)
 
 
@@ -317,9 +304,7 @@ def load_segmentation_dataset(spec, split="train", **kwargs):
         )
         splits = ("train", "val", "validation", "test")
         if split not in splits:
-            raise ValueError(
-                f"split for 'shapes' must be one of {splits}; got {split!r}"
-            )
+            raise ValueError(f"split for 'shapes' must be one of {splits}; got {split!r}")
         offset = {"train": 0, "val": 1, "validation": 1, "test": 2}[split]
         options["seed"] = options.get("seed", 0) + offset * _SPLIT_SEED_OFFSET
         options.setdefault("num_images", 1000 if split == "train" else 200)
@@ -335,9 +320,7 @@ def load_segmentation_dataset(spec, split="train", **kwargs):
         return folders.camvid_dataset(arg, split), info
     if kind == "voc" and arg:
         take()
-        info = DatasetInfo(
-            len(folders.VOC_CLASSES), folders.VOC_IGNORE_CLASS, folders.VOC_CLASSES
-        )
+        info = DatasetInfo(len(folders.VOC_CLASSES), folders.VOC_IGNORE_CLASS, folders.VOC_CLASSES)
         return folders.voc_dataset(arg, split), info
     if kind == "tfds" and arg:
         options = take("data_dir")

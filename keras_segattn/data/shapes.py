@@ -36,13 +36,10 @@ def _image_hw(image_size):
             h, w = (int(v) for v in image_size)
         except (TypeError, ValueError):
             raise TypeError(
-                "image_size must be an int or a (height, width) pair; "
-                f"got {image_size!r}"
+                f"image_size must be an int or a (height, width) pair; got {image_size!r}"
             ) from None
     if min(h, w) < 24:
-        raise ValueError(
-            f"image_size must be at least 24 pixels per side; got {image_size!r}"
-        )
+        raise ValueError(f"image_size must be at least 24 pixels per side; got {image_size!r}")
     return h, w
 
 

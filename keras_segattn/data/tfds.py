@@ -101,9 +101,7 @@ def tfds_to_segmentation(example, name):
     spec = _spec(name)
     missing = [k for k in (spec.image_key, spec.mask_key) if k not in example]
     if missing:
-        raise ValueError(
-            f"tfds example for {name!r} lacks keys {missing}; has {sorted(example)}"
-        )
+        raise ValueError(f"tfds example for {name!r} lacks keys {missing}; has {sorted(example)}")
     image = tf.convert_to_tensor(example[spec.image_key])
     if image.shape.rank == 3 and image.shape[-1] == 1:
         image = tf.image.grayscale_to_rgb(image)

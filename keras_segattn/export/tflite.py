@@ -34,9 +34,7 @@ def convert_to_tflite(
         The flatbuffer as `bytes`.
     """
     if quantization not in QUANTIZATIONS:
-        raise ValueError(
-            f"quantization must be one of {QUANTIZATIONS}; got {quantization!r}."
-        )
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}; got {quantization!r}.")
     converter = tf.lite.TFLiteConverter.from_saved_model(
         os.fspath(saved_model_dir), signature_keys=[signature_key]
     )

@@ -65,9 +65,7 @@ def check_image_shape(shape, min_size=1, where="images"):
             f"width, 3); got rank {len(shape)} with shape {shape}."
         )
     if shape[-1] is not None and shape[-1] != 3:
-        raise ValueError(
-            f"{where}: expected 3 (RGB) channels in the last axis; got shape {shape}."
-        )
+        raise ValueError(f"{where}: expected 3 (RGB) channels in the last axis; got shape {shape}.")
     for axis, size in (("height", shape[1]), ("width", shape[2])):
         if size is not None and size < min_size:
             raise ValueError(

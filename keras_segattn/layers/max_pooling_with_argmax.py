@@ -41,9 +41,7 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         super().__init__(**kwargs)
         self.pool_size = normalize_pool_size(pool_size)
         if padding not in ("valid", "same"):
-            raise ValueError(
-                f"padding must be 'valid' or 'same'; got padding={padding!r}."
-            )
+            raise ValueError(f"padding must be 'valid' or 'same'; got padding={padding!r}.")
         self.padding = padding
         self.input_spec = keras.layers.InputSpec(ndim=4)
 

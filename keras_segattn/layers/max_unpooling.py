@@ -38,9 +38,7 @@ class MaxUnpooling2D(keras.layers.Layer):
         values, switches = inputs[0], inputs[1]
         switches = tf.cast(switches, tf.int32)
         window = self.pool_size[0] * self.pool_size[1]
-        pieces = [
-            values * tf.cast(tf.equal(switches, i), values.dtype) for i in range(window)
-        ]
+        pieces = [values * tf.cast(tf.equal(switches, i), values.dtype) for i in range(window)]
         outputs = interleave_windows(pieces, self.pool_size)
         if len(inputs) == 3:
             reference = tf.shape(inputs[2])
@@ -66,13 +64,10 @@ class MaxUnpooling2D(keras.layers.Layer):
     def build(self, input_shape):
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) not in (2, 3):
             raise ValueError(
-                "MaxUnpooling2D expects inputs [values, switches] or "
-                "[values, switches, reference]."
+                "MaxUnpooling2D expects inputs [values, switches] or [values, switches, reference]."
             )
         values_shape, switches_shape = input_shape[0], input_shape[1]
-        if len(values_shape) != 4 or tuple(values_shape[1:]) != tuple(
-            switches_shape[1:]
-        ):
+        if len(values_shape) != 4 or tuple(values_shape[1:]) != tuple(switches_shape[1:]):
             raise ValueError(
                 "MaxUnpooling2D expects 4-D values and switches of the same shape; "
                 f"got values {tuple(values_shape)} and switches "

@@ -57,6 +57,4 @@ class CropToReference(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         tensor_shape, reference_shape = input_shape
-        return (
-            (tensor_shape[0],) + tuple(reference_shape[1:3]) + tuple(tensor_shape[3:])
-        )
+        return (tensor_shape[0],) + tuple(reference_shape[1:3]) + tuple(tensor_shape[3:])

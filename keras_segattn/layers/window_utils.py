@@ -29,9 +29,7 @@ def window_slices(inputs, pool_size, padding):
         pad_h = (-height) % ph
         pad_w = (-width) % pw
         lowest = inputs.dtype.min
-        inputs = tf.pad(
-            inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], constant_values=lowest
-        )
+        inputs = tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], constant_values=lowest)
         out_h, out_w = (height + pad_h) // ph, (width + pad_w) // pw
     else:
         out_h, out_w = height // ph, width // pw

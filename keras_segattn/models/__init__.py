@@ -1,10 +1,10 @@
 """Model builders, reachable by name through the registry."""
 
-from keras_segattn.models.registry import create_model, get_model_spec, list_models
-from keras_segattn.models.registry import register_model
-
 # Importing the families registers their builders.
-from keras_segattn.models import deconvnet  # noqa: E402,F401
-from keras_segattn.models import fcn  # noqa: E402,F401
+from keras_segattn.models import (
+    deconvnet,  # noqa: E402,F401
+    fcn,  # noqa: E402,F401
+)
+from keras_segattn.models.registry import create_model, get_model_spec, list_models, register_model
 
 __all__ = ["create_model", "get_model_spec", "list_models", "register_model"]

@@ -30,6 +30,4 @@ def segmentation_head(scores, inputs, activation=None):
     """Crops per-pixel scores to the input size; float32 for mixed precision."""
     scores = CropToReference(name="crop_to_input")([scores, inputs])
     name = "probabilities" if activation == "softmax" else "logits"
-    return keras.layers.Activation(activation or "linear", dtype="float32", name=name)(
-        scores
-    )
+    return keras.layers.Activation(activation or "linear", dtype="float32", name=name)(scores)

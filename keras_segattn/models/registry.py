@@ -1,7 +1,7 @@
 """A timm-style registry: every model is a named builder function."""
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 _REGISTRY = {}
 

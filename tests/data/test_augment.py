@@ -77,9 +77,7 @@ def test_scaling_never_interpolates_labels():
 def test_same_seed_same_result():
     ex = _coded_example()
     runs = [
-        augment.augment_segmentation(ex, tf.constant([s, 0]), crop_size=32)[
-            "images"
-        ].numpy()
+        augment.augment_segmentation(ex, tf.constant([s, 0]), crop_size=32)["images"].numpy()
         for s in (3, 3, 4)
     ]
     np.testing.assert_array_equal(runs[0], runs[1])
@@ -91,10 +89,7 @@ def _find_flip(ex, flipped):
         out = augment.augment_segmentation(
             ex, tf.constant([s, 0]), crop_size=(64, 64), scale_range=None
         )
-        if (
-            np.array_equal(out["images"].numpy(), ex["images"].numpy()[:, ::-1])
-            == flipped
-        ):
+        if np.array_equal(out["images"].numpy(), ex["images"].numpy()[:, ::-1]) == flipped:
             return out
     raise AssertionError("no seed gave the wanted flip")
 
@@ -107,9 +102,7 @@ def test_flip_swaps_caption_relations_and_boxes():
     assert out["captions"].numpy() == b"a red circle right of a blue square left of it"
     n = int(ex["num_instances"])
     boxes = ex["bounding_boxes"]["boxes"].numpy()[:n]
-    expected = np.stack(
-        [64 - boxes[:, 2], boxes[:, 1], 64 - boxes[:, 0], boxes[:, 3]], -1
-    )
+    expected = np.stack([64 - boxes[:, 2], boxes[:, 1], 64 - boxes[:, 0], boxes[:, 3]], -1)
     np.testing.assert_allclose(out["bounding_boxes"]["boxes"].numpy()[:n], expected)
     kept = _find_flip(ex, flipped=False)
     assert kept["captions"].numpy() == ex["captions"].numpy()

@@ -7,9 +7,7 @@ from PIL import Image
 
 from keras_segattn.data import folders
 
-CAMVID = os.path.join(
-    os.path.dirname(__file__), "..", "..", "..", "shared", "data", "camvid"
-)
+CAMVID = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "camvid")
 
 
 def _palette_png(path, indices):
@@ -34,9 +32,7 @@ def voc_root(tmp_path):
             tmp_path / "JPEGImages" / f"{image_id}.jpg"
         )
         masks[image_id] = rng.choice([0, 5, 20, 255], size=(20, 30))
-        _palette_png(
-            tmp_path / "SegmentationClass" / f"{image_id}.png", masks[image_id]
-        )
+        _palette_png(tmp_path / "SegmentationClass" / f"{image_id}.png", masks[image_id])
     (tmp_path / "ImageSets" / "Segmentation" / "train.txt").write_text("2007_000002\n")
     return tmp_path, masks
 
@@ -62,9 +58,7 @@ def test_voc_reads_palette_indices_and_split_list(voc_root):
     ds = folders.voc_dataset(root, "train")
     (ex,) = list(ds)
     assert ex["images"].shape == (20, 30, 3)  # greyscale JPEG made RGB
-    np.testing.assert_array_equal(
-        ex["segmentation_masks"].numpy(), masks["2007_000002"]
-    )
+    np.testing.assert_array_equal(ex["segmentation_masks"].numpy(), masks["2007_000002"])
 
 
 def test_voc_without_split_list_uses_all_annotated(voc_root):
@@ -81,12 +75,8 @@ def _camvid_tree(root, names=("a", "b")):
     os.makedirs(root / "train")
     os.makedirs(root / "trainannot")
     for name in names:
-        Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(
-            root / "train" / f"{name}.jpg"
-        )
-        Image.fromarray(np.ones((8, 12), np.uint8)).save(
-            root / "trainannot" / f"{name}.png"
-        )
+        Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(root / "train" / f"{name}.jpg")
+        Image.fromarray(np.ones((8, 12), np.uint8)).save(root / "trainannot" / f"{name}.png")
 
 
 def test_missing_annotation_is_named(tmp_path):
@@ -113,9 +103,7 @@ def test_corrupt_image_is_named(tmp_path, content):
 
 def test_rgb_mask_is_rejected(tmp_path):
     _camvid_tree(tmp_path)
-    Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(
-        tmp_path / "trainannot" / "a.png"
-    )
+    Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(tmp_path / "trainannot" / "a.png")
     with pytest.raises(ValueError, match="a.png' is an RGB PNG"):
         folders.camvid_dataset(tmp_path, "train")
 

@@ -46,9 +46,7 @@ def test_augment_and_resize():
 
 
 def test_different_sizes_are_padded_with_ignore():
-    out = pipeline.segmentation_pipeline(
-        _examples((20, 30), (24, 16)), 2, 4, ignore_class=7
-    )
+    out = pipeline.segmentation_pipeline(_examples((20, 30), (24, 16)), 2, 4, ignore_class=7)
     images, masks = next(iter(out))
     assert images.shape == (2, 24, 30, 3) and masks.shape == (2, 24, 30)
     assert np.all(masks[0, 20:] == 7) and np.all(masks[1, :, 16:] == 7)
@@ -56,17 +54,13 @@ def test_different_sizes_are_padded_with_ignore():
 
 
 def test_pipeline_rejects_out_of_range_labels():
-    out = pipeline.segmentation_pipeline(
-        _examples((4, 4), value=14), 1, 11, ignore_class=11
-    )
+    out = pipeline.segmentation_pipeline(_examples((4, 4), value=14), 1, 11, ignore_class=11)
     with pytest.raises(
         tf.errors.InvalidArgumentError, match="num_classes=11 and ignore_class=11"
     ) as e:
         next(iter(out))
     assert "14" in str(e.value)
-    ok = pipeline.segmentation_pipeline(
-        _examples((4, 4), value=11), 1, 11, ignore_class=11
-    )
+    ok = pipeline.segmentation_pipeline(_examples((4, 4), value=11), 1, 11, ignore_class=11)
     next(iter(ok))
 
 
@@ -79,9 +73,7 @@ def test_pipeline_argument_errors():
 
 def test_numpy_label_check():
     pipeline.check_segmentation_labels(np.array([[0, 10], [11, 3]]), 11, 11)
-    with pytest.raises(
-        ValueError, match="class id 14 but num_classes=11 and ignore_class=11"
-    ):
+    with pytest.raises(ValueError, match="class id 14 but num_classes=11 and ignore_class=11"):
         pipeline.check_segmentation_labels(np.array([[0, 14], [11, 3]]), 11, 11)
     with pytest.raises(ValueError, match="class ids -1, 12"):
         pipeline.check_segmentation_labels(np.array([-1, 12, 255]), 11, 255)
@@ -102,18 +94,12 @@ def test_median_frequency_weights_by_hand():
         }
     )
     with pytest.warns(UserWarning):
-        np.testing.assert_allclose(
-            pipeline.median_frequency_weights(ds, 4), expected, rtol=1e-6
-        )
+        np.testing.assert_allclose(pipeline.median_frequency_weights(ds, 4), expected, rtol=1e-6)
 
 
 def test_load_shapes_and_bad_spec():
-    train, info = pipeline.load_segmentation_dataset(
-        "shapes", num_images=3, image_size=32
-    )
-    val, _ = pipeline.load_segmentation_dataset(
-        "shapes", "val", num_images=3, image_size=32
-    )
+    train, info = pipeline.load_segmentation_dataset("shapes", num_images=3, image_size=32)
+    val, _ = pipeline.load_segmentation_dataset("shapes", "val", num_images=3, image_size=32)
     assert info == pipeline.DatasetInfo(4, 255, shapes.CLASS_NAMES)
     a, b = next(iter(train)), next(iter(val))
     assert a["images"].shape == (32, 32, 3)

@@ -68,9 +68,7 @@ def test_caption_relation_matches_positions():
     for i, caption in enumerate(d["captions"]):
         if d["num_instances"][i] < 2:
             continue
-        (y0, x0), (y1, x1) = [
-            np.argwhere(m).mean(axis=0) for m in d["instance_masks"][i, :2]
-        ]
+        (y0, x0), (y1, x1) = [np.argwhere(m).mean(axis=0) for m in d["instance_masks"][i, :2]]
         if " above " in caption:
             assert y0 < y1
         elif " below " in caption:

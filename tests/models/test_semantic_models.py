@@ -45,18 +45,25 @@ def test_bad_inputs_raise_clear_errors(name):
     with pytest.raises(ValueError, match="smaller than the minimum 32"):
         model(np.zeros((1, 31, 64, 3), "uint8"))
     # Keras' own input check names the input and the expected shape.
-    with pytest.raises(ValueError, match=r"(?i)'images'.*expected shape=? ?\(None, None, None, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"(?i)'images'.*expected shape=? ?\(None, None, None, 3\)"
+    ):
         model(np.zeros((1, 64, 64, 4), "uint8"))
-    with pytest.raises(ValueError, match=r"(?i)'images'.*expected shape=? ?\(None, None, None, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"(?i)'images'.*expected shape=? ?\(None, None, None, 3\)"
+    ):
         model(np.zeros((64, 64, 3), "uint8"))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"num_classes": 1}, "num_classes"),
-    ({"width": 0}, "width"),
-    ({"weights": "/no/such/file.weights.h5"}, "weights"),
-    ({"weights": "imagenet", "width": 0.5}, "width=1.0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_classes": 1}, "num_classes"),
+        ({"width": 0}, "width"),
+        ({"weights": "/no/such/file.weights.h5"}, "weights"),
+        ({"weights": "imagenet", "width": 0.5}, "width=1.0"),
+    ],
+)
 def test_bad_builder_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         create_model("fcn8s", **{"width": 0.0625, **kwargs})

@@ -55,14 +55,10 @@ def vgg16_encoder(x, width=1.0, batch_norm=False, switches=False):
     outputs = {}
     for block, (num_convs, channels) in enumerate(VGG16_BLOCKS, start=1):
         for i in range(1, num_convs + 1):
-            x = conv_bn_relu(
-                x, scaled(channels, width), 3, f"block{block}_conv{i}", batch_norm
-            )
+            x = conv_bn_relu(x, scaled(channels, width), 3, f"block{block}_conv{i}", batch_norm)
         if switches:
             outputs[f"block{block}"] = x
-            x, outputs[f"switches{block}"] = MaxPoolingWithArgmax2D(
-                name=f"block{block}_pool"
-            )(x)
+            x, outputs[f"switches{block}"] = MaxPoolingWithArgmax2D(name=f"block{block}_pool")(x)
         else:
             x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
         outputs[f"pool{block}"] = x
@@ -132,4 +128,3 @@ def load_weights(model, weights, width=1.0, include_fc=True):
     else:
         model.load_weights(weights)
     return model
-

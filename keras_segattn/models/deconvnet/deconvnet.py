@@ -17,10 +17,8 @@ import keras
 
 from keras_segattn.layers import MaxUnpooling2D
 from keras_segattn.models.backbones import load_weights, vgg16_encoder
-from keras_segattn.models.backbones.vgg import FC_CHANNELS, VGG16_BLOCKS
-from keras_segattn.models.backbones.vgg import conv_bn_relu, scaled
-from keras_segattn.models.common import check_common_arguments, image_stem
-from keras_segattn.models.common import segmentation_head
+from keras_segattn.models.backbones.vgg import FC_CHANNELS, VGG16_BLOCKS, conv_bn_relu, scaled
+from keras_segattn.models.common import check_common_arguments, image_stem, segmentation_head
 from keras_segattn.models.registry import register_model
 
 PAPER = "Noh, Hong and Han, Learning Deconvolution Network, ICCV 2015"
@@ -36,9 +34,7 @@ DECODER_BLOCKS = (
 )
 
 
-def build_deconvnet(
-    num_classes=21, width=1.0, weights=None, activation=None, name="deconvnet"
-):
+def build_deconvnet(num_classes=21, width=1.0, weights=None, activation=None, name="deconvnet"):
     """Builds DeconvNet.
 
     Args:
@@ -66,9 +62,7 @@ def build_deconvnet(
     x = encoder["pool5"]
     x = conv_bn_relu(x, scaled(FC_CHANNELS, width), 7, "fc6", batch_norm=True)
     x = conv_bn_relu(x, scaled(FC_CHANNELS, width), 1, "fc7", batch_norm=True)
-    x = conv_bn_relu(
-        x, scaled(VGG16_BLOCKS[-1][1], width), 7, "fc6_deconv", True, transpose=True
-    )
+    x = conv_bn_relu(x, scaled(VGG16_BLOCKS[-1][1], width), 7, "fc6_deconv", True, transpose=True)
     for block, channels in DECODER_BLOCKS:
         x = MaxUnpooling2D(name=f"unpool{block}")(
             [x, encoder[f"switches{block}"], encoder[f"block{block}"]]
@@ -83,9 +77,7 @@ def build_deconvnet(
     return load_weights(model, weights, width=width)
 
 
-@register_model(
-    "deconvnet", task="semantic", paper=PAPER, tiny={"width": 0.0625, "num_classes": 3}
-)
+@register_model("deconvnet", task="semantic", paper=PAPER, tiny={"width": 0.0625, "num_classes": 3})
 def deconvnet(num_classes=21, **kwargs):
     """DeconvNet: VGG16 encoder, unpooling + deconvolution decoder, batch norm."""
     return build_deconvnet(num_classes=num_classes, **kwargs)

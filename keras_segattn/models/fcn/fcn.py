@@ -18,8 +18,7 @@ import keras
 from keras_segattn.initializers import BilinearUpsampling
 from keras_segattn.models.backbones import load_weights, vgg16_encoder
 from keras_segattn.models.backbones.vgg import FC_CHANNELS, scaled
-from keras_segattn.models.common import check_common_arguments, image_stem
-from keras_segattn.models.common import segmentation_head
+from keras_segattn.models.common import check_common_arguments, image_stem, segmentation_head
 from keras_segattn.models.registry import register_model
 
 PAPER = "Long, Shelhamer and Darrell, Fully Convolutional Networks, CVPR 2015"
@@ -114,9 +113,7 @@ def build_fcn(
     for pool, current in ((4, 32), (3, 16)):
         if stride >= current:
             break
-        scores = upsample(
-            scores, num_classes, 2, f"upscore_to_pool{pool}", learnable_upsampling
-        )
+        scores = upsample(scores, num_classes, 2, f"upscore_to_pool{pool}", learnable_upsampling)
         skip = score(features[f"pool{pool}"], num_classes, f"score_pool{pool}", score_initializer)
         scores = keras.layers.Add(name=f"fuse_pool{pool}")([scores, skip])
 

@@ -1,0 +1,29 @@
+# `make demo` and `make test` are the two set-up commands of the README:
+# each creates .venv if needed (plain Python is all it takes), installs the
+# package, then runs the main job or the whole test suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/segattn: requirements.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	# setup.py asks for `tensorflow`; requirements.txt brought tensorflow-cpu.
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+.PHONY: demo test lint benchmark
+demo: $(BIN)/segattn
+	$(BIN)/segattn demo
+
+test: $(BIN)/segattn
+	$(BIN)/ruff check keras_segattn tests benchmarks
+	$(BIN)/python -m pytest tests
+
+lint: $(BIN)/segattn
+	$(BIN)/ruff check keras_segattn tests benchmarks
+	$(BIN)/ruff format --check keras_segattn tests benchmarks
+
+benchmark: $(BIN)/segattn
+	$(BIN)/python benchmarks/run.py

@@ -1,0 +1,328 @@
+"""The `segattn` command: train, evaluate, predict, export and the demo.
+
+Every subcommand works on any registered model (`segattn models` lists
+them) and any dataset spec of `keras_segattn.data.load_segmentation_dataset`
+("shapes", "camvid:<root>", "voc:<root>", "tfds:<name>").
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def _size(values):
+    if values is None:
+        return None
+    return (values[0], values[0]) if len(values) == 1 else tuple(values)
+
+
+def load_model(path):
+    """Loads a `.keras` file saved by `segattn train`, with a clear error."""
+    import keras
+
+    import keras_segattn  # noqa: F401  (registers the custom objects)
+
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: --model-path {path!r} is not a file.")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001  (reported, not swallowed)
+        raise SystemExit(f"error: could not load --model-path {path!r}: {error}") from error
+
+
+def read_run_config(model_path):
+    """The `run.json` written next to a checkpoint by `segattn train`, if any."""
+    directory = os.path.dirname(os.path.abspath(model_path))
+    for candidate in (directory, os.path.dirname(directory)):
+        path = os.path.join(candidate, "run.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                return json.load(f)
+    return {}
+
+
+def train(args):
+    import keras
+
+    from keras_segattn.data import (
+        load_segmentation_dataset,
+        median_frequency_weights,
+        segmentation_pipeline,
+    )
+    from keras_segattn.evaluation import evaluate_segmentation, format_report
+    from keras_segattn.models import create_model, get_model_spec
+    from keras_segattn.training import compile_segmenter, object_centred_dataset, two_stage_fit
+
+    if get_model_spec(args.model).task != "semantic":
+        raise SystemExit(f"error: segattn train handles semantic models; {args.model} is not.")
+    keras.utils.set_random_seed(args.seed)
+    image_size, crop_size = _size(args.image_size), _size(args.crop_size)
+    train_kwargs = {"num_images": args.num_images} if args.data == "shapes" else {}
+    train_data, info = load_segmentation_dataset(args.data, "train", **train_kwargs)
+    val_data, _ = load_segmentation_dataset(args.data, args.val_split)
+    ignore = info.ignore_class
+    pipeline = dict(num_classes=info.num_classes, ignore_class=ignore, image_size=image_size)
+    train_batches = segmentation_pipeline(
+        train_data, args.batch_size, crop_size=crop_size, augment=args.augment,
+        shuffle=1024, seed=args.seed, **pipeline,
+    )  # fmt: skip
+    val_batches = segmentation_pipeline(val_data, args.batch_size, **pipeline)
+
+    class_weights = None
+    if args.class_weights == "median":
+        class_weights = median_frequency_weights(train_data, info.num_classes, ignore)
+        print("median-frequency class weights:", np.round(class_weights, 3).tolist())
+
+    os.makedirs(args.output, exist_ok=True)
+    model = create_model(
+        args.model, num_classes=info.num_classes, width=args.width, weights=args.weights,
+        **({"batch_norm": True} if args.batch_norm else {}),
+    )  # fmt: skip
+    compile_segmenter(model, info.num_classes, ignore, class_weights, args.learning_rate)
+    run = {k: v for k, v in vars(args).items() if k != "func"}
+    run.update(num_classes=info.num_classes, ignore_class=ignore, class_names=info.class_names)
+    with open(os.path.join(args.output, "run.json"), "w") as f:
+        json.dump(run, f, indent=2)
+
+    best = os.path.join(args.output, "best.keras")
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(
+            best, monitor="val_mean_iou", mode="max", save_best_only=True
+        ),
+        keras.callbacks.BackupAndRestore(os.path.join(args.output, "backup")),
+        keras.callbacks.TensorBoard(os.path.join(args.output, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv")),
+    ]
+    fit_kwargs = dict(validation_data=val_batches, callbacks=callbacks, verbose=args.verbose)
+    start = time.time()
+    if args.stage1_epochs:
+        stage1_source = train_data
+        if image_size is not None:
+            from keras_segattn.data import resize_example
+
+            stage1_source = train_data.map(lambda e: resize_example(e, image_size))
+        stage1 = object_centred_dataset(
+            stage1_source, crop_size or image_size, ignore, seed=args.seed
+        ).shuffle(1024, seed=args.seed)
+        stage1_batches = segmentation_pipeline(
+            stage1, args.batch_size, num_classes=info.num_classes, ignore_class=ignore
+        )
+        two_stage_fit(
+            model, stage1_batches, train_batches, args.stage1_epochs, args.epochs, **fit_kwargs
+        )
+    else:
+        model.fit(train_batches, epochs=args.epochs, **fit_kwargs)
+    train_seconds = time.time() - start
+    model.save(os.path.join(args.output, "last.keras"))
+
+    best_model = load_model(best) if os.path.exists(best) else model
+    report = evaluate_segmentation(
+        best_model, load_segmentation_dataset(args.data, args.eval_split)[0],
+        info.num_classes, ignore, image_size=image_size,
+    )  # fmt: skip
+    print(f"\n{args.model} on {args.data} [{args.eval_split}], best checkpoint:")
+    print(format_report(report, info.class_names))
+    summary = {
+        "model": args.model,
+        "data": args.data,
+        "split": args.eval_split,
+        "epochs": args.epochs,
+        "image_size": image_size,
+        "width": args.width,
+        "train_seconds": round(train_seconds, 1),
+        "global_accuracy": report["global_accuracy"],
+        "mean_class_accuracy": report["mean_class_accuracy"],
+        "mean_iou": report["mean_iou"],
+        "per_class_iou": [None if np.isnan(v) else float(v) for v in report["per_class_iou"]],
+    }
+    with open(os.path.join(args.output, "metrics.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"\ntrained in {train_seconds:.0f} s; checkpoints, logs and metrics in {args.output}")
+    return summary
+
+
+def evaluate(args):
+    from keras_segattn.data import load_segmentation_dataset
+    from keras_segattn.evaluation import evaluate_segmentation, format_report
+
+    model = load_model(args.model_path)
+    run = read_run_config(args.model_path)
+    image_size = _size(args.image_size) or _size(run.get("image_size"))
+    data, info = load_segmentation_dataset(args.data, args.split)
+    report = evaluate_segmentation(
+        model, data, info.num_classes, info.ignore_class, image_size=image_size,
+        batch_size=args.batch_size,
+    )  # fmt: skip
+    print(format_report(report, info.class_names))
+    return report
+
+
+def read_image(path):
+    """An RGB uint8 array, or a clear error naming a missing or corrupt file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise SystemExit(f"error: image {path!r} does not exist.") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise SystemExit(f"error: image {path!r} is not a readable image: {error}") from None
+
+
+def predict(args):
+    from keras_segattn.evaluation import predict_scores
+    from keras_segattn.viz import label_palette, save_panels
+
+    model = load_model(args.model_path)
+    run = read_run_config(args.model_path)
+    image_size = _size(args.image_size) or _size(run.get("image_size"))
+    palette = label_palette(model.output.shape[-1])
+    written = []
+    for path in args.images:
+        image = read_image(path)
+        scores = predict_scores(model, image[None], image_size)
+        class_map = np.argmax(np.asarray(scores)[0], axis=-1)
+        name = os.path.splitext(os.path.basename(path))[0] + "_overlay.png"
+        written.append(save_panels(os.path.join(args.output_dir, name), image, class_map, palette))
+    print("wrote", *written, sep="\n  ")
+    return written
+
+
+def export(args):
+    from keras_segattn.data import load_segmentation_dataset, segmentation_pipeline
+    from keras_segattn.export import convert_to_tflite, export_saved_model, verify_export
+    from keras_segattn.export.saved_model import semantic_serving_fn
+
+    model = load_model(args.model_path)
+    run = read_run_config(args.model_path)
+    name = args.name or run.get("model") or model.name
+    path = export_saved_model(model, args.output, name=name, version=args.version)
+    print("SavedModel (TF Serving layout):", path)
+
+    data_spec = args.data or run.get("data") or "shapes"
+    image_size = _size(run.get("image_size"))
+    data, info = load_segmentation_dataset(data_spec, "val")
+    batches = segmentation_pipeline(
+        data.take(32), 1, info.num_classes, info.ignore_class, image_size=image_size
+    )
+    images = [x.numpy() for x, _ in batches]
+    report = {}
+    for quantization in args.tflite:
+        suffix = "" if quantization == "float32" else f"_{quantization}"
+        tflite_path = os.path.join(args.output, name, f"{name}{suffix}.tflite")
+        convert_to_tflite(path, tflite_path, quantization, representative_images=images)
+        check = verify_export(
+            {k: v.numpy() for k, v in semantic_serving_fn(model)(images[0]).items()},
+            images[0], saved_model_dir=path if not report else None, tflite_model=tflite_path,
+        )  # fmt: skip
+        report[quantization] = check
+        print(f"TFLite {quantization}: {tflite_path} ({os.path.getsize(tflite_path) / 1e6:.1f} MB)")
+        for artifact, diffs in check.items():
+            print(f"  {artifact} vs Keras: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+    return path, report
+
+
+def list_registered(args):
+    from keras_segattn.models import get_model_spec, list_models
+
+    for name in list_models(args.task):
+        spec = get_model_spec(name)
+        print(f"{name:<12} {spec.task:<10} {spec.paper}")
+
+
+def demo(args):
+    from keras_segattn.demo import run_demo
+
+    return run_demo(args.output, quick=args.quick)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="segattn", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("train", help="train a semantic segmentation model")
+    p.add_argument("--model", default="fcn8s", help="a semantic model of `segattn models`")
+    p.add_argument(
+        "--data", default="shapes", help="shapes | camvid:<root> | voc:<root> | tfds:<name>"
+    )
+    p.add_argument("--num-images", type=int, default=1000, help="training images of 'shapes'")
+    p.add_argument("--output", default="runs/train")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument(
+        "--stage1-epochs",
+        type=int,
+        default=0,
+        help="DeconvNet two-stage training: epochs on object-centred crops first",
+    )
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--image-size", type=int, nargs="+", help="H [W]: resize every image")
+    p.add_argument("--crop-size", type=int, nargs="+", help="H [W]: training crops")
+    p.add_argument("--augment", action="store_true", help="random flip, scale and crop")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--batch-norm", action="store_true", help="FCN: batch norm (not in the paper)")
+    p.add_argument("--weights", default=None, help="None, 'imagenet' or a weights file")
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--class-weights", choices=["none", "median"], default="none")
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--eval-split", default="test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=1, help="1 progress bar, 2 one line an epoch")
+    p.set_defaults(func=train)
+
+    p = commands.add_parser("evaluate", help="global/class accuracy and IoU on a split")
+    p.add_argument("--model-path", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--image-size", type=int, nargs="+")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.set_defaults(func=evaluate)
+
+    p = commands.add_parser("predict", help="write overlay PNGs for image files")
+    p.add_argument("--model-path", required=True)
+    p.add_argument("--images", nargs="+", required=True)
+    p.add_argument("--output-dir", default="predictions")
+    p.add_argument("--image-size", type=int, nargs="+")
+    p.set_defaults(func=predict)
+
+    p = commands.add_parser("export", help="SavedModel for TF Serving and TFLite files")
+    p.add_argument("--model-path", required=True)
+    p.add_argument("--output", default="saved_models")
+    p.add_argument("--name")
+    p.add_argument("--version", type=int, default=1)
+    p.add_argument(
+        "--tflite",
+        nargs="*",
+        default=["float32"],
+        choices=["float32", "float16", "dynamic", "int8"],
+    )
+    p.add_argument("--data", help="representative images for int8 (default: the training data)")
+    p.set_defaults(func=export)
+
+    p = commands.add_parser("models", help="list the registered models")
+    p.add_argument("--task")
+    p.set_defaults(func=list_registered)
+
+    p = commands.add_parser("demo", help="the main job: train, evaluate, export on built-in data")
+    p.add_argument("--output", default="saved_models")
+    p.add_argument("--quick", action="store_true", help="a few steps only (for tests)")
+    p.set_defaults(func=demo)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, TypeError) as error:
+        # The package raises these for user mistakes, with a message that
+        # names the argument; a traceback would only bury it.
+        raise SystemExit(f"error: {error}") from error
+
+
+if __name__ == "__main__":
+    sys.exit(main())

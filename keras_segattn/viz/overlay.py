@@ -1,0 +1,63 @@
+import os
+
+import numpy as np
+from PIL import Image
+
+# The colours of the SegNet CamVid tutorial for its 11 classes.
+CAMVID_PALETTE = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
+    (0, 128, 192),
+)  # fmt: skip
+
+
+def label_palette(num_classes):
+    """`(num_classes, 3)` uint8 colours: the PASCAL VOC colour map.
+
+    Class 0 is black, so background stays unpainted in overlays.
+    """
+    palette = np.zeros((num_classes, 3), np.uint8)
+    for label in range(num_classes):
+        value, r, g, b = label, 0, 0, 0
+        for bit in range(8):
+            r |= ((value >> 0) & 1) << (7 - bit)
+            g |= ((value >> 1) & 1) << (7 - bit)
+            b |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        palette[label] = (r, g, b)
+    return palette
+
+
+def colorize(class_map, palette, ignore_class=None):
+    """Colours an `(h, w)` class map; ignored or unknown ids become white."""
+    palette = np.asarray(palette, np.uint8)
+    class_map = np.asarray(class_map)
+    known = (class_map >= 0) & (class_map < len(palette))
+    if ignore_class is not None:
+        known &= class_map != ignore_class
+    colours = np.full(class_map.shape + (3,), 255, np.uint8)
+    colours[known] = palette[class_map[known]]
+    return colours
+
+
+def overlay(image, class_map, palette, alpha=0.55, ignore_class=None):
+    """Blends the coloured `class_map` over an RGB `image` (uint8)."""
+    colours = colorize(class_map, palette, ignore_class).astype(np.float32)
+    blended = (1 - alpha) * np.asarray(image, np.float32) + alpha * colours
+    return np.clip(blended, 0, 255).astype(np.uint8)
+
+
+def save_panels(path, image, predicted, palette, ground_truth=None, ignore_class=None):
+    """Writes a PNG: the image, the predicted overlay and, if given, the truth.
+
+    Returns:
+        `path`.
+    """
+    panels = [np.asarray(image, np.uint8), overlay(image, predicted, palette)]
+    if ground_truth is not None:
+        panels.append(overlay(image, ground_truth, palette, ignore_class=ignore_class))
+    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
+    row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(row).save(path)
+    return path

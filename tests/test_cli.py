@@ -1,0 +1,63 @@
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_segattn.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    output = tmp_path_factory.mktemp("run")
+    main(["train", "--model", "fcn16s", "--data", "shapes", "--num-images", "16",
+          "--epochs", "1", "--batch-size", "8", "--width", "0.0625",
+          "--output", str(output), "--verbose", "0"])  # fmt: skip
+    return output
+
+
+def test_train_writes_checkpoints_logs_and_metrics(trained):
+    for name in ("best.keras", "last.keras", "run.json", "metrics.json", "history.csv"):
+        assert os.path.isfile(trained / name), name
+    assert os.listdir(trained / "logs")
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert 0 <= metrics["mean_iou"] <= 1 and metrics["split"] == "test"
+
+
+def test_evaluate_prints_the_three_figures(trained, capsys):
+    main(["evaluate", "--model-path", str(trained / "best.keras"), "--data", "shapes"])
+    out = capsys.readouterr().out
+    assert "global accuracy" in out and "mean IoU" in out and "circle" in out
+
+
+def test_predict_writes_overlays_and_rejects_bad_files(trained, tmp_path):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(image)
+    main(["predict", "--model-path", str(trained / "best.keras"), "--images", str(image),
+          "--output-dir", str(tmp_path / "out")])  # fmt: skip
+    overlay = Image.open(tmp_path / "out" / "a_overlay.png")
+    assert overlay.size == (2 * 50 + 4, 40)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"not a jpeg")
+    with pytest.raises(SystemExit, match="corrupt.jpg.*not a readable image"):
+        main(["predict", "--model-path", str(trained / "best.keras"), "--images", str(corrupt)])
+    with pytest.raises(SystemExit, match="missing.png.*does not exist"):
+        main(["predict", "--model-path", str(trained / "best.keras"),
+              "--images", str(tmp_path / "missing.png")])  # fmt: skip
+
+
+def test_export_writes_serving_layout_and_tflite(trained, tmp_path, capsys):
+    main(["export", "--model-path", str(trained / "best.keras"), "--output", str(tmp_path),
+          "--name", "demo", "--tflite", "float32", "float16"])  # fmt: skip
+    assert os.path.isfile(tmp_path / "demo" / "1" / "saved_model.pb")
+    assert os.path.isfile(tmp_path / "demo" / "demo.tflite")
+    assert os.path.isfile(tmp_path / "demo" / "demo_float16.tflite")
+    assert "tflite vs Keras" in capsys.readouterr().out
+
+
+def test_bad_model_path_is_reported(tmp_path):
+    with pytest.raises(SystemExit, match="--model-path"):
+        main(["evaluate", "--model-path", str(tmp_path / "none.keras"), "--data", "shapes"])
+    with pytest.raises(SystemExit, match="Unknown model name='nope'"):
+        main(["train", "--model", "nope"])
