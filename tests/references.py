@@ -50,3 +50,79 @@ def confusion_matrix(y_true, y_pred, num_classes, ignore_class=None):
             continue
         cm[t, p] += 1
     return cm
+
+
+def _align_corners_coordinates(n):
+    """Pixel centres in [-1, 1]; a single pixel sits at 0."""
+    return np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+
+
+def _target_points(out_h, out_w):
+    x, y = np.meshgrid(_align_corners_coordinates(out_w), _align_corners_coordinates(out_h))
+    return x, y
+
+
+def affine_grid_reference(theta, out_h, out_w):
+    x, y = _target_points(out_h, out_w)
+    grid = np.zeros((len(theta), out_h, out_w, 2))
+    for n, t in enumerate(np.asarray(theta, np.float64)):
+        a = t.reshape(2, 3)
+        grid[n, ..., 0] = a[0, 0] * x + a[0, 1] * y + a[0, 2]
+        grid[n, ..., 1] = a[1, 0] * x + a[1, 1] * y + a[1, 2]
+    return grid
+
+
+def projective_grid_reference(theta, out_h, out_w):
+    x, y = _target_points(out_h, out_w)
+    grid = np.zeros((len(theta), out_h, out_w, 2))
+    for n, t in enumerate(np.asarray(theta, np.float64)):
+        h = np.append(t, 1.0).reshape(3, 3)
+        s = h[2, 0] * x + h[2, 1] * y + h[2, 2]
+        grid[n, ..., 0] = (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / s
+        grid[n, ..., 1] = (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / s
+    return grid
+
+
+def tps_grid_reference(theta, control_points, out_h, out_w):
+    """Solves the TPS system per sample for the moved control points."""
+
+    def kernel(d2):
+        return np.where(d2 > 0, d2 * np.log(np.where(d2 > 0, d2, 1.0)), 0.0)
+
+    c = np.asarray(control_points, np.float64)
+    k = len(c)
+    system = np.zeros((k + 3, k + 3))
+    system[:k, :k] = kernel(((c[:, None] - c[None]) ** 2).sum(-1))
+    system[:k, k] = system[k, :k] = 1.0
+    system[:k, k + 1 :] = c
+    system[k + 1 :, :k] = c.T
+    x, y = _target_points(out_h, out_w)
+    p = np.stack([x.ravel(), y.ravel()], axis=1)
+    u = kernel(((p[:, None] - c[None]) ** 2).sum(-1))
+    grid = np.zeros((len(theta), out_h, out_w, 2))
+    for n, t in enumerate(np.asarray(theta, np.float64)):
+        source = c + t.reshape(k, 2)
+        for axis in range(2):
+            rhs = np.concatenate([source[:, axis], np.zeros(3)])
+            coef = np.linalg.solve(system, rhs)
+            values = u @ coef[:k] + coef[k] + coef[k + 1] * p[:, 0] + coef[k + 2] * p[:, 1]
+            grid[n, ..., axis] = values.reshape(out_h, out_w)
+    return grid
+
+
+def bilinear_sample_reference(images, grid):
+    """Per-sample loops; align-corners coordinates, zeros outside the image."""
+    images = np.asarray(images, np.float64)
+    grid = np.asarray(grid, np.float64)
+    b, h, w, c = images.shape
+    _, out_h, out_w, _ = grid.shape
+    out = np.zeros((b, out_h, out_w, c))
+    for n, i, j in np.ndindex(b, out_h, out_w):
+        x = (grid[n, i, j, 0] + 1.0) * (w - 1) / 2.0
+        y = (grid[n, i, j, 1] + 1.0) * (h - 1) / 2.0
+        x0, y0 = int(np.floor(x)), int(np.floor(y))
+        for yy, xx in ((y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)):
+            if 0 <= yy < h and 0 <= xx < w:
+                weight = (1.0 - abs(x - xx)) * (1.0 - abs(y - yy))
+                out[n, i, j] += weight * images[n, yy, xx]
+    return out

@@ -12,6 +12,13 @@ from keras_segattn.data.augment import (
     center_crop_or_pad,
     resize_example,
 )
+from keras_segattn.data.distortions import (
+    DISTORTIONS,
+    apply_distortion,
+    distorted_mnist,
+    distortion_image_size,
+    sample_distortion_params,
+)
 from keras_segattn.data.folders import (
     CAMVID_CLASSES,
     CAMVID_IGNORE_CLASS,
@@ -23,6 +30,7 @@ from keras_segattn.data.folders import (
     list_voc_files,
     voc_dataset,
 )
+from keras_segattn.data.mnist import load_mnist, read_idx
 from keras_segattn.data.pipeline import (
     DatasetInfo,
     check_segmentation_labels,
@@ -38,7 +46,14 @@ __all__ = [
     "CAMVID_IGNORE_CLASS",
     "VOC_CLASSES",
     "VOC_IGNORE_CLASS",
+    "DISTORTIONS",
     "DatasetInfo",
+    "apply_distortion",
+    "distorted_mnist",
+    "distortion_image_size",
+    "load_mnist",
+    "read_idx",
+    "sample_distortion_params",
     "augment_dataset",
     "augment_segmentation",
     "camvid_dataset",

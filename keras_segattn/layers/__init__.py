@@ -4,6 +4,14 @@ from keras_segattn.layers.image_preprocessing import ImagePreprocessing
 from keras_segattn.layers.max_pooling_with_argmax import MaxPoolingWithArgmax2D
 from keras_segattn.layers.max_unpooling import MaxUnpooling2D
 from keras_segattn.layers.size_alignment import CropToReference, PadToMultiple
+from keras_segattn.layers.spatial_transformer import (
+    SpatialTransformer,
+    affine_grid,
+    bilinear_sample,
+    projective_grid,
+    tps_control_points,
+    tps_grid,
+)
 
 __all__ = [
     "CropToReference",
@@ -11,4 +19,10 @@ __all__ = [
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
     "PadToMultiple",
+    "SpatialTransformer",
+    "affine_grid",
+    "bilinear_sample",
+    "projective_grid",
+    "tps_control_points",
+    "tps_grid",
 ]

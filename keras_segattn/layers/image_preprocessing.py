@@ -20,23 +20,28 @@ class ImagePreprocessing(keras.layers.Layer):
             `"symmetric"` (scale to `[-1, 1]`). Defaults to `"caffe"`.
         min_size: int. Smallest height and width the model accepts; checked
             whenever the input size is known. Defaults to `1`.
+        channels: int. Channels expected in the last axis: 3 for RGB, 1 for
+            greyscale (`"caffe"` needs 3). Defaults to `3`.
     """
 
     MODES = ("caffe", "unit", "symmetric")
 
-    def __init__(self, mode="caffe", min_size=1, **kwargs):
+    def __init__(self, mode="caffe", min_size=1, channels=3, **kwargs):
         super().__init__(**kwargs)
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}; got mode={mode!r}.")
+        if mode == "caffe" and channels != 3:
+            raise ValueError(f"mode='caffe' needs channels=3; got channels={channels!r}.")
         self.mode = mode
         self.min_size = int(min_size)
+        self.channels = int(channels)
 
     def build(self, input_shape):
-        check_image_shape(input_shape, self.min_size, where=self.name)
+        check_image_shape(input_shape, self.min_size, self.channels, where=self.name)
         self.built = True
 
     def call(self, inputs):
-        check_image_shape(inputs.shape, self.min_size, where=self.name)
+        check_image_shape(inputs.shape, self.min_size, self.channels, where=self.name)
         images = tf.cast(inputs, self.compute_dtype)
         if self.mode == "caffe":
             return images[..., ::-1] - tf.constant(CAFFE_BGR_MEAN, self.compute_dtype)
@@ -49,12 +54,12 @@ class ImagePreprocessing(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"mode": self.mode, "min_size": self.min_size})
+        config.update({"mode": self.mode, "min_size": self.min_size, "channels": self.channels})
         return config
 
 
-def check_image_shape(shape, min_size=1, where="images"):
-    """Raises a ValueError unless `shape` is `(batch, h, w, 3)` with h, w >= min_size.
+def check_image_shape(shape, min_size=1, channels=3, where="images"):
+    """Raises a ValueError unless `shape` is `(batch, h, w, channels)`, h, w >= min_size.
 
     Unknown dimensions pass: the check runs again once they are known.
     """

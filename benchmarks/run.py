@@ -1,0 +1,161 @@
+"""Speed and memory of the semantic models and the unpooling layers.
+
+    python benchmarks/run.py            # the README table (about 10 min on 2 cores)
+    python benchmarks/run.py --quick    # smaller sizes, a smoke run
+
+Each model is measured in a fresh subprocess so that its peak resident
+memory (ru_maxrss) is its own. Times are medians of several runs after a
+warm-up. Results go to stdout and to benchmarks/results.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def median_seconds(fn, repeats):
+    fn()  # warm-up: tracing, allocation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def measure_model(name, width, height, image_width, batch, repeats):
+    """Runs in a subprocess: forward (Keras, TFLite), train step, memory."""
+    import tensorflow as tf
+
+    from keras_segattn.export import convert_to_tflite, export_saved_model
+    from keras_segattn.models import create_model
+    from keras_segattn.training import compile_segmenter
+
+    model = create_model(name, num_classes=11, width=width)
+    images = np.random.default_rng(0).integers(0, 256, (1, height, image_width, 3), np.uint8)
+    forward = tf.function(lambda x: model(x, training=False))
+    keras_ms = 1000 * median_seconds(lambda: forward(images).numpy(), repeats)
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = export_saved_model(model, directory, name=name)
+        tflite_path = os.path.join(directory, f"{name}.tflite")
+        convert_to_tflite(path, tflite_path)
+        tflite_mb = os.path.getsize(tflite_path) / 1e6
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=tflite_path, num_threads=os.cpu_count())
+        runner = interpreter.get_signature_runner()
+        tflite_ms = 1000 * median_seconds(lambda: runner(images=images), repeats)
+
+    compile_segmenter(model, 11, ignore_class=11)
+    batch_images = np.repeat(images, batch, axis=0)
+    labels = np.random.default_rng(1).integers(0, 11, (batch, height, image_width))
+    step_s = median_seconds(lambda: model.train_on_batch(batch_images, labels), repeats)
+    return {
+        "model": name,
+        "width": width,
+        "params_m": model.count_params() / 1e6,
+        "tflite_mb": tflite_mb,
+        "keras_ms": keras_ms,
+        "tflite_ms": tflite_ms,
+        "train_step_s": step_s,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+    }
+
+
+def measure_unpooling(size, channels, repeats):
+    """Ours (builtin ops) against max_pool_with_argmax + scatter (needs Flex)."""
+    import tensorflow as tf
+
+    from keras_segattn.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
+
+    x = tf.random.normal((1, size, size, channels))
+    pool, unpool = MaxPoolingWithArgmax2D(), MaxUnpooling2D()
+
+    @tf.function
+    def ours(x):
+        pooled, switches = pool(x)
+        return unpool([pooled, switches])
+
+    @tf.function
+    def tf_native(x):
+        pooled, argmax = tf.nn.max_pool_with_argmax(x, 2, 2, "VALID", include_batch_in_index=True)
+        flat = tf.scatter_nd(
+            tf.reshape(argmax, [-1, 1]), tf.reshape(pooled, [-1]), [tf.size(x, tf.int64)]
+        )
+        return tf.reshape(flat, tf.shape(x))
+
+    np.testing.assert_allclose(ours(x), tf_native(x))
+    return {
+        "ours_ms": 1000 * median_seconds(lambda: ours(x).numpy(), repeats),
+        "max_pool_with_argmax_ms": 1000 * median_seconds(lambda: tf_native(x).numpy(), repeats),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    height, width_px, batch, repeats = (64, 96, 2, 2) if args.quick else (360, 480, 4, 5)
+    if args.child:
+        name, width = args.child.split(":")
+        result = measure_model(name, float(width), height, width_px, batch, repeats)
+        print(json.dumps(result))
+        return
+
+    from keras_segattn.models import list_models
+
+    rows = []
+    for name in list_models(task="semantic"):
+        for width in (0.25, 1.0):
+            output = subprocess.run(
+                [sys.executable, __file__, "--child", f"{name}:{width}"]
+                + (["--quick"] if args.quick else []),
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            rows.append(json.loads(output.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    unpool = measure_unpooling(112 if args.quick else 224, 64, repeats)
+
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"TensorFlow {__import__('tensorflow').__version__}. Input {height}x{width_px}; "
+        f"forward batch 1, train step batch {batch} (Adam, no XLA); medians of {repeats}.",
+        "",
+        "| model | width | params (M) | TFLite (MB) | Keras forward (ms) | TFLite forward (ms) "
+        "| train step (s) | peak RSS (GB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['width']} | {r['params_m']:.1f} | {r['tflite_mb']:.1f} "
+            f"| {r['keras_ms']:.0f} | {r['tflite_ms']:.0f} | {r['train_step_s']:.2f} "
+            f"| {r['peak_rss_gb']:.1f} |"
+        )
+    size = 112 if args.quick else 224
+    lines += [
+        "",
+        f"Pooling with switches + unpooling, 1x{size}x{size}x64: ours (builtin TFLite ops) "
+        f"{unpool['ours_ms']:.1f} ms; `tf.nn.max_pool_with_argmax` + `scatter_nd` (Flex) "
+        f"{unpool['max_pool_with_argmax_ms']:.1f} ms.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.quick:
+        with open(os.path.join(HERE, "results.md"), "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

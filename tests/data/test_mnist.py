@@ -1,0 +1,271 @@
+import gzip
+import hashlib
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_segattn.data import distortions, mnist
+
+MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
+TRAIN_IMAGES_MD5 = "6bbc9ace898e44ae57da46a324031adb"
+IDENTITY = {"R": [0.0], "RTS": [0.0, 1.0, 0.0, 0.0], "P": [1.0] + [0.0] * 8, "E": [0.0] * 32}
+
+
+def _idx_bytes(array, code=0x08):
+    array = np.asarray(array)
+    header = bytes([0, 0, code, array.ndim]) + np.array(array.shape, ">u4").tobytes()
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def _write(path, data, compress=False):
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def _write_mnist_folder(folder, num_images=3, compress=True):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, stem in (("train", "train"), ("test", "t10k")):
+        images = rng.integers(0, 256, (num_images, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, num_images, dtype=np.uint8)
+        ext = ".gz" if compress else ""
+        _write(folder / f"{stem}-images-idx3-ubyte{ext}", _idx_bytes(images), compress)
+        _write(folder / f"{stem}-labels-idx1-ubyte{ext}", _idx_bytes(labels), compress)
+        arrays[split] = images, labels
+    return arrays
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize(
+    "array, code",
+    [
+        (np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4), 0x08),
+        (np.array([-5, 0, 70000], np.int32), 0x0C),
+        (np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2), 0x0D),
+    ],
+)
+def test_read_idx_raw_and_gzip(tmp_path, array, code, compress):
+    path = _write(tmp_path / "x-idx", _idx_bytes(array, code), compress)
+    result = mnist.read_idx(path)
+    assert result.dtype == array.dtype and result.dtype.isnative
+    np.testing.assert_array_equal(result, array)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (_idx_bytes(np.zeros((2, 5), np.uint8))[:-3], "truncated"),
+        (_idx_bytes(np.zeros((2, 5), np.uint8))[:9], "truncated"),
+        (b"\x00\x00", "truncated"),
+        (_idx_bytes(np.zeros(4, np.uint8)) + b"\x00", "after the data"),
+        (b"\x01\x02" + _idx_bytes(np.zeros(4, np.uint8))[2:], "magic"),
+        (_idx_bytes(np.zeros(4, np.uint8), code=0x07), "dtype code"),
+    ],
+)
+def test_read_idx_bad_file_names_file(tmp_path, data, message):
+    path = _write(tmp_path / "bad-idx1-ubyte", data)
+    with pytest.raises(ValueError, match=message) as info:
+        mnist.read_idx(path)
+    assert str(path) in str(info.value)
+
+
+def test_read_idx_truncated_or_missing_gzip_names_file(tmp_path):
+    data = gzip.compress(_idx_bytes(np.arange(1000, dtype=np.uint8)))
+    path = _write(tmp_path / "cut.gz", data[: len(data) // 2])
+    with pytest.raises(ValueError, match="gzip") as info:
+        mnist.read_idx(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(ValueError, match="does not exist"):
+        mnist.read_idx(tmp_path / "missing.gz")
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_load_mnist_folder(tmp_path, compress):
+    arrays = _write_mnist_folder(tmp_path, compress=compress)
+    for split in ("train", "test"):
+        images, labels, used = mnist.load_mnist(tmp_path, split, return_source=True)
+        np.testing.assert_array_equal(images, arrays[split][0])
+        np.testing.assert_array_equal(labels, arrays[split][1])
+        assert used == f"folder:{tmp_path}"
+
+
+def test_load_mnist_environment_variable_and_errors(tmp_path, monkeypatch):
+    arrays = _write_mnist_folder(tmp_path)
+    monkeypatch.setenv(mnist.ENV_VAR, str(tmp_path))
+    images, _, used = mnist.load_mnist(split="test", return_source=True)
+    np.testing.assert_array_equal(images, arrays["test"][0])
+    assert used == f"folder:{tmp_path}"
+    with pytest.raises(ValueError, match="split"):
+        mnist.load_mnist(tmp_path, split="val")
+    os.remove(tmp_path / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(ValueError, match=mnist.ENV_VAR):
+        mnist.load_mnist(split="test")
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte"):
+        mnist.load_mnist(tmp_path, split="test")
+    with pytest.raises(ValueError, match="not a folder"):
+        mnist.load_mnist(tmp_path / "nowhere")
+
+
+def test_load_mnist_default_finds_shared_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "shared" / "data" / "mnist"
+    folder.mkdir(parents=True)
+    arrays = _write_mnist_folder(folder, compress=False)
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    monkeypatch.delenv(mnist.ENV_VAR, raising=False)
+    images, labels, used = mnist.load_mnist(return_source=True)
+    np.testing.assert_array_equal(labels, arrays["train"][1])
+    assert used == f"folder:{folder}"
+
+
+@pytest.fixture(scope="module")
+def real_mnist():
+    if not os.path.isdir(MNIST):
+        pytest.skip(f"MNIST not found at {MNIST}")
+    return os.path.abspath(MNIST)
+
+
+def test_real_mnist_files(real_mnist):
+    with gzip.open(os.path.join(real_mnist, "train-images-idx3-ubyte.gz")) as f:
+        assert hashlib.md5(f.read()).hexdigest() == TRAIN_IMAGES_MD5
+    for split, count in (("train", 60000), ("test", 10000)):
+        images, labels = mnist.load_mnist(real_mnist, split)
+        assert images.shape == (count, 28, 28) and images.dtype == np.uint8
+        assert labels.shape == (count,)
+        assert labels.min() == 0 and labels.max() == 9
+        assert len(np.unique(labels)) == 10
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """64 real test digits, or blobs in the central 20x20 without the files."""
+    if os.path.isdir(MNIST):
+        images, labels = mnist.load_mnist(MNIST, "test")
+        return images[:64], labels[:64]
+    rng = np.random.default_rng(0)
+    images = np.zeros((64, 28, 28), np.uint8)
+    images[:, 4:24, 4:24] = rng.integers(0, 256, (64, 20, 20)) * (rng.random((64, 20, 20)) < 0.3)
+    return images, rng.integers(0, 10, 64).astype(np.uint8)
+
+
+def _collect(dataset):
+    images, labels = zip(*dataset.as_numpy_iterator())
+    return np.stack(images), np.array(labels)
+
+
+@pytest.mark.parametrize("distortion", distortions.DISTORTIONS)
+def test_distorted_mnist_shapes_and_seeds(digits, distortion):
+    size = distortions.distortion_image_size(distortion)
+    dataset = distortions.distorted_mnist("train", distortion, seed=3, source=digits)
+    assert dataset.element_spec[0].shape == (size, size, 1)
+    assert dataset.element_spec[0].dtype == tf.float32
+    assert dataset.element_spec[1].dtype == tf.int32
+    images, labels = _collect(dataset)
+    assert images.shape == (64, size, size, 1)
+    assert images.min() >= 0 and images.max() <= 1 and images.max() > 0.5
+    np.testing.assert_array_equal(labels, digits[1])
+
+    again, _ = _collect(distortions.distorted_mnist("train", distortion, seed=3, source=digits))
+    np.testing.assert_array_equal(images, again)
+    other, _ = _collect(distortions.distorted_mnist("train", distortion, seed=4, source=digits))
+    assert np.abs(images - other).mean() > 0.01
+
+    test_a, _ = _collect(distortions.distorted_mnist("test", distortion, seed=3, source=digits))
+    test_b, _ = _collect(distortions.distorted_mnist("test", distortion, seed=3, source=digits))
+    np.testing.assert_array_equal(test_a, test_b)
+    # The same digits in the test split get other distortions than in train.
+    assert np.abs(test_a - images).mean() > 0.01
+
+
+@pytest.mark.parametrize("distortion", distortions.DISTORTIONS)
+def test_identity_params_give_back_input(digits, distortion):
+    images = digits[0][:8, ..., None].astype(np.float32) / 255
+    out = distortions.apply_distortion(images, distortion, [IDENTITY[distortion]] * 8).numpy()
+    if distortion == "RTS":
+        assert out.shape == (8, 42, 42, 1)
+        np.testing.assert_allclose(out[:, 7:35, 7:35], images, atol=1e-5)
+        assert out.sum() == pytest.approx(images.sum(), rel=1e-5)
+    else:
+        np.testing.assert_allclose(out, images, atol=1e-5)
+
+
+def _bar_angle(image):
+    """Orientation of an image's mass in degrees, counter-clockwise as displayed."""
+    ys, xs = np.mgrid[: image.shape[0], : image.shape[1]]
+    w = image / image.sum()
+    x, y = xs - (w * xs).sum(), -(ys - (w * ys).sum())
+    cxx, cyy, cxy = (w * x * x).sum(), (w * y * y).sum(), (w * x * y).sum()
+    return np.degrees(0.5 * np.arctan2(2 * cxy, cxx - cyy))
+
+
+def test_rotation_rotates_counter_clockwise():
+    bar = np.zeros((1, 28, 28, 1), np.float32)
+    bar[0, 13:15, 4:24] = 1
+    assert abs(_bar_angle(bar[0, ..., 0])) < 1e-6
+    for angle in (30.0, -60.0):
+        out = distortions.apply_distortion(bar, "R", [[angle]]).numpy()[0, ..., 0]
+        assert _bar_angle(out) == pytest.approx(angle, abs=1.0)
+        assert out.sum() == pytest.approx(bar.sum(), rel=0.05)
+
+
+def test_rts_digits_mostly_inside_canvas(digits):
+    images = digits[0][..., None].astype(np.float32) / 255
+    keys = np.stack([np.zeros(64), np.arange(64)], 1).astype(np.int64)
+    params = distortions.sample_distortion_params("RTS", keys).numpy()
+    assert np.all(np.abs(params[:, 0]) <= 45)
+    assert np.all((params[:, 1] >= 0.7) & (params[:, 1] <= 1.2))
+    out = distortions.apply_distortion(images, "RTS", params).numpy()
+    assert out.shape == (64, 42, 42, 1)
+    # Scaling by s multiplies the mass by s**2; what is missing fell off.
+    inside = out.sum(axis=(1, 2, 3)) / (images.sum(axis=(1, 2, 3)) * params[:, 1] ** 2)
+    assert inside.min() > 0.9
+
+
+def test_param_ranges():
+    keys = np.stack([np.full(500, 7), np.arange(500)], 1)
+    r = distortions.sample_distortion_params("R", keys).numpy()
+    assert r.min() >= -90 and r.max() <= 90 and r.max() - r.min() > 150
+    p = distortions.sample_distortion_params("P", keys).numpy()
+    assert np.all((p[:, 0] >= 0.75) & (p[:, 0] <= 1.0))
+    assert np.abs(p[:, 1:]).max() <= 10 and 3.5 < p[:, 1:].std() < 5
+    e = distortions.sample_distortion_params("E", keys).numpy()
+    assert e.shape == (500, 32) and 1.3 < e.std() < 1.7
+
+
+def test_projective_maps_moved_corners_to_corners():
+    params = np.array([[0.8, 3, -2, -4, 1, 2, 5, -1, -3]], np.float32)
+    h = distortions._corner_homographies(params).numpy()[0]
+    corners = np.array([[0, 0], [27, 0], [27, 27], [0, 27]], np.float64)
+    moved = 13.5 + 0.8 * (corners - 13.5) + params[0, 1:].reshape(4, 2)
+    mapped = np.concatenate([moved, np.ones((4, 1))], 1) @ h.T
+    np.testing.assert_allclose(mapped[:, :2] / mapped[:, 2:], corners, atol=1e-3)
+
+
+def test_elastic_warp_moves_control_points_by_their_offsets():
+    # A smooth image (x + 2y) sampled through the spline: at a control
+    # point, the output reads the input at the point plus its offset.
+    ys, xs = np.mgrid[:28, :28].astype(np.float32)
+    image = (xs + 2 * ys)[None, :, :, None]
+    dx = np.linspace(-1.5, 1.5, 16).astype(np.float32)
+    dy = np.linspace(1.0, -1.0, 16).astype(np.float32)
+    warped = distortions.apply_distortion(image, "E", np.concatenate([dx, dy])[None]).numpy()
+    ticks = [0, 9, 18, 27]
+    for k, (y, x) in enumerate((y, x) for y in ticks for x in ticks):
+        if 0 < x < 27 and 0 < y < 27:  # the border reads zeros beyond the edge
+            expected = (x + dx[k]) + 2 * (y + dy[k])
+            np.testing.assert_allclose(warped[0, y, x, 0], expected, atol=1e-3)
+
+
+def test_unknown_distortion_lists_accepted():
+    with pytest.raises(ValueError, match="RTS"):
+        distortions.distorted_mnist(distortion="X", source=(np.zeros((1, 28, 28)), np.zeros(1)))
+    with pytest.raises(ValueError, match="'R', 'RTS', 'P', 'E'"):
+        distortions.distortion_image_size("rts")
+    assert [distortions.distortion_image_size(d) for d in distortions.DISTORTIONS] == [
+        28,
+        42,
+        28,
+        28,
+    ]
