@@ -235,6 +235,16 @@ def list_registered(args):
         print(f"{name:<12} {spec.task:<10} {spec.paper}")
 
 
+def stn_table(args):
+    from keras_segattn.models.spatial_transformer.reproduce import run_table
+
+    run_table(
+        args.rows, args.distortions, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, seed=args.seed, output=args.output,
+        source=args.mnist, limit=args.limit, verbose=args.verbose,
+    )  # fmt: skip
+
+
 def demo(args):
     from keras_segattn.demo import run_demo
 
@@ -306,6 +316,24 @@ def build_parser():
     p = commands.add_parser("models", help="list the registered models")
     p.add_argument("--task")
     p.set_defaults(func=list_registered)
+
+    p = commands.add_parser("stn-table", help="Spatial Transformer Networks' Table 1 on MNIST")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=["cnn", "st_cnn:affine", "st_cnn:tps"],
+        help="cnn, fcn, st_cnn:<affine|projective|tps>, st_fcn:<...>",
+    )
+    p.add_argument("--distortions", nargs="+", default=["R", "RTS"], choices=["R", "RTS", "P", "E"])
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mnist", help="MNIST folder of IDX files, 'keras' or 'tfds'")
+    p.add_argument("--limit", type=int, help="use only this many digits (smoke runs)")
+    p.add_argument("--output", default="runs/stn")
+    p.add_argument("--verbose", type=int, default=2)
+    p.set_defaults(func=stn_table)
 
     p = commands.add_parser("demo", help="the main job: train, evaluate, export on built-in data")
     p.add_argument("--output", default="saved_models")

@@ -26,7 +26,35 @@ def semantic_serving_fn(model):
     return serve
 
 
-SERVING_FUNCTIONS = {"semantic": semantic_serving_fn}
+def classification_serving_fn(model):
+    """uint8 images in; `probabilities`, `transformed_images`, `transform` out.
+
+    For a model without a spatial transformer, `transformed_images` is the
+    normalised input and `transform` has no columns.
+    """
+    from keras_segattn.models.spatial_transformer.mnist_models import transformer_outputs
+
+    view = transformer_outputs(model)
+
+    def serve(images):
+        logits, warped, theta = view(images, training=False)
+        return {
+            "probabilities": tf.nn.softmax(logits, axis=-1),
+            "transformed_images": warped,
+            "transform": theta,
+        }
+
+    return serve
+
+
+SERVING_FUNCTIONS = {"semantic": semantic_serving_fn, "classification": classification_serving_fn}
+
+
+def image_signature(model, task):
+    """Semantic models take any size; the classifiers their fixed input size."""
+    if task == "semantic":
+        return IMAGE_SIGNATURE
+    return tf.TensorSpec([None, *model.input.shape[1:]], tf.uint8, name="images")
 
 
 def serving_module(model, task="semantic"):
@@ -40,7 +68,7 @@ def serving_module(model, task="semantic"):
     archive.add_endpoint(
         "serving_default",
         tf.function(SERVING_FUNCTIONS[task](model)),
-        input_signature=[IMAGE_SIGNATURE],
+        input_signature=[image_signature(model, task)],
     )
     return archive
 

@@ -66,11 +66,13 @@ def check_image_shape(shape, min_size=1, channels=3, where="images"):
     shape = tuple(shape)
     if len(shape) != 4:
         raise ValueError(
-            f"{where}: expected a batch of RGB images of rank 4 (batch, height, "
-            f"width, 3); got rank {len(shape)} with shape {shape}."
+            f"{where}: expected a batch of images of rank 4 (batch, height, "
+            f"width, {channels}); got rank {len(shape)} with shape {shape}."
         )
-    if shape[-1] is not None and shape[-1] != 3:
-        raise ValueError(f"{where}: expected 3 (RGB) channels in the last axis; got shape {shape}.")
+    if shape[-1] is not None and shape[-1] != channels:
+        raise ValueError(
+            f"{where}: expected {channels} channels in the last axis; got shape {shape}."
+        )
     for axis, size in (("height", shape[1]), ("width", shape[2])):
         if size is not None and size < min_size:
             raise ValueError(

@@ -1,0 +1,158 @@
+"""Reproduces Table 1 of Spatial Transformer Networks on distorted MNIST.
+
+`segattn stn-table` trains one cell (model x distortion) after another,
+writes each result to `<output>/<cell>.json` as soon as it is measured, and
+skips cells already measured with the same settings, so an interrupted run
+resumes where it stopped. It prints the measured error beside the paper's.
+"""
+
+import json
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from keras_segattn.data import DISTORTIONS, distorted_mnist, distortion_image_size, load_mnist
+from keras_segattn.models.registry import create_model
+
+# Table 1 of the paper, test error in %, columns R, RTS, P, E.
+PAPER_ERRORS = {
+    "fcn": (2.1, 5.2, 3.1, 3.2),
+    "cnn": (1.2, 0.8, 1.5, 1.4),
+    "st_fcn:affine": (1.2, 0.8, 1.5, 2.7),
+    "st_fcn:projective": (1.3, 0.9, 1.4, 2.6),
+    "st_fcn:tps": (1.1, 0.8, 1.4, 2.4),
+    "st_cnn:affine": (0.7, 0.5, 0.8, 1.2),
+    "st_cnn:projective": (0.8, 0.6, 0.8, 1.3),
+    "st_cnn:tps": (0.7, 0.5, 0.8, 1.1),
+}
+
+
+def parse_row(row):
+    """`"st_cnn:tps"` to `("st_cnn", "tps")`; `"cnn"` to `("cnn", None)`."""
+    if row not in PAPER_ERRORS:
+        raise ValueError(f"Unknown table row {row!r}; rows are {sorted(PAPER_ERRORS)}.")
+    name, _, transform = row.partition(":")
+    return name, transform or None
+
+
+def training_data(distortion, epochs, batch_size, seed, mnist):
+    """`epochs` passes over the 60,000 digits, freshly distorted each pass."""
+    passes = [
+        distorted_mnist("train", distortion, seed=seed + epoch, source=mnist)
+        for epoch in range(epochs)
+    ]
+    data = passes[0]
+    for more in passes[1:]:
+        data = data.concatenate(more)
+    return (
+        data.shuffle(10_000, seed=seed)
+        .map(lambda x, y: (x * 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, seed=0,
+               output="runs/stn", source=None, limit=None, verbose=2):  # fmt: skip
+    """Trains and tests one table cell; returns (and saves) its result dict.
+
+    `source` is the MNIST source of `load_mnist`; `limit` keeps only the
+    first `limit` training and test digits (for smoke runs).
+    """
+    name, transform = parse_row(row)
+    if distortion not in DISTORTIONS:
+        raise ValueError(f"distortion must be one of {DISTORTIONS}; got {distortion!r}.")
+    settings = {"row": row, "distortion": distortion, "epochs": epochs,
+                "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+                "limit": limit}  # fmt: skip
+    path = os.path.join(output, f"{row.replace(':', '_')}_{distortion}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved.get("settings") == settings:
+            return saved
+
+    keras.utils.set_random_seed(seed)
+    train_mnist = tuple(a[:limit] for a in load_mnist(source, "train"))
+    test_mnist = tuple(a[:limit] for a in load_mnist(source, "test"))
+    steps = len(train_mnist[1]) // batch_size
+    kwargs = {"input_size": distortion_image_size(distortion)}
+    if transform:
+        kwargs["transform"] = transform
+    model = create_model(name, **kwargs)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps)
+    model.compile(
+        keras.optimizers.Adam(schedule),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    start = time.time()
+    model.fit(
+        training_data(distortion, epochs, batch_size, seed, train_mnist),
+        epochs=epochs, steps_per_epoch=steps, verbose=verbose,
+    )  # fmt: skip
+    seconds = time.time() - start
+    test = distorted_mnist("test", distortion, seed=seed, source=test_mnist)
+    test = test.map(lambda x, y: (x * 255.0, y)).batch(1000)
+    _, accuracy = model.evaluate(test, verbose=0)
+    result = {
+        "settings": settings,
+        "test_error": 100.0 * (1.0 - accuracy),
+        "paper_error": PAPER_ERRORS[row][DISTORTIONS.index(distortion)],
+        "train_seconds": round(seconds, 1),
+        "test_images": int(len(test_mnist[1])),
+        "parameters": int(model.count_params()),
+    }
+    os.makedirs(output, exist_ok=True)
+    model.save(os.path.join(output, f"{row.replace(':', '_')}_{distortion}.keras"))
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def format_table(results, distortions):
+    """A Markdown table: measured error (paper) and wall time per cell."""
+    header = "| model | " + " | ".join(distortions) + " |"
+    lines = [header, "|---" * (len(distortions) + 1) + "|"]
+    for row in PAPER_ERRORS:
+        cells = []
+        for d in distortions:
+            r = results.get((row, d))
+            paper = PAPER_ERRORS[row][DISTORTIONS.index(d)]
+            if r is None:
+                cells.append(f"- (paper {paper})")
+            else:
+                minutes = math.ceil(r["train_seconds"] / 60)
+                cells.append(f"**{r['test_error']:.2f}** (paper {paper}; {minutes} min)")
+        if any(not c.startswith("-") for c in cells):
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_table(rows, distortions, **kwargs):
+    results = {}
+    for distortion in distortions:
+        for row in rows:
+            results[(row, distortion)] = result = train_cell(row, distortion, **kwargs)
+            print(
+                f"{row} on {distortion}: {result['test_error']:.2f}% test error "
+                f"(paper {result['paper_error']}), {result['train_seconds']:.0f} s",
+                flush=True,
+            )
+    table = format_table(results, distortions)
+    print(table)
+    return results, table
+
+
+def load_results(output):
+    """Every measured cell under `output`, keyed by `(row, distortion)`."""
+    results = {}
+    for name in sorted(os.listdir(output)) if os.path.isdir(output) else []:
+        if name.endswith(".json"):
+            with open(os.path.join(output, name)) as f:
+                r = json.load(f)
+            results[(r["settings"]["row"], r["settings"]["distortion"])] = r
+    return results

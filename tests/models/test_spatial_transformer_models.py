@@ -1,0 +1,72 @@
+import pytest
+import tensorflow as tf
+
+from keras_segattn.export import convert_to_tflite, export_saved_model, verify_export
+from keras_segattn.export.saved_model import classification_serving_fn
+from keras_segattn.models import create_model, list_models
+from keras_segattn.models.spatial_transformer.reproduce import format_table, train_cell
+from keras_segattn.testing import run_model_test
+
+ROWS = [("cnn", {}), ("fcn", {})] + [
+    (name, {"transform": t})
+    for name in ("st_cnn", "st_fcn")
+    for t in ("affine", "projective", "tps")
+]
+
+
+def test_registry_has_the_four_mnist_models():
+    assert {"cnn", "fcn", "st_cnn", "st_fcn"} <= set(list_models(task="classification"))
+
+
+@pytest.mark.parametrize("name, kwargs", ROWS, ids=[f"{n}-{k}" for n, k in ROWS])
+def test_model_passes_shared_checks(name, kwargs, rng):
+    model = create_model(name, input_size=42, **kwargs)
+    images = rng.integers(0, 256, size=(2, 42, 42, 1)).astype("float32")
+    labels = rng.integers(0, 10, size=(2,))
+    run_model_test(
+        model, images, labels, loss="sparse_categorical_crossentropy", atol=1e-4, tflite_atol=1e-3
+    )
+
+
+@pytest.mark.parametrize("transform", ["affine", "tps"])
+def test_serving_signature_returns_probabilities_warp_and_transform(transform, rng, tmp_path):
+    model = create_model("st_cnn", transform=transform, input_size=42)
+    # Move the transformer off the identity so that the warp is not trivial.
+    regressor = model.get_layer("spatial_transformer").regressor
+    kernel, bias = regressor.get_weights()
+    regressor.set_weights(
+        [rng.normal(0, 0.01, kernel.shape), bias + rng.normal(0, 0.05, bias.shape)]
+    )
+    path = export_saved_model(model, tmp_path, name="st", task="classification")
+    images = rng.integers(0, 256, size=(3, 42, 42, 1)).astype("uint8")
+    reference = {k: v.numpy() for k, v in classification_serving_fn(model)(images).items()}
+    assert reference["probabilities"].shape == (3, 10)
+    assert reference["transformed_images"].shape == (3, 28, 28, 1)
+    assert reference["transform"].shape == (3, 6 if transform == "affine" else 32)
+    flatbuffer = convert_to_tflite(path)
+    report = verify_export(reference, images, saved_model_dir=path, tflite_model=flatbuffer)
+    assert max(report["saved_model"].values()) < 1e-5
+    assert max(report["tflite"].values()) < 1e-4
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    (spec,) = signature.structured_input_signature[1].values()
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 42, 42, 1]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="input_size"):
+        create_model("cnn", input_size=20)
+    with pytest.raises(ValueError, match="transform"):
+        create_model("st_cnn", transform="similarity")
+
+
+def test_table_cell_trains_tests_saves_and_resumes(shared_data, tmp_path):
+    mnist = f"{shared_data}/mnist"
+    kwargs = dict(epochs=1, batch_size=64, output=str(tmp_path), source=mnist, limit=256, verbose=0)
+    result = train_cell("st_cnn:affine", "R", **kwargs)
+    assert 0 <= result["test_error"] <= 100 and result["paper_error"] == 0.7
+    assert (tmp_path / "st_cnn_affine_R.json").exists()
+    assert train_cell("st_cnn:affine", "R", **kwargs) == result  # resumed, not retrained
+    table = format_table({("st_cnn:affine", "R"): result}, ["R"])
+    assert "paper 0.7" in table
+    with pytest.raises(ValueError, match="rows are"):
+        train_cell("st_cnn:similarity", "R", **kwargs)
