@@ -245,6 +245,13 @@ def stn_table(args):
     )  # fmt: skip
 
 
+def stn_figure(args):
+    from keras_segattn.models.spatial_transformer.reproduce import transformer_figure
+
+    print("wrote", transformer_figure(args.model_path, args.distortion, args.output,
+                                      args.count, source=args.mnist))  # fmt: skip
+
+
 def demo(args):
     from keras_segattn.demo import run_demo
 
@@ -334,6 +341,14 @@ def build_parser():
     p.add_argument("--output", default="runs/stn")
     p.add_argument("--verbose", type=int, default=2)
     p.set_defaults(func=stn_table)
+
+    p = commands.add_parser("stn-figure", help="distorted digits above the transformer's output")
+    p.add_argument("--model-path", required=True)
+    p.add_argument("--distortion", default="RTS", choices=["R", "RTS", "P", "E"])
+    p.add_argument("--output", default="docs/stn.png")
+    p.add_argument("--count", type=int, default=8)
+    p.add_argument("--mnist")
+    p.set_defaults(func=stn_figure)
 
     p = commands.add_parser("demo", help="the main job: train, evaluate, export on built-in data")
     p.add_argument("--output", default="saved_models")

@@ -70,3 +70,16 @@ def test_table_cell_trains_tests_saves_and_resumes(shared_data, tmp_path):
     assert "paper 0.7" in table
     with pytest.raises(ValueError, match="rows are"):
         train_cell("st_cnn:similarity", "R", **kwargs)
+
+
+def test_transformer_figure(shared_data, tmp_path):
+    from PIL import Image
+
+    from keras_segattn.models.spatial_transformer.reproduce import transformer_figure
+
+    model_path = str(tmp_path / "st.keras")
+    create_model("st_cnn", input_size=42).save(model_path)
+    path = transformer_figure(model_path, "RTS", str(tmp_path / "fig.png"), count=3,
+                              source=f"{shared_data}/mnist")  # fmt: skip
+    width, height = Image.open(path).size
+    assert height == 3 * (42 + 2 + 42) and width == 3 * (3 * 42 + 2 * 2)

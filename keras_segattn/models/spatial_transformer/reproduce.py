@@ -12,6 +12,7 @@ import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_segattn.data import DISTORTIONS, distorted_mnist, distortion_image_size, load_mnist
@@ -156,3 +157,15 @@ def load_results(output):
                 r = json.load(f)
             results[(r["settings"]["row"], r["settings"]["distortion"])] = r
     return results
+
+
+def transformer_figure(model_path, distortion, path, count=8, seed=0, source=None):
+    """Draws `count` distorted test digits above the transformer's outputs."""
+    from keras_segattn.models.spatial_transformer.mnist_models import transformer_outputs
+    from keras_segattn.viz import save_transformer_grid
+
+    model = keras.saving.load_model(model_path, compile=False)
+    digits = tuple(a[:count] for a in load_mnist(source, "test"))
+    images, _ = next(iter(distorted_mnist("test", distortion, seed, source=digits).batch(count)))
+    _, warped, _ = transformer_outputs(model)(images * 255.0)
+    return save_transformer_grid(path, images.numpy(), np.asarray(warped))
