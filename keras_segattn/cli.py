@@ -193,32 +193,52 @@ def predict(args):
     return written
 
 
-def export(args):
+def model_task(model):
+    """The registry task of a loaded model, by its name; semantic otherwise."""
+    from keras_segattn.models import get_model_spec, list_models
+
+    return get_model_spec(model.name).task if model.name in list_models() else "semantic"
+
+
+def sample_images(model, task, data_spec, image_size, count=32):
+    """`count` uint8 batches of one image each, for calibration and checks."""
+    if task == "classification":
+        from keras_segattn.data import distorted_mnist, load_mnist
+
+        size = model.input.shape[1]
+        digits = tuple(a[:count] for a in load_mnist(data_spec, "test"))
+        data = distorted_mnist("test", "RTS" if size == 42 else "R", source=digits)
+        return [np.round(x.numpy()[None] * 255).astype(np.uint8) for x, _ in data]
     from keras_segattn.data import load_segmentation_dataset, segmentation_pipeline
+
+    data, info = load_segmentation_dataset(data_spec or "shapes", "val")
+    batches = segmentation_pipeline(
+        data.take(count), 1, info.num_classes, info.ignore_class, image_size=image_size
+    )
+    return [x.numpy() for x, _ in batches]
+
+
+def export(args):
     from keras_segattn.export import convert_to_tflite, export_saved_model, verify_export
-    from keras_segattn.export.saved_model import semantic_serving_fn
+    from keras_segattn.export.saved_model import SERVING_FUNCTIONS
 
     model = load_model(args.model_path)
     run = read_run_config(args.model_path)
+    task = model_task(model)
     name = args.name or run.get("model") or model.name
-    path = export_saved_model(model, args.output, name=name, version=args.version)
+    path = export_saved_model(model, args.output, name=name, version=args.version, task=task)
     print("SavedModel (TF Serving layout):", path)
 
-    data_spec = args.data or run.get("data") or "shapes"
-    image_size = _size(run.get("image_size"))
-    data, info = load_segmentation_dataset(data_spec, "val")
-    batches = segmentation_pipeline(
-        data.take(32), 1, info.num_classes, info.ignore_class, image_size=image_size
-    )
-    images = [x.numpy() for x, _ in batches]
+    images = sample_images(model, task, args.data or run.get("data"), _size(run.get("image_size")))
+    reference = {k: v.numpy() for k, v in SERVING_FUNCTIONS[task](model)(images[0]).items()}
     report = {}
     for quantization in args.tflite:
         suffix = "" if quantization == "float32" else f"_{quantization}"
         tflite_path = os.path.join(args.output, name, f"{name}{suffix}.tflite")
         convert_to_tflite(path, tflite_path, quantization, representative_images=images)
         check = verify_export(
-            {k: v.numpy() for k, v in semantic_serving_fn(model)(images[0]).items()},
-            images[0], saved_model_dir=path if not report else None, tflite_model=tflite_path,
+            reference, images[0], saved_model_dir=path if not report else None,
+            tflite_model=tflite_path,
         )  # fmt: skip
         report[quantization] = check
         print(f"TFLite {quantization}: {tflite_path} ({os.path.getsize(tflite_path) / 1e6:.1f} MB)")
@@ -317,7 +337,11 @@ def build_parser():
         default=["float32"],
         choices=["float32", "float16", "dynamic", "int8"],
     )
-    p.add_argument("--data", help="representative images for int8 (default: the training data)")
+    p.add_argument(
+        "--data",
+        help="images for int8 calibration and the parity check: a dataset "
+        "spec (semantic models; default the training data) or an MNIST source",
+    )
     p.set_defaults(func=export)
 
     p = commands.add_parser("models", help="list the registered models")

@@ -61,3 +61,16 @@ def test_bad_model_path_is_reported(tmp_path):
         main(["evaluate", "--model-path", str(tmp_path / "none.keras"), "--data", "shapes"])
     with pytest.raises(SystemExit, match="Unknown model name='nope'"):
         main(["train", "--model", "nope"])
+
+
+def test_export_of_a_spatial_transformer_model(tmp_path, shared_data, capsys):
+    from keras_segattn.models import create_model
+
+    model_path = str(tmp_path / "st_cnn.keras")
+    create_model("st_cnn", transform="tps", input_size=42).save(model_path)
+    main(["export", "--model-path", model_path, "--output", str(tmp_path / "out"),
+          "--data", f"{shared_data}/mnist", "--tflite", "float32", "int8"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "transformed_images" in out and "transform" in out
+    assert os.path.isfile(tmp_path / "out" / "st_cnn" / "1" / "saved_model.pb")
+    assert os.path.isfile(tmp_path / "out" / "st_cnn" / "st_cnn_int8.tflite")
