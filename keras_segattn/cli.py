@@ -89,11 +89,11 @@ def train(args):
         json.dump(run, f, indent=2)
 
     best = os.path.join(args.output, "best.keras")
+    backup = os.path.join(args.output, "backup")
     callbacks = [
         keras.callbacks.ModelCheckpoint(
             best, monitor="val_mean_iou", mode="max", save_best_only=True
         ),
-        keras.callbacks.BackupAndRestore(os.path.join(args.output, "backup")),
         keras.callbacks.TensorBoard(os.path.join(args.output, "logs")),
         keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv")),
     ]
@@ -106,15 +106,17 @@ def train(args):
 
             stage1_source = train_data.map(lambda e: resize_example(e, image_size))
         stage1 = object_centred_dataset(
-            stage1_source, crop_size or image_size, ignore, seed=args.seed
+            stage1_source, crop_size or image_size, ignore, info.background_class, args.seed
         ).shuffle(1024, seed=args.seed)
         stage1_batches = segmentation_pipeline(
             stage1, args.batch_size, num_classes=info.num_classes, ignore_class=ignore
         )
         two_stage_fit(
-            model, stage1_batches, train_batches, args.stage1_epochs, args.epochs, **fit_kwargs
-        )
+            model, stage1_batches, train_batches, args.stage1_epochs, args.epochs,
+            backup_dir=backup, **fit_kwargs,
+        )  # fmt: skip
     else:
+        fit_kwargs["callbacks"].append(keras.callbacks.BackupAndRestore(backup))
         model.fit(train_batches, epochs=args.epochs, **fit_kwargs)
     train_seconds = time.time() - start
     model.save(os.path.join(args.output, "last.keras"))
@@ -193,11 +195,14 @@ def predict(args):
     return written
 
 
-def model_task(model):
-    """The registry task of a loaded model, by its name; semantic otherwise."""
-    from keras_segattn.models import get_model_spec, list_models
+# Largest difference from Keras accepted for a float32 export (probabilities,
+# and the fraction of differing class ids).
+EXPORT_TOLERANCE = 1e-3
 
-    return get_model_spec(model.name).task if model.name in list_models() else "semantic"
+
+def model_task(model):
+    """Per-pixel scores (rank 4) are semantic, per-image ones classification."""
+    return "semantic" if len(model.output.shape) == 4 else "classification"
 
 
 def sample_images(model, task, data_spec, image_size, count=32):
@@ -231,20 +236,29 @@ def export(args):
 
     images = sample_images(model, task, args.data or run.get("data"), _size(run.get("image_size")))
     reference = {k: v.numpy() for k, v in SERVING_FUNCTIONS[task](model)(images[0]).items()}
-    report = {}
+    report = verify_export(reference, images[0], saved_model_dir=path)
+    show_parity(report)
     for quantization in args.tflite:
         suffix = "" if quantization == "float32" else f"_{quantization}"
         tflite_path = os.path.join(args.output, name, f"{name}{suffix}.tflite")
         convert_to_tflite(path, tflite_path, quantization, representative_images=images)
-        check = verify_export(
-            reference, images[0], saved_model_dir=path if not report else None,
-            tflite_model=tflite_path,
-        )  # fmt: skip
-        report[quantization] = check
+        check = verify_export(reference, images[0], tflite_model=tflite_path)["tflite"]
+        report[f"tflite_{quantization}"] = check
         print(f"TFLite {quantization}: {tflite_path} ({os.path.getsize(tflite_path) / 1e6:.1f} MB)")
-        for artifact, diffs in check.items():
-            print(f"  {artifact} vs Keras: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+        show_parity({"tflite": check})
+        if quantization == "float32" and max(check.values()) > EXPORT_TOLERANCE:
+            raise SystemExit(
+                f"error: the float32 TFLite model differs from Keras by {max(check.values()):.2e}"
+                f" (> {EXPORT_TOLERANCE}); {tflite_path} is not usable."
+            )
+    if max(report["saved_model"].values()) > EXPORT_TOLERANCE:
+        raise SystemExit(f"error: the SavedModel differs from Keras: {report['saved_model']}")
     return path, report
+
+
+def show_parity(report):
+    for artifact, diffs in report.items():
+        print(f"  {artifact} vs Keras: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
 
 
 def list_registered(args):
@@ -302,7 +316,12 @@ def build_parser():
     p.add_argument("--augment", action="store_true", help="random flip, scale and crop")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--batch-norm", action="store_true", help="FCN: batch norm (not in the paper)")
-    p.add_argument("--weights", default=None, help="None, 'imagenet' or a weights file")
+    p.add_argument(
+        "--weights",
+        default=None,
+        type=lambda v: None if v.lower() == "none" else v,
+        help="none, imagenet or a weights file",
+    )
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--class-weights", choices=["none", "median"], default="none")
     p.add_argument("--val-split", default="val")
@@ -385,7 +404,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RuntimeError, ImportError) as error:
         # The package raises these for user mistakes, with a message that
         # names the argument; a traceback would only bury it.
         raise SystemExit(f"error: {error}") from error

@@ -20,8 +20,10 @@ def next_version(base):
     return max(versions, default=0) + 1
 
 
-def run_demo(output="saved_models", run_dir="runs/demo", quick=False):
+def run_demo(output="saved_models", run_dir=None, quick=False):
     """Trains, evaluates, exports and draws; returns a dict of what went where."""
+    # A quick run must not resume (BackupAndRestore) the state of a full one.
+    run_dir = run_dir or ("runs/demo_quick" if quick else "runs/demo")
     from keras_segattn.cli import build_parser, export, train
     from keras_segattn.data import load_segmentation_dataset
     from keras_segattn.evaluation import predict_scores
@@ -36,6 +38,8 @@ def run_demo(output="saved_models", run_dir="runs/demo", quick=False):
     summary = train(args)
 
     checkpoint = os.path.join(run_dir, "best.keras")
+    if not os.path.exists(checkpoint):  # validation never improved on NaN
+        checkpoint = os.path.join(run_dir, "last.keras")
     version = next_version(os.path.join(output, DEMO_NAME))
     export_args = build_parser().parse_args(
         ["export", "--model-path", checkpoint, "--output", output, "--name", DEMO_NAME,
@@ -72,7 +76,7 @@ def run_demo(output="saved_models", run_dir="runs/demo", quick=False):
         f"SavedModel for TF Serving:             {saved_model_path}\n"
         f"TFLite (builtin ops):                  {tflite_path}\n"
         f"overlay PNGs (image | prediction | truth): {os.path.dirname(overlays[0])}/\n"
-        f"largest |TFLite - Keras| probability:  {parity['float32']['tflite']['probabilities']:.2e}"
+        f"largest |TFLite - Keras| probability:  {parity['tflite_float32']['probabilities']:.2e}"
     )
     return {
         "summary": summary,

@@ -35,17 +35,22 @@ def evaluate_segmentation(
         ignore_class: int or `None`. Pixels with this label are not scored.
         image_size: `(height, width)` or `None`. The size the network sees;
             scores are compared with the labels at their own resolution.
-        batch_size: int. Images of one size are batched together; sizes
-            that differ are padded (with `ignore_class` in the masks).
+        batch_size: int. Only images of the same size share a batch, so no
+            padding ever reaches the network and results do not depend on
+            the order of the dataset.
 
     Returns:
         The dict of `scores_from_confusion_matrix` plus `"confusion_matrix"`
         and `"num_images"`.
     """
-    pad_label = -1 if ignore_class is None else ignore_class
-    batches = dataset.map(
-        lambda e: (e["images"], tf.cast(e["segmentation_masks"], tf.int32))
-    ).padded_batch(batch_size, padding_values=(tf.constant(0, tf.uint8), pad_label))
+    pairs = dataset.map(lambda e: (e["images"], tf.cast(e["segmentation_masks"], tf.int32)))
+    batches = pairs.group_by_window(
+        key_func=lambda image, _: tf.cast(
+            tf.shape(image)[0] * 65536 + tf.shape(image)[1], tf.int64
+        ),
+        reduce_func=lambda _, window: window.batch(batch_size),
+        window_size=batch_size,
+    )
 
     @tf.function(reduce_retracing=True)
     def step(images, masks):

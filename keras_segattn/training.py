@@ -1,5 +1,7 @@
 """Compiling and training the semantic segmentation models."""
 
+import os
+
 import keras
 import tensorflow as tf
 
@@ -47,7 +49,9 @@ def object_centred_dataset(dataset, crop_size, ignore_class=255, background_clas
     )
 
 
-def two_stage_fit(model, stage1_data, stage2_data, stage1_epochs, epochs, **fit_kwargs):
+def two_stage_fit(
+    model, stage1_data, stage2_data, stage1_epochs, epochs, backup_dir=None, **fit_kwargs
+):
     """DeconvNet's two-stage training (Noh et al. 2015, section 4.2).
 
     Stage 1 trains on easy, object-centred crops (see
@@ -61,14 +65,44 @@ def two_stage_fit(model, stage1_data, stage2_data, stage1_epochs, epochs, **fit_
         stage2_data: batched `(images, masks)` of full images.
         stage1_epochs: int. Epochs of stage 1.
         epochs: int. Total epochs, stage 1 included.
+        backup_dir: str or `None`. With a folder, each stage keeps a
+            `BackupAndRestore` state there and a finished stage 1 is
+            recorded, so an interrupted run resumes in the stage it stopped.
         **fit_kwargs: passed to both `fit` calls (callbacks,
             validation_data, verbose, ...).
 
     Returns:
-        The two `History` objects.
+        The two `History` objects (the first is `None` when a resumed run
+        had already finished stage 1).
     """
     if not 0 <= stage1_epochs <= epochs:
         raise ValueError(f"stage1_epochs must be in [0, epochs={epochs}]; got {stage1_epochs}.")
-    first = model.fit(stage1_data, epochs=stage1_epochs, **fit_kwargs)
-    second = model.fit(stage2_data, initial_epoch=stage1_epochs, epochs=epochs, **fit_kwargs)
+    callbacks = list(fit_kwargs.pop("callbacks", None) or [])
+
+    def stage_callbacks(stage):
+        if backup_dir is None:
+            return callbacks
+        path = os.path.join(backup_dir, stage)
+        return callbacks + [keras.callbacks.BackupAndRestore(path)]
+
+    stage1_weights = backup_dir and os.path.join(backup_dir, "stage1.weights.h5")
+    first = None
+    if stage1_weights and os.path.exists(stage1_weights):
+        model.load_weights(stage1_weights)
+    else:
+        first = model.fit(
+            stage1_data, epochs=stage1_epochs, callbacks=stage_callbacks("stage1"), **fit_kwargs
+        )
+        if stage1_weights:
+            model.save_weights(stage1_weights)
+    # A restored backup leaves the epoch it resumed from on the model, and
+    # fit() prefers it to initial_epoch: stage 2 must count from stage 1's end.
+    model._initial_epoch = None
+    second = model.fit(
+        stage2_data,
+        initial_epoch=stage1_epochs,
+        epochs=epochs,
+        callbacks=stage_callbacks("stage2"),
+        **fit_kwargs,
+    )
     return first, second

@@ -34,7 +34,8 @@ def max_pool_with_argmax(x, pool=(2, 2), padding="valid"):
 def max_unpool(values, switches, pool=(2, 2), output_size=None):
     ph, pw = pool
     b, h, w, c = values.shape
-    out = np.zeros((b, h * ph, w * pw, c), values.dtype)
+    oh, ow = output_size if output_size is not None else (h * ph, w * pw)
+    out = np.zeros((b, max(h * ph, oh), max(w * pw, ow), c), values.dtype)
     for n, i, j, k in np.ndindex(b, h, w, c):
         dy, dx = divmod(int(switches[n, i, j, k]), pw)
         out[n, i * ph + dy, j * pw + dx, k] = values[n, i, j, k]

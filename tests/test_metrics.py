@@ -21,7 +21,7 @@ def numpy_scores(cm):
     }
 
 
-@pytest.mark.parametrize("ignore_class", [None, 4, 255])
+@pytest.mark.parametrize("ignore_class", [None, 0, 4, 255])
 def test_streaming_metrics_match_numpy_confusion_matrix(rng, ignore_class):
     num_classes = 4
     metrics = [m(num_classes, ignore_class) for m in (PixelAccuracy, MeanClassAccuracy, MeanIoU)]

@@ -1,7 +1,6 @@
 """Segmentation datasets read from image and label files on disk."""
 
 import os
-import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -241,13 +240,13 @@ def list_voc_files(root, split="train"):
         with open(list_path) as f:
             ids = sorted({line.strip() for line in f if line.strip()})
     else:
-        warnings.warn(
-            f"VOC split list '{list_path}' does not exist; using every "
-            f"annotated image in '{mask_dir}'",
-            stacklevel=2,
-        )
-        ids = sorted(
-            os.path.splitext(n)[0] for n in os.listdir(mask_dir) if n.lower().endswith(".png")
+        # Falling back to every annotated image would score a model on its
+        # own training images without a word, so a missing list is an error.
+        list_dir = os.path.dirname(list_path)
+        present = sorted(os.listdir(list_dir)) if os.path.isdir(list_dir) else []
+        raise ValueError(
+            f"VOC split list '{list_path}' does not exist; split={split!r} must be one "
+            f"of the lists in '{list_dir}': {present or 'none found'}"
         )
     if not ids:
         raise ValueError(f"VOC split {split!r} under '{root}' lists no images")

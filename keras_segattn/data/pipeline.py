@@ -23,11 +23,15 @@ class DatasetInfo:
         num_classes: int. Number of classes, ids `0..num_classes - 1`.
         ignore_class: int. Mask id of pixels without a label.
         class_names: tuple of str. One name per class id.
+        background_class: int or `None`. The "stuff" class that DeconvNet's
+            object-centred crops never centre on (0 for shapes and VOC;
+            CamVid has none).
     """
 
     num_classes: int
     ignore_class: int
     class_names: tuple
+    background_class: int | None = None
 
 
 def _range_message(num_classes, ignore_class):
@@ -308,7 +312,7 @@ def load_segmentation_dataset(spec, split="train", **kwargs):
         offset = {"train": 0, "val": 1, "validation": 1, "test": 2}[split]
         options["seed"] = options.get("seed", 0) + offset * _SPLIT_SEED_OFFSET
         options.setdefault("num_images", 1000 if split == "train" else 200)
-        info = DatasetInfo(shapes.NUM_CLASSES, 255, shapes.CLASS_NAMES)
+        info = DatasetInfo(shapes.NUM_CLASSES, 255, shapes.CLASS_NAMES, background_class=0)
         return shapes.shapes_dataset(**options), info
     if kind == "camvid" and arg:
         take()
@@ -320,7 +324,9 @@ def load_segmentation_dataset(spec, split="train", **kwargs):
         return folders.camvid_dataset(arg, split), info
     if kind == "voc" and arg:
         take()
-        info = DatasetInfo(len(folders.VOC_CLASSES), folders.VOC_IGNORE_CLASS, folders.VOC_CLASSES)
+        info = DatasetInfo(
+            len(folders.VOC_CLASSES), folders.VOC_IGNORE_CLASS, folders.VOC_CLASSES, 0
+        )
         return folders.voc_dataset(arg, split), info
     if kind == "tfds" and arg:
         options = take("data_dir")

@@ -22,8 +22,9 @@ class MaxUnpooling2D(keras.layers.Layer):
         inputs: a list `[values, switches]` or `[values, switches,
             reference]`. `values` is `(batch, h, w, channels)`; `switches`
             is an integer tensor of the same shape. With `reference` (the
-            tensor that was pooled), the output is cropped to its height and
-            width, which undoes `"same"` padding of odd sizes.
+            tensor that was pooled), the output has its height and width:
+            what `"same"` padding added is cropped, what `"valid"` pooling
+            dropped of an odd size comes back as zeros.
 
     Returns:
         A `(batch, h * pool_h, w * pool_w, channels)` tensor, or the size of
@@ -41,6 +42,11 @@ class MaxUnpooling2D(keras.layers.Layer):
         pieces = [values * tf.cast(tf.equal(switches, i), values.dtype) for i in range(window)]
         outputs = interleave_windows(pieces, self.pool_size)
         if len(inputs) == 3:
+            # "valid" pooling dropped up to pool - 1 trailing rows/columns:
+            # pad them back as zeros (constant paddings keep the channel count
+            # static for TFLite), then crop to the reference.
+            ph, pw = self.pool_size
+            outputs = tf.pad(outputs, [[0, 0], [0, ph - 1], [0, pw - 1], [0, 0]])
             reference = tf.shape(inputs[2])
             outputs = outputs[:, : reference[1], : reference[2], :]
         return outputs

@@ -47,6 +47,18 @@ def overlay(image, class_map, palette, alpha=0.55, ignore_class=None):
     return np.clip(blended, 0, 255).astype(np.uint8)
 
 
+def panel_row(panels, gap=4):
+    """Concatenates equally tall uint8 RGB images left to right, white gaps."""
+    spacer = np.full((panels[0].shape[0], gap, 3), 255, np.uint8)
+    return np.concatenate([p for panel in panels for p in (panel, spacer)][:-1], axis=1)
+
+
+def save_png(path, array):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
 def save_panels(path, image, predicted, palette, ground_truth=None, ignore_class=None):
     """Writes a PNG: the image, the predicted overlay and, if given, the truth.
 
@@ -56,8 +68,4 @@ def save_panels(path, image, predicted, palette, ground_truth=None, ignore_class
     panels = [np.asarray(image, np.uint8), overlay(image, predicted, palette)]
     if ground_truth is not None:
         panels.append(overlay(image, ground_truth, palette, ignore_class=ignore_class))
-    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
-    row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(row).save(path)
-    return path
+    return save_png(path, panel_row(panels))

@@ -1,7 +1,6 @@
-import os
-
 import numpy as np
-from PIL import Image
+
+from keras_segattn.viz.overlay import save_png
 
 
 def _to_uint8(images):
@@ -38,7 +37,4 @@ def save_transformer_grid(path, inputs, transformed, scale=3):
         return np.concatenate(cells[:-1], axis=1)
 
     grid = np.concatenate([row(top), np.full((2, row(top).shape[1]), 200, np.uint8), row(bottom)])
-    grid = np.kron(grid, np.ones((scale, scale), np.uint8))
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    Image.fromarray(grid).save(path)
-    return path
+    return save_png(path, np.kron(grid, np.ones((scale, scale), np.uint8)))

@@ -61,14 +61,10 @@ def test_voc_reads_palette_indices_and_split_list(voc_root):
     np.testing.assert_array_equal(ex["segmentation_masks"].numpy(), masks["2007_000002"])
 
 
-def test_voc_without_split_list_uses_all_annotated(voc_root):
-    root, masks = voc_root
-    with pytest.warns(UserWarning, match="val.txt"):
-        images, _ = folders.list_voc_files(root, "val")
-    assert [os.path.basename(p) for p in images] == [
-        "2007_000001.jpg",
-        "2007_000002.jpg",
-    ]
+def test_voc_without_split_list_is_an_error_listing_the_lists(voc_root):
+    root, _ = voc_root
+    with pytest.raises(ValueError, match=r"val.txt' does not exist.*\['train.txt'\]"):
+        folders.list_voc_files(root, "val")
 
 
 def _camvid_tree(root, names=("a", "b")):

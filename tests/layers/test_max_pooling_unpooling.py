@@ -38,10 +38,11 @@ def test_non_square_pool_size(rng):
     )
 
 
+@pytest.mark.parametrize("padding", ["valid", "same"])
 @pytest.mark.parametrize("shape", [(3, 7, 9, 2), (2, 8, 6, 3)])
-def test_unpooling_matches_numpy_reference(rng, shape):
+def test_unpooling_matches_numpy_reference(rng, shape, padding):
     x = rng.normal(size=shape).astype("float32")
-    pooled, switches = MaxPoolingWithArgmax2D(padding="same")(x)
+    pooled, switches = MaxPoolingWithArgmax2D(padding=padding)(x)
     restored = MaxUnpooling2D()([pooled, switches, x])
     expected = max_unpool(np.asarray(pooled), np.asarray(switches), output_size=shape[1:3])
     np.testing.assert_array_equal(restored, expected)

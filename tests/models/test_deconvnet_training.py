@@ -30,12 +30,12 @@ def test_crop_is_centred_on_the_object(seed):
 
 
 def test_without_objects_the_crop_is_central():
-    example = {
-        "images": tf.zeros((30, 30, 3), tf.uint8),
-        "segmentation_masks": tf.zeros((30, 30), tf.int32),
-    }
+    image = np.zeros((30, 30, 3), np.uint8)
+    image[15, 15] = 255  # marks the centre
+    example = {"images": tf.constant(image), "segmentation_masks": tf.zeros((30, 30), tf.int32)}
     crop = object_centred_crop(example, 10, tf.constant([0, 0]), background_class=0)
     assert crop["segmentation_masks"].shape == (10, 10)
+    assert crop["images"].numpy()[5, 5, 0] == 255
 
 
 def test_two_stage_fit_runs_both_stages():

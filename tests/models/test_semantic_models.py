@@ -1,8 +1,13 @@
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_segattn.export import convert_to_tflite, export_saved_model, verify_export
+from keras_segattn.export.saved_model import semantic_serving_fn
 from keras_segattn.losses import SegmentationCrossEntropy
 from keras_segattn.models import create_model, get_model_spec, list_models
 from keras_segattn.models.backbones import transplant_vgg16
@@ -119,6 +124,65 @@ def test_vgg16_transplant_reproduces_keras_applications_features(rng):
     # fc7 on a 7x7 pool5 with "same" padding: the centre location sees the
     # whole 7x7 window, exactly the dense layer of the classifier.
     np.testing.assert_allclose(ours[0, 3, 3], expected[0], rtol=1e-3, atol=1e-3)
+
+    # Batch-norm variants have no convolution bias: the kernels still move.
+    deconv_style = create_model("fcn32s", num_classes=3, batch_norm=True)
+    assert len(transplant_vgg16(source, deconv_style, include_fc=False)) == 13
+    np.testing.assert_array_equal(
+        deconv_style.get_layer("block5_conv3").get_weights()[0],
+        source.get_layer("block5_conv3").get_weights()[0],
+    )
+
+
+@pytest.mark.parametrize("name", SEMANTIC)
+def test_uint8_serving_signature_and_tflite_match_keras(name, rng, tmp_path):
+    model = tiny(name, **({} if name == "deconvnet" else {"score_initializer": "glorot_uniform"}))
+    path = export_saved_model(model, tmp_path, name=name)
+    images = rng.integers(0, 256, size=(2, 45, 38, 3)).astype("uint8")
+    reference = {k: v.numpy() for k, v in semantic_serving_fn(model)(images).items()}
+    report = verify_export(
+        reference, images, saved_model_dir=path, tflite_model=convert_to_tflite(path)
+    )
+    assert (
+        report["saved_model"]["probabilities"] < 1e-5 and report["tflite"]["probabilities"] < 1e-4
+    )
+    assert report["saved_model"]["class_map"] == 0 and report["tflite"]["class_map"] < 0.01
+
+
+TWO_REPLICAS = """
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_segattn.evaluation import evaluate_segmentation
+from keras_segattn.models import create_model
+from keras_segattn.training import compile_segmenter
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2
+with strategy.scope():
+    model = create_model("NAME", num_classes=3, width=0.0625)
+    compile_segmenter(model, 3, ignore_class=255)
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (6, 32, 40, 3)).astype("uint8")
+labels = rng.integers(0, 3, (6, 32, 40)).astype("int32")
+labels[:, :4] = 255
+model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
+metrics = model.evaluate(images, labels, batch_size=4, verbose=0, return_dict=True)
+data = tf.data.Dataset.from_tensor_slices({"images": images, "segmentation_masks": labels})
+direct = evaluate_segmentation(model, data, 3, 255)
+assert abs(metrics["mean_iou"] - direct["mean_iou"]) < 1e-5, (metrics, direct)
+assert abs(metrics["pixel_accuracy"] - direct["global_accuracy"]) < 1e-5
+print("ok", metrics)
+"""
+
+
+@pytest.mark.parametrize("name", ["fcn8s", "deconvnet"])
+def test_fit_and_metrics_over_two_replicas(name):
+    # Logical devices must be set before TensorFlow starts: a fresh process.
+    result = subprocess.run(
+        [sys.executable, "-c", TWO_REPLICAS.replace("NAME", name)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
 
 
 def test_builds_and_fits_under_a_distribution_strategy(rng):

@@ -78,7 +78,10 @@ def transplant_vgg16(source, target, include_fc=True):
     loaded = []
     for layer in source.layers:
         if layer.name.startswith("block") and layer.weights:
-            target.get_layer(layer.name).set_weights(layer.get_weights())
+            destination = target.get_layer(layer.name)
+            # Convolutions followed by batch norm have no bias (DeconvNet);
+            # the norm's own shift takes its place, so only the kernel moves.
+            destination.set_weights(layer.get_weights()[: len(destination.weights)])
             loaded.append(layer.name)
     if include_fc:
         for src_name, dst_name, size in (("fc1", "fc6", 7), ("fc2", "fc7", 1)):

@@ -68,7 +68,7 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, s
         raise ValueError(f"distortion must be one of {DISTORTIONS}; got {distortion!r}.")
     settings = {"row": row, "distortion": distortion, "epochs": epochs,
                 "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
-                "limit": limit}  # fmt: skip
+                "limit": limit, "source": source}  # fmt: skip
     path = os.path.join(output, f"{row.replace(':', '_')}_{distortion}.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -146,17 +146,6 @@ def run_table(rows, distortions, **kwargs):
     table = format_table(results, distortions)
     print(table)
     return results, table
-
-
-def load_results(output):
-    """Every measured cell under `output`, keyed by `(row, distortion)`."""
-    results = {}
-    for name in sorted(os.listdir(output)) if os.path.isdir(output) else []:
-        if name.endswith(".json"):
-            with open(os.path.join(output, name)) as f:
-                r = json.load(f)
-            results[(r["settings"]["row"], r["settings"]["distortion"])] = r
-    return results
 
 
 def transformer_figure(model_path, distortion, path, count=8, seed=0, source=None):
