@@ -41,9 +41,15 @@ def colorize(class_map, palette, ignore_class=None):
 
 
 def overlay(image, class_map, palette, alpha=0.55, ignore_class=None):
-    """Blends the coloured `class_map` over an RGB `image` (uint8)."""
-    colours = colorize(class_map, palette, ignore_class).astype(np.float32)
-    blended = (1 - alpha) * np.asarray(image, np.float32) + alpha * colours
+    """Blends the coloured `class_map` over an RGB `image` (uint8).
+
+    Pixels whose class colour is black (background in the VOC colour map)
+    are left as they are.
+    """
+    colours = colorize(class_map, palette, ignore_class)
+    image = np.asarray(image, np.float32)
+    blended = (1 - alpha) * image + alpha * colours.astype(np.float32)
+    blended = np.where(np.any(colours > 0, axis=-1, keepdims=True), blended, image)
     return np.clip(blended, 0, 255).astype(np.uint8)
 
 

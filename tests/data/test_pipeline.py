@@ -100,7 +100,7 @@ def test_median_frequency_weights_by_hand():
 def test_load_shapes_and_bad_spec():
     train, info = pipeline.load_segmentation_dataset("shapes", num_images=3, image_size=32)
     val, _ = pipeline.load_segmentation_dataset("shapes", "val", num_images=3, image_size=32)
-    assert info == pipeline.DatasetInfo(4, 255, shapes.CLASS_NAMES)
+    assert info == pipeline.DatasetInfo(4, 255, shapes.CLASS_NAMES, background_class=0)
     a, b = next(iter(train)), next(iter(val))
     assert a["images"].shape == (32, 32, 3)
     assert not np.array_equal(a["images"], b["images"])
