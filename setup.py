@@ -21,6 +21,7 @@ setup(
         "tensorflow-datasets",
         "importlib_resources",
         "tensorboard",
+        "pydensecrf2==1.1",
     ],
     extras_require={"dev": ["pytest", "ruff"]},
     entry_points={"console_scripts": ["segattn=keras_segattn.cli:main"]},

@@ -7,9 +7,16 @@ exportable Keras models. Build one by name with
 
 __version__ = "0.1.0"
 
-from keras_segattn import (
-    layers,  # noqa: E402,F401
-    losses,  # noqa: E402,F401
-    metrics,  # noqa: E402,F401
-    models,  # noqa: E402,F401
+from keras_segattn import (  # noqa: E402,F401
+    data,
+    evaluation,
+    export,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    models,
+    postprocess,
+    training,
+    viz,
 )

@@ -1,6 +1,7 @@
 """Custom layers shared by the model builders."""
 
 from keras_segattn.layers.image_preprocessing import ImagePreprocessing
+from keras_segattn.layers.image_pyramid import ImagePyramid, replicate
 from keras_segattn.layers.max_pooling_with_argmax import MaxPoolingWithArgmax2D
 from keras_segattn.layers.max_unpooling import MaxUnpooling2D
 from keras_segattn.layers.size_alignment import CropToReference, PadToMultiple
@@ -16,6 +17,7 @@ from keras_segattn.layers.spatial_transformer import (
 __all__ = [
     "CropToReference",
     "ImagePreprocessing",
+    "ImagePyramid",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
     "PadToMultiple",
@@ -23,6 +25,7 @@ __all__ = [
     "affine_grid",
     "bilinear_sample",
     "projective_grid",
+    "replicate",
     "tps_control_points",
     "tps_grid",
 ]
