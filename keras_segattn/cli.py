@@ -95,7 +95,8 @@ def train(args):
             best, monitor="val_mean_iou", mode="max", save_best_only=True
         ),
         keras.callbacks.TensorBoard(os.path.join(args.output, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv")),
+        # append: a resumed run and the second DeconvNet stage add to the log.
+        keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv"), append=True),
     ]
     fit_kwargs = dict(validation_data=val_batches, callbacks=callbacks, verbose=args.verbose)
     start = time.time()
