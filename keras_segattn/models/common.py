@@ -2,6 +2,8 @@
 stem and the output head, so all of them accept any image size and return
 per-pixel scores at exactly that size."""
 
+import os
+
 import keras
 
 from keras_segattn.layers import CropToReference, ImagePreprocessing, PadToMultiple
@@ -12,6 +14,23 @@ def check_common_arguments(num_classes, width):
         raise ValueError(f"num_classes must be an int >= 2; got num_classes={num_classes!r}.")
     if not (isinstance(width, (int, float)) and 0 < width <= 4):
         raise ValueError(f"width must be a float in (0, 4]; got width={width!r}.")
+
+
+def load_saved_weights(model, weights):
+    """Loads `weights` (`None`, or a `.weights.h5` / `.keras` file of `model`)."""
+    if weights is None:
+        return model
+    path = os.fspath(weights)
+    if not os.path.exists(path):
+        raise ValueError(
+            "weights must be None, 'imagenet' where the backbone has it, or the path of "
+            f"an existing .weights.h5 or .keras file of this model; got weights={weights!r}."
+        )
+    if path.endswith(".keras"):
+        model.set_weights(keras.saving.load_model(path, compile=False).get_weights())
+    else:
+        model.load_weights(path)
+    return model
 
 
 def image_stem(stride, preprocessing="caffe", min_size=32):

@@ -5,11 +5,10 @@ its ImageNet weights load by name; the fully connected layers become
 convolutions `fc6` (7x7) and `fc7` (1x1), FCN's "convolutionalization".
 """
 
-import os
-
 import keras
 
 from keras_segattn.layers import MaxPoolingWithArgmax2D
+from keras_segattn.models.common import load_saved_weights
 
 # (number of 3x3 convolutions, channels) for each of the five blocks.
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -119,15 +118,4 @@ def load_weights(model, weights, width=1.0, include_fc=True):
         source = keras.applications.VGG16(weights="imagenet", include_top=include_fc)
         transplant_vgg16(source, model, include_fc=include_fc)
         return model
-    weights = os.fspath(weights)
-    if not os.path.exists(weights):
-        raise ValueError(
-            "weights must be None, 'imagenet' or the path of an existing "
-            f".weights.h5 or .keras file; got weights={weights!r}."
-        )
-    if weights.endswith(".keras"):
-        saved = keras.saving.load_model(weights, compile=False)
-        model.set_weights(saved.get_weights())
-    else:
-        model.load_weights(weights)
-    return model
+    return load_saved_weights(model, weights)

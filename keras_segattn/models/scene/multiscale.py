@@ -27,14 +27,17 @@ Differences from the paper, each for a reason:
   the paper work on these per-pixel scores and are left out of the model.
 """
 
-import os
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_segattn.layers.image_pyramid import ImagePyramid, replicate
-from keras_segattn.models.common import check_common_arguments, image_stem, segmentation_head
+from keras_segattn.models.common import (
+    check_common_arguments,
+    image_stem,
+    load_saved_weights,
+    segmentation_head,
+)
 from keras_segattn.models.registry import register_model
 
 PAPER = (
@@ -182,17 +185,7 @@ def load_multiscale_weights(model, weights):
             "weights='imagenet' is not available: the multiscale ConvNet has no "
             "pretrained weights. Use weights=None or the path of weights saved from this model."
         )
-    path = os.fspath(weights)
-    if not os.path.exists(path):
-        raise ValueError(
-            "weights must be None or the path of an existing .weights.h5 or .keras file "
-            f"of this model; got weights={weights!r}."
-        )
-    if path.endswith(".keras"):
-        model.set_weights(keras.saving.load_model(path, compile=False).get_weights())
-    else:
-        model.load_weights(path)
-    return model
+    return load_saved_weights(model, weights)
 
 
 @register_model("multiscale_convnet", task="semantic", paper=PAPER, tiny=TINY)
