@@ -169,17 +169,20 @@ model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
 metrics = model.evaluate(images, labels, batch_size=4, verbose=0, return_dict=True)
 data = tf.data.Dataset.from_tensor_slices({"images": images, "segmentation_masks": labels})
 direct = evaluate_segmentation(model, data, 3, 255)
-assert abs(metrics["mean_iou"] - direct["mean_iou"]) < 1e-5, (metrics, direct)
-assert abs(metrics["pixel_accuracy"] - direct["global_accuracy"]) < 1e-5
+assert abs(metrics["mean_iou"] - direct["mean_iou"]) < TOL, (metrics, direct)
+assert abs(metrics["pixel_accuracy"] - direct["global_accuracy"]) < TOL
 print("ok", metrics)
 """
 
 
-@pytest.mark.parametrize("name", ["fcn8s", "deconvnet"])
-def test_fit_and_metrics_over_two_replicas(name):
+# An untrained DeconvNet's logits are nearly tied on many pixels, and batch
+# composition (4 images vs 2 per replica) moves the last float bits, so a
+# few argmaxes flip; FCN-8s' are decisive and must agree exactly.
+@pytest.mark.parametrize("name, tolerance", [("fcn8s", 1e-5), ("deconvnet", 0.02)])
+def test_fit_and_metrics_over_two_replicas(name, tolerance):
     # Logical devices must be set before TensorFlow starts: a fresh process.
     result = subprocess.run(
-        [sys.executable, "-c", TWO_REPLICAS.replace("NAME", name)],
+        [sys.executable, "-c", TWO_REPLICAS.replace("NAME", name).replace("TOL", str(tolerance))],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0 and "ok" in result.stdout, (result.stdout, result.stderr[-3000:])
