@@ -14,6 +14,22 @@ import time
 import numpy as np
 
 
+def _model_args(pairs):
+    """Parses `KEY=VALUE` builder arguments; values are Python literals or strings."""
+    import ast
+
+    parsed = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-arg expects KEY=VALUE, e.g. instances=3; got {pair!r}.")
+        try:
+            parsed[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed[key] = value
+    return parsed
+
+
 def _size(values):
     if values is None:
         return None
@@ -80,7 +96,7 @@ def train(args):
     os.makedirs(args.output, exist_ok=True)
     model = create_model(
         args.model, num_classes=info.num_classes, width=args.width, weights=args.weights,
-        **({"batch_norm": True} if args.batch_norm else {}),
+        **({"batch_norm": True} if args.batch_norm else {}), **_model_args(args.model_arg),
     )  # fmt: skip
     compile_segmenter(model, info.num_classes, ignore, class_weights, args.learning_rate)
     run = {k: v for k, v in vars(args).items() if k != "func"}
@@ -158,9 +174,28 @@ def evaluate(args):
     data, info = load_segmentation_dataset(args.data, args.split)
     report = evaluate_segmentation(
         model, data, info.num_classes, info.ignore_class, image_size=image_size,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, postprocess=args.postprocess,
     )  # fmt: skip
     print(format_report(report, info.class_names))
+    print(f"seconds per image:   {report['seconds_per_image']:.3f}")
+    if args.output:
+        summary = {
+            "model_path": args.model_path,
+            "data": args.data,
+            "split": args.split,
+            "postprocess": args.postprocess,
+            "image_size": image_size,
+            "num_images": report["num_images"],
+            "seconds_per_image": report["seconds_per_image"],
+            "global_accuracy": report["global_accuracy"],
+            "mean_class_accuracy": report["mean_class_accuracy"],
+            "mean_iou": report["mean_iou"],
+            "per_class_iou": [
+                None if np.isnan(v) else float(v) for v in report["per_class_iou"]
+            ],
+        }
+        with open(args.output, "w") as f:
+            json.dump(summary, f, indent=2)
     return report
 
 
@@ -318,6 +353,12 @@ def build_parser():
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--batch-norm", action="store_true", help="FCN: batch norm (not in the paper)")
     p.add_argument(
+        "--model-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="another builder argument, e.g. instances=2 (recurrent_cnn); repeatable",
+    )
+    p.add_argument(
         "--weights",
         default=None,
         type=lambda v: None if v.lower() == "none" else v,
@@ -337,6 +378,12 @@ def build_parser():
     p.add_argument("--split", default="test")
     p.add_argument("--image-size", type=int, nargs="+")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument(
+        "--postprocess",
+        choices=["superpixels", "crf"],
+        help="refine each image's probabilities on the host before scoring",
+    )
+    p.add_argument("--output", help="also write the scores to this JSON file")
     p.set_defaults(func=evaluate)
 
     p = commands.add_parser("predict", help="write overlay PNGs for image files")

@@ -31,6 +31,34 @@ def test_evaluate_prints_the_three_figures(trained, capsys):
     assert "global accuracy" in out and "mean IoU" in out and "circle" in out
 
 
+def test_evaluate_with_postprocessing_writes_json(trained, tmp_path, capsys):
+    plain, refined = tmp_path / "plain.json", tmp_path / "superpixels.json"
+    model = str(trained / "best.keras")
+    main(["evaluate", "--model-path", model, "--data", "shapes", "--output", str(plain)])
+    main(["evaluate", "--model-path", model, "--data", "shapes", "--postprocess", "superpixels",
+          "--output", str(refined)])  # fmt: skip
+    plain, refined = json.loads(plain.read_text()), json.loads(refined.read_text())
+    assert refined["postprocess"] == "superpixels" and plain["postprocess"] is None
+    assert refined["num_images"] == plain["num_images"] > 0
+    assert 0 <= refined["mean_iou"] <= 1 and len(refined["per_class_iou"]) == 4
+    assert "seconds per image" in capsys.readouterr().out
+
+
+def test_model_args_reach_the_builder(tmp_path):
+    output = tmp_path / "rcnn"
+    main(["train", "--model", "recurrent_cnn", "--model-arg", "instances=2",
+          "--model-arg", "filters=(8, 8)", "--model-arg", "kernel_size=3", "--data", "shapes",
+          "--num-images", "8", "--epochs", "1", "--batch-size", "8", "--width", "0.5",
+          "--image-size", "32", "--output", str(output), "--verbose", "0"])  # fmt: skip
+    import keras
+
+    model = keras.saving.load_model(output / "last.keras")
+    assert model.instances == 2 and model.get_layer("dense_f").trunk.layers[1].filters == 4
+    with pytest.raises(SystemExit, match="--model-arg expects KEY=VALUE"):
+        main(["train", "--model", "recurrent_cnn", "--model-arg", "instances", "--output",
+              str(tmp_path / "bad")])  # fmt: skip
+
+
 def test_predict_writes_overlays_and_rejects_bad_files(trained, tmp_path):
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(image)

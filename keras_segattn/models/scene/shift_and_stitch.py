@@ -163,12 +163,16 @@ def patch_size_of(patch_model):
     return shape[1]
 
 
-def _check_arguments(images_shape, half, method, padding):
+def _check_method(method, padding):
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got method={method!r}.")
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}; got padding={padding!r}.")
-    check_image_shape(images_shape, min_size=1, channels=3, where="images")
+
+
+def _check_arguments(images_shape, half, method, padding, channels=3):
+    _check_method(method, padding)
+    check_image_shape(images_shape, min_size=1, channels=channels, where="images")
     if padding == "reflect":
         for axis, size in (("height", images_shape[1]), ("width", images_shape[2])):
             if size is not None and size <= half:
@@ -196,17 +200,12 @@ def _pad(images, half, padding, receptive_field, stride):
     mode = "REFLECT" if padding == "reflect" else "CONSTANT"
     x = tf.pad(x, [[0, 0], [half, half], [half, half], [0, 0]], mode=mode)
     _, height, width, _ = _dims(images)
-    sizes = []
-    for size in (height, width):
-        coarse = -(-size // stride)
-        sizes.append(stride * coarse - 1 + receptive_field)
-    _, padded_height, padded_width, _ = _dims(x)
-    # Python ints when the size is static, so the result keeps a static shape.
-    extra = [
-        max(n - p, 0) if isinstance(n - p, int) else tf.maximum(n - p, 0)
-        for n, p in zip(sizes, (padded_height, padded_width))
-    ]
-    x = tf.pad(x, [[0, 0], [0, extra[0]], [0, extra[1]], [0, 0]])
+    sizes = [stride * -(-size // stride) - 1 + receptive_field for size in (height, width)]
+    # At most this many more pixels are needed. Padding by a constant and
+    # slicing keeps the static channels, which TFLite's CONV_2D needs (a pad
+    # by a computed amount loses every static dimension).
+    extra = max(0, stride - 1 + receptive_field - 2 * half)
+    x = tf.pad(x, [[0, 0], [0, extra], [0, extra], [0, 0]])
     return x[:, : sizes[0], : sizes[1]]
 
 
@@ -287,8 +286,9 @@ def dense_predict(model_or_trunk, images, method="shift_and_stitch", padding="re
             "valid" stride-1 convolutions, square "valid" poolings and
             position-wise layers accepting any image size). The stride, the
             product of the pooling strides, is read from the trunk's layers.
-        images: `(batch, height, width, 3)` RGB pixels in [0, 255], uint8 or
-            float; any height and width (more than `patch_size // 2` with
+        images: `(batch, height, width, channels)`, what the trunk takes
+            (RGB pixels in [0, 255], uint8 or float, for `patch_cnn`); any
+            height and width (more than `patch_size // 2` with
             `padding="reflect"`).
         method: str. `"shift_and_stitch"`: the trunk on the `stride ** 2`
             shifted copies, outputs interleaved. `"shifted_pooling"`: the
@@ -319,7 +319,8 @@ def dense_predict(model_or_trunk, images, method="shift_and_stitch", padding="re
     trunk, half = find_trunk(model_or_trunk)
     receptive_field, stride = trunk_geometry(trunk)
     images = tf.convert_to_tensor(images)
-    _check_arguments(tuple(images.shape), half, method, padding)
+    channels = trunk.inputs[0].shape[-1]
+    _check_arguments(tuple(images.shape), half, method, padding, channels)
     _, height, width, _ = _dims(images)
     padded = _pad(images, half, padding, receptive_field, stride)
     if method == "shift_and_stitch":
@@ -350,7 +351,8 @@ def brute_force_predict(patch_model, images, padding="reflect", batch_size=2048)
     patch_size = patch_size_of(patch_model)
     half = patch_size // 2
     images = np.asarray(images, dtype="float32")
-    _check_arguments(images.shape, half, "shift_and_stitch", padding)
+    channels = patch_model.inputs[0].shape[-1]
+    _check_arguments(images.shape, half, "shift_and_stitch", padding, channels)
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive int; got batch_size={batch_size!r}.")
     border = ((0, 0), (half, half), (half, half), (0, 0))
@@ -368,3 +370,64 @@ def brute_force_predict(patch_model, images, padding="reflect", batch_size=2048)
             outputs.append(keras.ops.convert_to_numpy(patch_model(patches, training=False)))
     logits = np.concatenate(outputs, axis=0)
     return logits.reshape(batch, height, width, -1).astype("float32")
+
+
+@keras.saving.register_keras_serializable(package="keras_segattn")
+class DenseLabeller(keras.layers.Layer):
+    """A fully convolutional trunk applied densely: `dense_predict` as a layer.
+
+    Wraps a trunk (see `dense_predict`) so a functional model can label
+    every pixel with it; the layer owns the trunk's weights, and calling the
+    same `DenseLabeller` several times shares them (as `recurrent_cnn`
+    does). Differentiable: a model built on it trains with `fit`.
+
+    Args:
+        trunk: `keras.Model`. A chain of "valid" stride-1 convolutions,
+            square "valid" poolings and position-wise layers accepting any
+            image size.
+        method: str. `"shift_and_stitch"` or `"shifted_pooling"`, as in
+            `dense_predict`. Defaults to `"shifted_pooling"`.
+        padding: str. `"reflect"` or `"zero"`, as in `dense_predict`.
+            Defaults to `"zero"`: any input size works.
+
+    Call arguments:
+        inputs: `(batch, height, width, channels)` with the trunk's channels.
+
+    Returns:
+        `(batch, height, width, trunk outputs)`: the trunk's output on the
+        receptive field centred on every pixel.
+    """
+
+    def __init__(self, trunk, method="shifted_pooling", padding="zero", **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(trunk, dict):
+            trunk = keras.saving.deserialize_keras_object(trunk)
+        if not isinstance(trunk, keras.Model):
+            raise ValueError(f"trunk must be a keras.Model; got {type(trunk).__name__}.")
+        _check_method(method, padding)
+        trunk_geometry(trunk)  # validates the layers
+        self.trunk = trunk
+        self.method = method
+        self.padding = padding
+
+    def build(self, input_shape):
+        channels = self.trunk.inputs[0].shape[-1]
+        check_image_shape(input_shape, min_size=1, channels=channels, where=f"{self.name} inputs")
+        self.built = True
+
+    def call(self, inputs):
+        return dense_predict(self.trunk, inputs, method=self.method, padding=self.padding)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:3]) + (self.trunk.outputs[0].shape[-1],)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "trunk": keras.saving.serialize_keras_object(self.trunk),
+                "method": self.method,
+                "padding": self.padding,
+            }
+        )
+        return config
