@@ -127,3 +127,45 @@ def bilinear_sample_reference(images, grid):
                 weight = (1.0 - abs(x - xx)) * (1.0 - abs(y - yy))
                 out[n, i, j] += weight * images[n, yy, xx]
     return out
+
+
+def bahdanau_attention_reference(
+    annotations,
+    hidden,
+    annotation_kernel,
+    hidden_kernel,
+    bias,
+    score_kernel,
+    gate_kernel=None,
+    gate_bias=None,
+    mask=None,
+):
+    """Show-Attend-and-Tell soft attention, one example and location at a time.
+
+    `e_i = v . tanh(a_i W_a + h W_h + b)`, a softmax over the valid
+    locations only (padded ones get weight 0; a row with none valid gets all
+    zeros), `z = sum_i alpha_i a_i`, times `sigmoid(h . w_beta + b_beta)`
+    when the gate weights are given. Returns `(context, weights)` in float64.
+    """
+    a = np.asarray(annotations, np.float64)
+    h = np.asarray(hidden, np.float64)
+    w_a, w_h = np.asarray(annotation_kernel, np.float64), np.asarray(hidden_kernel, np.float64)
+    b, v = np.asarray(bias, np.float64), np.asarray(score_kernel, np.float64).reshape(-1)
+    batch, locations, features = a.shape
+    valid = np.ones((batch, locations), bool) if mask is None else np.asarray(mask).astype(bool)
+    context = np.zeros((batch, features))
+    weights = np.zeros((batch, locations))
+    for n in range(batch):
+        query = h[n] @ w_h + b
+        logits = np.array([v @ np.tanh(a[n, i] @ w_a + query) for i in range(locations)])
+        kept = np.flatnonzero(valid[n])
+        if kept.size:
+            e = np.exp(logits[kept] - logits[kept].max())
+            weights[n, kept] = e / e.sum()
+        for i in range(locations):
+            context[n] += weights[n, i] * a[n, i]
+        if gate_kernel is not None:
+            gate = h[n] @ np.asarray(gate_kernel, np.float64).reshape(-1)
+            gate += float(np.asarray(gate_bias, np.float64).reshape(-1)[0])
+            context[n] *= 1.0 / (1.0 + np.exp(-gate))
+    return context, weights

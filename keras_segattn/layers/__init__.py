@@ -1,5 +1,6 @@
 """Custom layers shared by the model builders."""
 
+from keras_segattn.layers.attention import BahdanauVisualAttention
 from keras_segattn.layers.image_preprocessing import ImagePreprocessing
 from keras_segattn.layers.image_pyramid import ImagePyramid, replicate
 from keras_segattn.layers.max_pooling_with_argmax import MaxPoolingWithArgmax2D
@@ -15,6 +16,7 @@ from keras_segattn.layers.spatial_transformer import (
 )
 
 __all__ = [
+    "BahdanauVisualAttention",
     "CropToReference",
     "ImagePreprocessing",
     "ImagePyramid",
