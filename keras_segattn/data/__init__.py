@@ -12,6 +12,17 @@ from keras_segattn.data.augment import (
     center_crop_or_pad,
     resize_example,
 )
+from keras_segattn.data.captions import (
+    CaptionVocabulary,
+    caption_pipeline,
+    caption_references,
+    coco_captions,
+    flickr8k_captions,
+    load_caption_dataset,
+    shapes_caption_objects,
+    shapes_captions,
+    tfds_caption_dataset,
+)
 from keras_segattn.data.distortions import (
     DISTORTIONS,
     apply_distortion,
@@ -42,6 +53,15 @@ from keras_segattn.data.shapes import generate_shapes, shapes_dataset
 from keras_segattn.data.tfds import tfds_segmentation_dataset
 
 __all__ = [
+    "CaptionVocabulary",
+    "caption_pipeline",
+    "caption_references",
+    "coco_captions",
+    "flickr8k_captions",
+    "load_caption_dataset",
+    "shapes_caption_objects",
+    "shapes_captions",
+    "tfds_caption_dataset",
     "CAMVID_CLASSES",
     "CAMVID_IGNORE_CLASS",
     "VOC_CLASSES",
