@@ -100,7 +100,8 @@ def check_gradients(model, inputs):
         assert grad is not None, f"no gradient reaches {weight.path}"
     # An input may legitimately carry no gradient (a shape reference, say),
     # but something must.
-    present = [g for g in gradients if g is not None]
+    # Embedding gradients come as IndexedSlices.
+    present = [tf.convert_to_tensor(g) for g in gradients if g is not None]
     assert present, "no gradient reaches any weight or input"
     for grad in present:
         assert np.all(np.isfinite(grad)), "non-finite gradient"

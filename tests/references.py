@@ -169,3 +169,35 @@ def bahdanau_attention_reference(
             gate += float(np.asarray(gate_bias, np.float64).reshape(-1)[0])
             context[n] *= 1.0 / (1.0 + np.exp(-gate))
     return context, weights
+
+
+def caption_cross_entropy_reference(targets, logits, pad_id=0, per_token=False):
+    """Per-caption softmax cross-entropy over the non-pad targets, in float64."""
+    targets = np.asarray(targets)
+    logits = np.asarray(logits, np.float64)
+    losses = np.zeros(targets.shape[0])
+    for n in range(targets.shape[0]):
+        count = 0
+        for t in range(targets.shape[1]):
+            if targets[n, t] == pad_id:
+                continue
+            row = logits[n, t] - logits[n, t].max()
+            losses[n] += np.log(np.exp(row).sum()) - row[targets[n, t]]
+            count += 1
+        if per_token and count:
+            losses[n] /= count
+    return losses
+
+
+def doubly_stochastic_penalty_reference(attention, targets, weight, pad_id=0):
+    """`weight * mean_n sum_i (1 - sum_{t: y_nt != pad} alpha_nti) ** 2`."""
+    attention = np.asarray(attention, np.float64)
+    targets = np.asarray(targets)
+    total = 0.0
+    for n in range(attention.shape[0]):
+        coverage = np.zeros(attention.shape[2])
+        for t in range(attention.shape[1]):
+            if targets[n, t] != pad_id:
+                coverage += attention[n, t]
+        total += np.sum((1.0 - coverage) ** 2)
+    return weight * total / attention.shape[0]

@@ -47,29 +47,84 @@ def classification_serving_fn(model):
     return serve
 
 
-SERVING_FUNCTIONS = {"semantic": semantic_serving_fn, "classification": classification_serving_fn}
+def captioning_tokens_serving_fn(model):
+    """uint8 images of any size in; greedy `token_ids` and `attention` out.
+
+    The numeric half of `captioning_serving_fn`, and what TFLite gets (the
+    `"tokens"` signature): images are resized (bilinear) to
+    `model.image_size` and decoded by `model.decode_greedy`, a Python loop
+    unrolled over `max_length` steps, all builtin TFLite ops. `token_ids`
+    int32 `(batch, max_length)` hold the words up to `<end>` included,
+    then `<pad>` (0); `attention` float32 `(batch, max_length, grid_h,
+    grid_w)` the weights of every generated word, zeros after `<end>`.
+    """
+
+    def serve(images):
+        return model.decode_greedy(model.resize_images(images))
+
+    return serve
+
+
+def captioning_serving_fn(model):
+    """uint8 images of any size in; `token_ids`, `attention`, `words`, `captions` out.
+
+    `token_ids` and `attention` as in `captioning_tokens_serving_fn`;
+    `words` (tf.string, `(batch, max_length)`) the vocabulary entry of
+    every generated word, `""` at `<end>` and padding; `captions`
+    (tf.string, `(batch,)`) the words joined by spaces. The vocabulary is
+    a constant of the graph. String joins are not TFLite builtins, so a
+    TFLite model is converted from the `"tokens"` signature instead, which
+    returns `token_ids` and `attention` only; map ids to words with the
+    vocabulary in the model's config.
+    """
+    tokens = captioning_tokens_serving_fn(model)
+    vocabulary = tf.constant(model.vocabulary)
+    pad_id, end_id = model.token_id("<pad>"), model.token_id("<end>")
+
+    def serve(images):
+        outputs = tokens(images)
+        token_ids = outputs["token_ids"]
+        is_word = tf.logical_and(tf.not_equal(token_ids, pad_id), tf.not_equal(token_ids, end_id))
+        words = tf.where(is_word, tf.gather(vocabulary, token_ids), "")
+        spaced = tf.where(is_word, words + " ", "")
+        captions = tf.strings.strip(tf.strings.reduce_join(spaced, axis=-1))
+        return {**outputs, "words": words, "captions": captions}
+
+    return serve
+
+
+SERVING_FUNCTIONS = {
+    "semantic": semantic_serving_fn,
+    "classification": classification_serving_fn,
+    "captioning": captioning_serving_fn,
+}
+# Signatures written beside `serving_default`, by task: name -> function.
+EXTRA_SERVING_FUNCTIONS = {"captioning": {"tokens": captioning_tokens_serving_fn}}
 
 
 def image_signature(model, task):
-    """Semantic models take any size; the classifiers their fixed input size."""
-    if task == "semantic":
+    """Semantic models and captioners (which resize inside) take any size;
+    the classifiers their fixed input size."""
+    if task in ("semantic", "captioning"):
         return IMAGE_SIGNATURE
     return tf.TensorSpec([None, *model.input.shape[1:]], tf.uint8, name="images")
 
 
 def serving_module(model, task="semantic"):
-    """An `ExportArchive` tracking `model` with its `serving_default` signature."""
+    """An `ExportArchive` tracking `model` with its `serving_default` signature
+    (and, for `"captioning"`, the TFLite-ready `"tokens"` signature)."""
     if task not in SERVING_FUNCTIONS:
         raise ValueError(
             f"No serving signature for task={task!r}; known: {sorted(SERVING_FUNCTIONS)}."
         )
     archive = keras.export.ExportArchive()
     archive.track(model)
+    signature = [image_signature(model, task)]
     archive.add_endpoint(
-        "serving_default",
-        tf.function(SERVING_FUNCTIONS[task](model)),
-        input_signature=[image_signature(model, task)],
+        "serving_default", tf.function(SERVING_FUNCTIONS[task](model)), input_signature=signature
     )
+    for name, serving_fn in EXTRA_SERVING_FUNCTIONS.get(task, {}).items():
+        archive.add_endpoint(name, tf.function(serving_fn(model)), input_signature=signature)
     return archive
 
 
@@ -79,7 +134,10 @@ def export_saved_model(model, export_dir, name=None, version=1, task="semantic")
     The `serving_default` signature takes `images`, a uint8 batch of any
     height and width, preprocesses inside the model and returns outputs at
     the input size (`class_map` int32 and `probabilities` float32 for
-    semantic segmentation).
+    semantic segmentation). A captioner's (`task="captioning"`) returns the
+    greedy `token_ids`, `attention`, `words` and `captions`, and a second
+    signature, `"tokens"`, returns the numeric outputs only, for
+    `convert_to_tflite(path, signature_key="tokens")`.
 
     Args:
         model: `keras.Model`. A model of this package.
