@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # the README table (about 10 min on 2 cores)
     python benchmarks/run.py --quick    # smaller sizes, a smoke run
+    python benchmarks/run.py --models recurrent_cnn:0.5   # re-measure some rows
 
 Each model is measured in a fresh subprocess so that its peak resident
 memory (ru_maxrss) is its own. Times are medians of several runs after a
@@ -104,10 +105,32 @@ def measure_unpooling(size, channels, repeats):
     }
 
 
+def previous_rows():
+    """The model rows of results.md, as dicts (for a partial re-run)."""
+    keys = ["params_m", "tflite_mb", "keras_ms", "tflite_ms", "train_step_s", "peak_rss_gb"]
+    rows = []
+    path = os.path.join(HERE, "results.md")
+    if not os.path.exists(path):
+        return rows
+    for line in open(path):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 8 or not cells[1].replace(".", "").isdigit():
+            continue
+        values = [None if c == "-" else float(c) for c in cells[2:]]
+        rows.append({"model": cells[0], "width": float(cells[1]), **dict(zip(keys, values))})
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME:WIDTH",
+        help="measure only these rows; the other rows of results.md are kept",
+    )
     args = parser.parse_args()
     height, width_px, batch, repeats = (64, 96, 2, 2) if args.quick else (360, 480, 4, 5)
     if args.child:
@@ -121,6 +144,10 @@ def main():
     # Every model light; FCN-8s also at the paper's width (a full-width
     # DeconvNet's 1 GB TFLite file takes minutes to convert on 2 cores).
     runs = [(name, 0.25) for name in list_models(task="semantic")] + [("fcn8s", 1.0)]
+    kept = []
+    if args.models:
+        runs = [(m.split(":")[0], float(m.split(":")[1])) for m in args.models]
+        kept = [r for r in previous_rows() if (r["model"], r["width"]) not in runs]
     rows = []
     for name, width in runs:
         output = subprocess.run(
@@ -130,6 +157,7 @@ def main():
         ).stdout  # fmt: skip
         rows.append(json.loads(output.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
+    rows = sorted(kept + rows, key=lambda r: (r["width"], r["model"]))
     unpool = measure_unpooling(112 if args.quick else 224, 64, repeats)
 
     lines = [

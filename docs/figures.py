@@ -1,6 +1,6 @@
 """Draws the README's figures from trained runs.
 
-python docs/figures.py camvid   # after the two CamVid `segattn train` runs
+python docs/figures.py camvid   # after the CamVid `segattn train` runs (README)
 python docs/figures.py stn      # after `segattn stn-table`
 python docs/figures.py demo     # after `make demo`
 """
@@ -14,31 +14,55 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CAMVID = "camvid:../shared/data/camvid"
 
 
-def camvid(frame=10):
+CAMVID_RUNS = [
+    ("FCN-8s", "camvid_fcn8s", None),
+    ("DeconvNet", "camvid_deconvnet", None),
+    ("multiscale", "camvid_multiscale", None),
+    ("multiscale + superpixels", "camvid_multiscale", "superpixels"),
+    ("multiscale + CRF", "camvid_multiscale", "crf"),
+    ("rCNN, 1 instance", "camvid_rcnn1", None),
+    ("rCNN, 2 instances", "camvid_rcnn2", None),
+    ("rCNN, 3 instances", "camvid_rcnn3", None),
+]
+
+
+def camvid(frame=10, columns=5):
+    """One CamVid test frame, its ground truth and every trained run's labels."""
     from PIL import Image, ImageDraw
 
     from keras_segattn.cli import load_model
     from keras_segattn.data import load_segmentation_dataset
-    from keras_segattn.evaluation import predict_scores
+    from keras_segattn.evaluation import output_probabilities, predict_scores
+    from keras_segattn.postprocess import refine_batch
     from keras_segattn.viz import CAMVID_PALETTE, colorize, panel_row, save_png
 
     data, info = load_segmentation_dataset(CAMVID, "test")
     example = next(iter(data.skip(frame).take(1)))
     image = example["images"].numpy()
+    truth = example["segmentation_masks"].numpy()
     panels = [("test frame", image),
-              ("ground truth", colorize(example["segmentation_masks"].numpy(), CAMVID_PALETTE,
+              ("ground truth", colorize(truth, CAMVID_PALETTE,
                                         ignore_class=info.ignore_class))]  # fmt: skip
-    for name in ("fcn8s", "deconvnet"):
-        model = load_model(f"runs/camvid_{name}/best.keras")
+    models = {}
+    for title, run, postprocess in CAMVID_RUNS:
+        path = f"runs/{run}/best.keras"
+        if not os.path.exists(path):
+            continue
+        model = models.setdefault(run, load_model(path))
         scores = predict_scores(model, image[None], image_size=(180, 240))
-        panels.append((name, colorize(np.argmax(np.asarray(scores)[0], -1), CAMVID_PALETTE)))
+        probabilities = np.asarray(output_probabilities(model, scores))
+        labels = refine_batch(image[None], probabilities, method=postprocess)[0]
+        panels.append((title, colorize(labels, CAMVID_PALETTE)))
     labelled = []
     for title, panel in panels:
-        canvas = Image.fromarray(panel)
-        ImageDraw.Draw(canvas).text((8, 8), title, fill=(255, 255, 255))
+        canvas = Image.fromarray(panel).resize((panel.shape[1] // 2, panel.shape[0] // 2))
+        ImageDraw.Draw(canvas).text((6, 6), title, fill=(255, 255, 255))
         labelled.append(np.asarray(canvas))
-    top, bottom = panel_row(labelled[:2]), panel_row(labelled[2:])
-    grid = np.concatenate([top, np.full((4, top.shape[1], 3), 255, np.uint8), bottom])
+    blank = np.full_like(labelled[0], 255)
+    labelled += [blank] * (-len(labelled) % columns)
+    rows = [panel_row(labelled[k : k + columns]) for k in range(0, len(labelled), columns)]
+    gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
+    grid = np.concatenate([r for row in rows for r in (row, gap)][:-1])
     return save_png(os.path.join(HERE, "camvid_test.png"), grid)
 
 
