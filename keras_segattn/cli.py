@@ -237,12 +237,25 @@ EXPORT_TOLERANCE = 1e-3
 
 
 def model_task(model):
-    """Per-pixel scores (rank 4) are semantic, per-image ones classification."""
+    """Captioners are captioning; per-pixel scores (rank 4) are semantic,
+    per-image ones classification."""
+    if hasattr(model, "generate") and hasattr(model, "vocabulary"):
+        return "captioning"
     return "semantic" if len(model.output.shape) == 4 else "classification"
 
 
 def sample_images(model, task, data_spec, image_size, count=32):
     """`count` uint8 batches of one image each, for calibration and checks."""
+    if task == "captioning":
+        from keras_segattn.data import load_caption_dataset
+
+        spec = data_spec or "shapes"
+        kwargs = {"num_images": count, "image_size": model.image_size} if spec == "shapes" else {}
+        data = load_caption_dataset(spec, "val", **kwargs).take(count)
+        size = tuple(model.image_size)
+        return [
+            np.asarray(tf_resize_uint8(e["images"].numpy(), size))[None] for e in data
+        ]
     if task == "classification":
         from keras_segattn.data import distorted_mnist, load_mnist
 
@@ -257,6 +270,14 @@ def sample_images(model, task, data_spec, image_size, count=32):
         data.take(count), 1, info.num_classes, info.ignore_class, image_size=image_size
     )
     return [x.numpy() for x, _ in batches]
+
+
+def tf_resize_uint8(image, size):
+    """Resizes one uint8 image (bilinear, rounded back to uint8)."""
+    import tensorflow as tf
+
+    resized = tf.image.resize(tf.cast(image, tf.float32), size)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
 
 
 def export(args):
@@ -274,10 +295,16 @@ def export(args):
     reference = {k: v.numpy() for k, v in SERVING_FUNCTIONS[task](model)(images[0]).items()}
     report = verify_export(reference, images[0], saved_model_dir=path)
     show_parity(report)
+    # String outputs (captions) are not TFLite builtins: a captioner's
+    # TFLite model is its "tokens" signature (token ids and attention).
+    signature = "tokens" if task == "captioning" else "serving_default"
     for quantization in args.tflite:
         suffix = "" if quantization == "float32" else f"_{quantization}"
         tflite_path = os.path.join(args.output, name, f"{name}{suffix}.tflite")
-        convert_to_tflite(path, tflite_path, quantization, representative_images=images)
+        convert_to_tflite(
+            path, tflite_path, quantization, representative_images=images,
+            signature_key=signature,
+        )  # fmt: skip
         check = verify_export(reference, images[0], tflite_model=tflite_path)["tflite"]
         report[f"tflite_{quantization}"] = check
         print(f"TFLite {quantization}: {tflite_path} ({os.path.getsize(tflite_path) / 1e6:.1f} MB)")
@@ -290,6 +317,74 @@ def export(args):
     if max(report["saved_model"].values()) > EXPORT_TOLERANCE:
         raise SystemExit(f"error: the SavedModel differs from Keras: {report['saved_model']}")
     return path, report
+
+
+def caption_train(args):
+    from keras_segattn.caption_training import train_captioner
+
+    metrics = train_captioner(
+        data=args.data, attention=args.attention, encoder=args.encoder,
+        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
+        max_length=args.max_length, num_images=args.num_images,
+        learning_rate=args.learning_rate, output=args.output, val_split=args.val_split,
+        eval_split=args.eval_split, beam_width=args.beam_width, seed=args.seed,
+        model_kwargs=_model_args(args.model_arg), verbose=args.verbose,
+    )  # fmt: skip
+    print_caption_report(metrics)
+    print(f"\ntrained in {metrics['train_seconds']:.0f} s; checkpoints, metrics in {args.output}")
+    return metrics
+
+
+def print_caption_report(metrics):
+    for key in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "CIDEr", "exact_match",
+                "localization", "localization_uniform"):  # fmt: skip
+        if key in metrics:
+            print(f"{key:<22} {metrics[key]:.4f}")
+    for example in metrics.get("examples", []):
+        print(f"  {example['generated']!r}  (reference: {example['references'][0]!r})")
+
+
+def caption_evaluate(args):
+    from keras_segattn.caption_training import evaluate_captioner
+    from keras_segattn.data import load_caption_dataset
+
+    model = load_model(args.model_path)
+    if model_task(model) != "captioning":
+        raise SystemExit(f"error: {args.model_path} is not a captioning model.")
+    kwargs = {}
+    if args.data == "shapes":
+        kwargs = {"num_images": args.num_images, "image_size": model.image_size}
+    data = load_caption_dataset(args.data, args.split, **kwargs)
+    metrics = evaluate_captioner(
+        model, data, beam_width=args.beam_width, shapes=args.data == "shapes"
+    )
+    print_caption_report(metrics)
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(metrics, f, indent=2)
+    return metrics
+
+
+def caption(args):
+    from keras_segattn.caption_training import attention_figure
+
+    model = load_model(args.model_path)
+    if model_task(model) != "captioning":
+        raise SystemExit(f"error: {args.model_path} is not a captioning model.")
+    os.makedirs(args.output_dir, exist_ok=True)
+    method = "greedy" if args.beam_width == 1 else "beam"
+    written = []
+    for path in args.images:
+        image = read_image(path)
+        generated = model.generate(image[None], method=method, beam_width=args.beam_width)
+        name = os.path.splitext(os.path.basename(path))[0] + "_attention.png"
+        figure = attention_figure(
+            model, image, os.path.join(args.output_dir, name), beam_width=args.beam_width
+        )
+        print(f"{path}: {generated['captions'][0]}")
+        written.append(figure)
+    print("wrote", *written, sep="\n  ")
+    return written
 
 
 def show_parity(report):
@@ -410,6 +505,42 @@ def build_parser():
         "spec (semantic models; default the training data) or an MNIST source",
     )
     p.set_defaults(func=export)
+
+    p = commands.add_parser("caption-train", help="train and score a Show-Attend-Tell captioner")
+    p.add_argument("--data", default="shapes", help="shapes | coco:<root> | flickr8k:<root>")
+    p.add_argument("--attention", choices=["soft", "hard"], default="soft")
+    p.add_argument("--encoder", choices=["light", "vgg16"], default="light")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=16, help="tokens per caption, <end> included")
+    p.add_argument("--num-images", type=int, default=2000, help="training images of 'shapes'")
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--eval-split", default="test")
+    p.add_argument("--beam-width", type=int, default=3)
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                   help="another show_attend_tell argument, e.g. units=512")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="runs/caption")
+    p.add_argument("--verbose", type=int, default=2)
+    p.set_defaults(func=caption_train)
+
+    p = commands.add_parser("caption-evaluate", help="BLEU/METEOR/CIDEr of a captioner")
+    p.add_argument("--model-path", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--num-images", type=int, default=400, help="images of 'shapes'")
+    p.add_argument("--beam-width", type=int, default=3)
+    p.add_argument("--output", help="also write the scores to this JSON file")
+    p.set_defaults(func=caption_evaluate)
+
+    p = commands.add_parser("caption", help="caption image files, one attention figure each")
+    p.add_argument("--model-path", required=True)
+    p.add_argument("--images", nargs="+", required=True)
+    p.add_argument("--beam-width", type=int, default=3)
+    p.add_argument("--output-dir", default="captions")
+    p.set_defaults(func=caption)
 
     p = commands.add_parser("models", help="list the registered models")
     p.add_argument("--task")

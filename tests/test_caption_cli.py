@@ -1,0 +1,59 @@
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_segattn.cli import main
+
+TINY = ["--model-arg", "encoder_filters=(8, 8, 8)", "--model-arg", "units=16",
+        "--model-arg", "embedding_dim=8", "--model-arg", "attention_units=8"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def captioner(tmp_path_factory):
+    output = tmp_path_factory.mktemp("caption")
+    main(["caption-train", "--num-images", "24", "--epochs", "1", "--batch-size", "8",
+          "--image-size", "32", "--max-length", "12", "--beam-width", "2",
+          "--output", str(output), "--verbose", "0", *TINY])  # fmt: skip
+    return output
+
+
+def test_caption_train_writes_model_vocabulary_and_scores(captioner):
+    for name in ("best.keras", "last.keras", "vocabulary.json", "metrics.json", "history.csv"):
+        assert os.path.isfile(captioner / name), name
+    metrics = json.loads((captioner / "metrics.json").read_text())
+    for key in ("BLEU-4", "METEOR", "CIDEr", "localization", "exact_match"):
+        assert key in metrics
+    assert metrics["num_images"] == 50 and metrics["attention"] == "soft"
+    assert 0 <= metrics["BLEU-1"] <= 1
+
+
+def test_caption_evaluate_and_caption_files(captioner, tmp_path, capsys):
+    out = tmp_path / "scores.json"
+    main(["caption-evaluate", "--model-path", str(captioner / "best.keras"), "--data", "shapes",
+          "--split", "val", "--num-images", "8", "--beam-width", "1",
+          "--output", str(out)])  # fmt: skip
+    assert json.loads(out.read_text())["num_images"] == 8
+    image = tmp_path / "shape.png"
+    Image.fromarray(np.full((40, 48, 3), 200, np.uint8)).save(image)
+    main(["caption", "--model-path", str(captioner / "best.keras"), "--images", str(image),
+          "--beam-width", "1", "--output-dir", str(tmp_path / "figures")])  # fmt: skip
+    assert os.path.isfile(tmp_path / "figures" / "shape_attention.png")
+    assert f"{image}: " in capsys.readouterr().out
+
+
+def test_export_of_a_captioner(captioner, tmp_path, capsys):
+    main(["export", "--model-path", str(captioner / "best.keras"), "--output", str(tmp_path),
+          "--data", "shapes"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "TFLite float32" in out and "tflite vs Keras" in out
+
+
+def test_caption_commands_reject_a_segmentation_model(tmp_path):
+    seg = tmp_path / "seg"
+    main(["train", "--model", "fcn32s", "--data", "shapes", "--num-images", "8", "--epochs", "1",
+          "--width", "0.0625", "--output", str(seg), "--verbose", "0"])  # fmt: skip
+    with pytest.raises(SystemExit, match="is not a captioning model"):
+        main(["caption", "--model-path", str(seg / "best.keras"), "--images", "x.png"])
