@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from keras_segattn.data import shapes
 from keras_segattn.data.folders import _read_header
-from keras_segattn.data.pipeline import _SPLIT_SEED_OFFSET
+from keras_segattn.data.pipeline import _SPLIT_SEED_OFFSET, parse_dataset_spec
 
 PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
 SPECIAL_TOKENS = (PAD, UNK, START, END)
@@ -510,15 +510,7 @@ def load_caption_dataset(spec, split="train", **kwargs):
     4
     """
     accepted = '"shapes", "coco:<root>", "flickr8k:<root>" or "tfds:coco_captions"'
-    if not isinstance(spec, str):
-        raise ValueError(f"spec must be a string, one of {accepted}; got {spec!r}")
-    kind, _, arg = spec.partition(":")
-
-    def take(*allowed):
-        unknown = sorted(set(kwargs) - set(allowed))
-        if unknown:
-            raise TypeError(f"Unexpected arguments {unknown} for spec {spec!r}")
-        return dict(kwargs)
+    kind, arg, take = parse_dataset_spec(spec, accepted, kwargs, error=ValueError)
 
     if kind == "shapes" and not arg:
         options = take("num_images", "image_size", "max_instances", "seed")

@@ -266,6 +266,25 @@ def median_frequency_weights(dataset_or_masks, num_classes, ignore_class=255):
     return weights.astype(np.float32)
 
 
+def parse_dataset_spec(spec, accepted, kwargs, error=TypeError):
+    """Splits `"kind:arg"`; returns `(kind, arg, take)`.
+
+    `take(*allowed)` returns a copy of `kwargs`, raising a `TypeError` that
+    names the spec if any keyword is not in `allowed`.
+    """
+    if not isinstance(spec, str):
+        raise error(f"spec must be a string, one of {accepted}; got {spec!r}")
+    kind, _, arg = spec.partition(":")
+
+    def take(*allowed):
+        unknown = sorted(set(kwargs) - set(allowed))
+        if unknown:
+            raise TypeError(f"Unexpected arguments {unknown} for spec {spec!r}")
+        return dict(kwargs)
+
+    return kind, arg, take
+
+
 def load_segmentation_dataset(spec, split="train", **kwargs):
     """Resolves a dataset spec string to a dataset of example dicts.
 
@@ -285,15 +304,7 @@ def load_segmentation_dataset(spec, split="train", **kwargs):
         `DatasetInfo`.
     """
     accepted = '"shapes", "camvid:<root>", "voc:<root>" or "tfds:<name>"'
-    if not isinstance(spec, str):
-        raise TypeError(f"spec must be a string, one of {accepted}; got {spec!r}")
-    kind, _, arg = spec.partition(":")
-
-    def take(*allowed):
-        unknown = sorted(set(kwargs) - set(allowed))
-        if unknown:
-            raise TypeError(f"Unexpected arguments {unknown} for spec {spec!r}")
-        return kwargs
+    kind, arg, take = parse_dataset_spec(spec, accepted, kwargs)
 
     if kind == "shapes" and not arg:
         options = dict(
