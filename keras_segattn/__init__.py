@@ -8,10 +8,12 @@ exportable Keras models. Build one by name with
 __version__ = "0.1.0"
 
 from keras_segattn import (  # noqa: E402,F401
+    caption_metrics,
     data,
     evaluation,
     export,
     initializers,
+    instance_metrics,
     layers,
     losses,
     metrics,

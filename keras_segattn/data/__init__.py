@@ -23,6 +23,14 @@ from keras_segattn.data.captions import (
     shapes_captions,
     tfds_caption_dataset,
 )
+from keras_segattn.data.coco import (
+    COCO_CATEGORIES,
+    InstanceDatasetInfo,
+    coco_instances,
+    load_instance_dataset,
+    shapes_instances,
+    tfds_coco_instances,
+)
 from keras_segattn.data.distortions import (
     DISTORTIONS,
     apply_distortion,
@@ -53,6 +61,12 @@ from keras_segattn.data.shapes import generate_shapes, shapes_dataset
 from keras_segattn.data.tfds import tfds_segmentation_dataset
 
 __all__ = [
+    "COCO_CATEGORIES",
+    "InstanceDatasetInfo",
+    "coco_instances",
+    "load_instance_dataset",
+    "shapes_instances",
+    "tfds_coco_instances",
     "CaptionVocabulary",
     "caption_pipeline",
     "caption_references",
