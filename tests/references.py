@@ -201,3 +201,239 @@ def doubly_stochastic_penalty_reference(attention, targets, weight, pad_id=0):
                 coverage += attention[n, t]
         total += np.sum((1.0 - coverage) ** 2)
     return weight * total / attention.shape[0]
+
+
+def anchors_reference(height, width, scales, aspect_ratios, stride):
+    """Faster R-CNN anchors, one position and one anchor at a time (float64).
+
+    Centres at `((x + 0.5) * stride, (y + 0.5) * stride)`; ratio = h / w,
+    area = scale ** 2; order (y, x, ratio, scale).
+    """
+    rows = []
+    for y in range(height):
+        for x in range(width):
+            cx, cy = (x + 0.5) * stride, (y + 0.5) * stride
+            for ratio in aspect_ratios:
+                for scale in scales:
+                    w, h = scale / np.sqrt(ratio), scale * np.sqrt(ratio)
+                    rows.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    return np.array(rows, np.float64).reshape(-1, 4)
+
+
+def box_iou_reference(boxes1, boxes2):
+    """Pairwise IoU of `"xyxy"` boxes with loops; 0 where the union is empty."""
+    boxes1 = np.asarray(boxes1, np.float64)
+    boxes2 = np.asarray(boxes2, np.float64)
+    out = np.zeros((len(boxes1), len(boxes2)))
+    for i, a in enumerate(boxes1):
+        for j, b in enumerate(boxes2):
+            iw = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
+            ih = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+            inter = iw * ih
+            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+            out[i, j] = inter / union if union > 0 else 0.0
+    return out
+
+
+def encode_boxes_reference(boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
+    """py-faster-rcnn's `bbox_transform` without the `+ 1` (float64)."""
+    boxes = np.asarray(boxes, np.float64)
+    anchors = np.asarray(anchors, np.float64)
+    wx, wy, ww, wh = weights
+    aw, ah = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    ax, ay = anchors[:, 0] + aw / 2, anchors[:, 1] + ah / 2
+    bw, bh = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+    bx, by = boxes[..., 0] + bw / 2, boxes[..., 1] + bh / 2
+    return np.stack(
+        [wx * (bx - ax) / aw, wy * (by - ay) / ah, ww * np.log(bw / aw), wh * np.log(bh / ah)],
+        axis=-1,
+    )
+
+
+def decode_boxes_reference(deltas, anchors, weights=(1.0, 1.0, 1.0, 1.0), clip_value=None):
+    """py-faster-rcnn's `bbox_transform_inv` without the `+ 1`, Detectron's clip."""
+    deltas = np.asarray(deltas, np.float64) / np.asarray(weights, np.float64)
+    anchors = np.asarray(anchors, np.float64)
+    aw, ah = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    ax, ay = anchors[:, 0] + aw / 2, anchors[:, 1] + ah / 2
+    dw, dh = deltas[..., 2], deltas[..., 3]
+    if clip_value is not None:
+        dw, dh = np.minimum(dw, clip_value), np.minimum(dh, clip_value)
+    cx, cy = deltas[..., 0] * aw + ax, deltas[..., 1] * ah + ay
+    w, h = np.exp(dw) * aw, np.exp(dh) * ah
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1)
+
+
+def match_anchors_reference(
+    anchors, gt_boxes, gt_valid, positive_iou=0.7, negative_iou=0.3, inside=None, tie_atol=1e-6
+):
+    """py-faster-rcnn's `anchor_target_layer` labelling, anchor by anchor.
+
+    Anchors not `inside` are -1 and take no part; invalid boxes are never
+    matched; every box's best anchors (IoU within `tie_atol` of its best,
+    which must be > 0) are positive. Returns `(labels, matched_gt)`.
+    """
+    anchors = np.asarray(anchors, np.float64)
+    num_anchors, num_gt = len(anchors), len(gt_boxes)
+    inside = np.ones(num_anchors, bool) if inside is None else np.asarray(inside, bool)
+    valid = np.asarray(gt_valid, bool)
+    iou = box_iou_reference(anchors, gt_boxes) if num_gt else np.zeros((num_anchors, 0))
+    labels = np.full(num_anchors, -1, np.int32)
+    matched = np.full(num_anchors, -1, np.int32)
+    for i in range(num_anchors):
+        if not inside[i]:
+            continue
+        best, best_j = -1.0, -1
+        for j in range(num_gt):
+            if valid[j] and iou[i, j] > best:
+                best, best_j = iou[i, j], j
+        if best > 0:
+            matched[i] = best_j
+        if best < negative_iou:
+            labels[i] = 0
+        if best >= positive_iou:
+            labels[i] = 1
+    for j in range(num_gt):
+        if not valid[j]:
+            continue
+        column = np.where(inside, iou[:, j], -1.0)
+        if column.max(initial=-1.0) > 0:
+            labels[column >= column.max() - tie_atol] = 1
+    return labels, matched
+
+
+def _roi_align_bilinear(feature, y, x):
+    """Detectron2's `bilinear_interpolate` for one point of a (H, W, C) map."""
+    height, width = feature.shape[:2]
+    if y < -1.0 or y > height or x < -1.0 or x > width:
+        return np.zeros(feature.shape[2])
+    y, x = max(y, 0.0), max(x, 0.0)
+    y_low, x_low = int(y), int(x)
+    if y_low >= height - 1:
+        y_high = y_low = height - 1
+        y = float(y_low)
+    else:
+        y_high = y_low + 1
+    if x_low >= width - 1:
+        x_high = x_low = width - 1
+        x = float(x_low)
+    else:
+        x_high = x_low + 1
+    ly, lx = y - y_low, x - x_low
+    hy, hx = 1.0 - ly, 1.0 - lx
+    return (
+        hy * hx * feature[y_low, x_low]
+        + hy * lx * feature[y_low, x_high]
+        + ly * hx * feature[y_high, x_low]
+        + ly * lx * feature[y_high, x_high]
+    )
+
+
+def roi_align_reference(
+    features, boxes, output_size, sampling_ratio=2, spatial_scale=1 / 16, aligned=True
+):
+    """Detectron2's CPU `ROIAlignForward`, loop for loop, on NHWC features.
+
+    `boxes` is `(batch, num_boxes, 4)` `(x1, y1, x2, y2)` in pixels. Like
+    Detectron2, raises on a negative-size box with `aligned=True`, and takes
+    `ceil(box size / output size)` samples when `sampling_ratio <= 0`.
+    """
+    features = np.asarray(features, np.float64)
+    boxes = np.asarray(boxes, np.float64)
+    out_h, out_w = output_size
+    batch, num_boxes = boxes.shape[:2]
+    out = np.zeros((batch, num_boxes, out_h, out_w, features.shape[3]))
+    offset = 0.5 if aligned else 0.0
+    for b, n in np.ndindex(batch, num_boxes):
+        x1, y1, x2, y2 = boxes[b, n]
+        start_w, start_h = x1 * spatial_scale - offset, y1 * spatial_scale - offset
+        end_w, end_h = x2 * spatial_scale - offset, y2 * spatial_scale - offset
+        roi_w, roi_h = end_w - start_w, end_h - start_h
+        if aligned:
+            if roi_w < 0 or roi_h < 0:
+                raise ValueError("ROIs in ROIAlign cannot have non-negative size!")
+        else:
+            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
+        bin_h, bin_w = roi_h / out_h, roi_w / out_w
+        grid_h = sampling_ratio if sampling_ratio > 0 else int(np.ceil(roi_h / out_h))
+        grid_w = sampling_ratio if sampling_ratio > 0 else int(np.ceil(roi_w / out_w))
+        count = max(grid_h * grid_w, 1)
+        for ph, pw in np.ndindex(out_h, out_w):
+            total = np.zeros(features.shape[3])
+            for iy in range(grid_h):
+                y = start_h + ph * bin_h + (iy + 0.5) * bin_h / grid_h
+                for ix in range(grid_w):
+                    x = start_w + pw * bin_w + (ix + 0.5) * bin_w / grid_w
+                    total += _roi_align_bilinear(features[b], y, x)
+            out[b, n, ph, pw] = total / count
+    return out
+
+
+def _c_round(value):
+    """C's round(): halves away from zero."""
+    magnitude = abs(value)
+    whole = np.floor(magnitude)
+    whole += magnitude - whole >= 0.5
+    return int(-whole if value < 0 else whole)
+
+
+def roi_max_pool_reference(features, boxes, output_size, spatial_scale=1 / 16):
+    """Fast R-CNN RoI max pooling (Caffe's `ROIPoolForward`) with exact bin bounds.
+
+    Box coordinates are scaled in float32 and rounded like C's `round`; bin
+    bounds use exact integer floor/ceil (Caffe's float32 ones can round
+    across an integer); empty bins are 0.
+    """
+    features = np.asarray(features)
+    boxes = np.asarray(boxes, np.float32)
+    height, width = features.shape[1:3]
+    out_h, out_w = output_size
+    batch, num_boxes = boxes.shape[:2]
+    out = np.zeros((batch, num_boxes, out_h, out_w, features.shape[3]), features.dtype)
+    scale = np.float32(spatial_scale)
+    for b, n in np.ndindex(batch, num_boxes):
+        x1, y1, x2, y2 = (_c_round(np.float32(v) * scale) for v in boxes[b, n])
+        roi_h, roi_w = max(y2 - y1 + 1, 1), max(x2 - x1 + 1, 1)
+        for ph, pw in np.ndindex(out_h, out_w):
+            h_start = min(max(ph * roi_h // out_h + y1, 0), height)
+            h_end = min(max(-(-(ph + 1) * roi_h // out_h) + y1, 0), height)
+            w_start = min(max(pw * roi_w // out_w + x1, 0), width)
+            w_end = min(max(-(-(pw + 1) * roi_w // out_w) + x1, 0), width)
+            if h_end <= h_start or w_end <= w_start:
+                continue
+            out[b, n, ph, pw] = features[b, h_start:h_end, w_start:w_end].max(axis=(0, 1))
+    return out
+
+
+def _nms_iou(a, b):
+    """IoU as TensorFlow's NMS kernels compute it: corners in any order."""
+    ya0, ya1 = sorted((a[0], a[2]))
+    xa0, xa1 = sorted((a[1], a[3]))
+    yb0, yb1 = sorted((b[0], b[2]))
+    xb0, xb1 = sorted((b[1], b[3]))
+    area_a = (ya1 - ya0) * (xa1 - xa0)
+    area_b = (yb1 - yb0) * (xb1 - xb0)
+    if area_a <= 0 or area_b <= 0:
+        return 0.0
+    inter = max(min(ya1, yb1) - max(ya0, yb0), 0.0) * max(min(xa1, xb1) - max(xa0, xb0), 0.0)
+    return inter / (area_a + area_b - inter)
+
+
+def greedy_nms_reference(boxes, scores, max_output_size, iou_threshold, score_threshold=-np.inf):
+    """Greedy NMS of one image: kept indices, highest score first.
+
+    Candidates have `score > score_threshold`; ties in score go to the lower
+    index; a candidate is dropped when its IoU with a kept box exceeds
+    `iou_threshold`.
+    """
+    boxes = np.asarray(boxes, np.float64)
+    scores = np.asarray(scores, np.float64)
+    candidates = [i for i in range(len(scores)) if scores[i] > score_threshold]
+    order = sorted(candidates, key=lambda i: (-scores[i], i))
+    keep = []
+    for i in order:
+        if len(keep) == max_output_size:
+            break
+        if all(_nms_iou(boxes[i], boxes[j]) <= iou_threshold for j in keep):
+            keep.append(i)
+    return keep
