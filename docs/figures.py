@@ -3,6 +3,7 @@
 python docs/figures.py camvid   # after the CamVid `segattn train` runs (README)
 python docs/figures.py stn      # after `segattn stn-table`
 python docs/figures.py demo     # after `make demo`
+python docs/figures.py captions # after the `segattn caption-train` runs (README)
 """
 
 import os
@@ -91,6 +92,33 @@ def demo():
     )
 
 
+def captions(index=3):
+    """Show-Attend-Tell figures: a held-out image, one panel per word."""
+    from keras_segattn.caption_training import attention_figure
+    from keras_segattn.cli import load_model
+    from keras_segattn.data import load_caption_dataset
+
+    written = []
+    for run, data, kwargs in (
+        ("caption_shapes_soft", "shapes", {"num_images": 8, "image_size": (64, 64)}),
+        ("caption_shapes_hard", "shapes", {"num_images": 8, "image_size": (64, 64)}),
+        ("caption_coco_soft", "coco:../shared/data/coco_mini", {}),
+    ):
+        path = f"runs/{run}/best.keras"
+        if not os.path.exists(path):
+            continue
+        model = load_model(path)
+        split = "test" if data == "shapes" else "val"
+        example = next(iter(load_caption_dataset(data, split, **kwargs).skip(index).take(1)))
+        image = example["images"].numpy()
+        if data == "shapes":  # bigger panels for a 64x64 image
+            image = np.kron(image, np.ones((4, 4, 1), np.uint8))
+        reference = example["captions"].numpy()[0].decode()
+        out = os.path.join(HERE, f"{run}.png")
+        written.append(attention_figure(model, image, out, beam_width=3, title=reference))
+    return written
+
+
 if __name__ == "__main__":
-    for name in sys.argv[1:] or ["camvid", "stn", "demo"]:
+    for name in sys.argv[1:] or ["camvid", "stn", "demo", "captions"]:
         print("wrote", globals()[name]())
