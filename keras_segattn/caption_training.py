@@ -41,7 +41,7 @@ SHAPES_MODEL = {
 def _spec_kwargs(data, split, num_images, image_size):
     if data != "shapes":
         return {}
-    count = num_images if split == "train" else max(50, num_images // 5)
+    count = num_images if split == "train" else max(50, num_images // 10)
     return {"num_images": count, "image_size": image_size}
 
 
@@ -80,7 +80,7 @@ def train_captioner(
         image_size: int. Side of the square images the model sees.
         epochs, batch_size, learning_rate: the `fit` schedule (Adam).
         max_length: int. Tokens per caption, `<end>` included.
-        num_images: int. Training images of `"shapes"` (a fifth as many,
+        num_images: int. Training images of `"shapes"` (a tenth as many,
             at least 50, for validation and test).
         output: str. Folder for checkpoints, logs, `metrics.json`.
         val_split, eval_split: str. Splits for checkpoint selection and

@@ -437,3 +437,71 @@ def greedy_nms_reference(boxes, scores, max_output_size, iou_threshold, score_th
         if all(_nms_iou(boxes[i], boxes[j]) <= iou_threshold for j in keep):
             keep.append(i)
     return keep
+
+
+def _grid_neighbours(position, size, grid_size):
+    """The two classifiers around `position` (a cell index of `size` cells)
+    and the weight of the second, as Hypercolumns' interpolation reads them."""
+    u = (position + 0.5) * grid_size / size - 0.5
+    u = min(max(u, 0.0), grid_size - 1.0)
+    low = int(np.floor(u))
+    high = min(low + 1, grid_size - 1)
+    return low, high, u - low
+
+
+def location_classifier_reference(hypercolumns, kernel, bias, grid_size):
+    """Hypercolumns' location-specific classifiers, one pixel at a time.
+
+    `hypercolumns` is `(M_h, M_w, D)`, `kernel` `(D, K * K)` and `bias`
+    `(K * K,)` (classifier `i * K + j` at grid row `i`, column `j`). Each
+    location scores its hypercolumn with the four classifiers of the grid
+    cells around it and blends the four scores bilinearly by its position.
+    """
+    hypercolumns = np.asarray(hypercolumns, np.float64)
+    height, width = hypercolumns.shape[:2]
+    out = np.zeros((height, width))
+    for y, x in np.ndindex(height, width):
+        i0, i1, fy = _grid_neighbours(y, height, grid_size)
+        j0, j1, fx = _grid_neighbours(x, width, grid_size)
+        h = hypercolumns[y, x]
+
+        def score(i, j, h=h):
+            k = i * grid_size + j
+            return float(h @ kernel[:, k] + bias[k])
+
+        out[y, x] = (
+            (1 - fy) * (1 - fx) * score(i0, j0)
+            + (1 - fy) * fx * score(i0, j1)
+            + fy * (1 - fx) * score(i1, j0)
+            + fy * fx * score(i1, j1)
+        )
+    return out
+
+
+def paste_mask_reference(mask, box, image_size):
+    """One box-grid mask pasted into an image, pixel by pixel.
+
+    Pixels whose centre lies in `[x1, x2) x [y1, y2)` read the mask
+    bilinearly at `((x + 0.5 - x1) / (x2 - x1) * M_w - 0.5, ...)`, clamped
+    to the mask; other pixels are 0.
+    """
+    mask = np.asarray(mask, np.float64)
+    mask_h, mask_w = mask.shape
+    x1, y1, x2, y2 = (float(v) for v in box)
+    out = np.zeros(image_size)
+    for y, x in np.ndindex(*image_size):
+        cy, cx = y + 0.5, x + 0.5
+        if not (x1 <= cx < x2 and y1 <= cy < y2):
+            continue
+        v = min(max((cy - y1) / (y2 - y1) * mask_h - 0.5, 0.0), mask_h - 1.0)
+        u = min(max((cx - x1) / (x2 - x1) * mask_w - 0.5, 0.0), mask_w - 1.0)
+        r0, c0 = int(np.floor(v)), int(np.floor(u))
+        r1, c1 = min(r0 + 1, mask_h - 1), min(c0 + 1, mask_w - 1)
+        fy, fx = v - r0, u - c0
+        out[y, x] = (
+            (1 - fy) * (1 - fx) * mask[r0, c0]
+            + (1 - fy) * fx * mask[r0, c1]
+            + fy * (1 - fx) * mask[r1, c0]
+            + fy * fx * mask[r1, c1]
+        )
+    return out
