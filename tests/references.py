@@ -505,3 +505,46 @@ def paste_mask_reference(mask, box, image_size):
             + fy * fx * mask[r1, c1]
         )
     return out
+
+
+def crop_and_resize_masks_reference(masks, boxes, indices, size, sampling_ratio=2):
+    """MNC's mask targets: each RoI's ground-truth mask, as a one-channel
+    feature map, through Detectron2's RoIAlign (`aligned=True`, scale 1)."""
+    masks = np.asarray(masks, np.float64)
+    boxes = np.asarray(boxes, np.float64)
+    batch, count = boxes.shape[:2]
+    out = np.zeros((batch, count, size, size))
+    for b, r in np.ndindex(batch, count):
+        feature = masks[b, int(indices[b, r])][None, :, :, None]
+        pooled = roi_align_reference(
+            feature, boxes[b, r][None, None], (size, size), sampling_ratio, 1.0, aligned=True
+        )
+        out[b, r] = pooled[0, 0, :, :, 0]
+    return out
+
+
+def paste_masks_reference(masks, boxes, image_size):
+    """Detectron2's `paste_masks_in_image`, one pixel at a time.
+
+    Pixel `(y, x)` reads mask `m` bilinearly at `u = (x + 0.5 - x1) / (x2 -
+    x1) * m_w - 0.5`, `v` likewise, cells outside the mask counting 0
+    (`grid_sample`, `align_corners=False`, zero padding).
+    """
+    masks = np.asarray(masks, np.float64)
+    boxes = np.asarray(boxes, np.float64)
+    height, width = image_size
+    batch, count, mask_h, mask_w = masks.shape
+    out = np.zeros((batch, count, height, width))
+    for b, d in np.ndindex(batch, count):
+        x1, y1, x2, y2 = boxes[b, d]
+        for y, x in np.ndindex(height, width):
+            v = (y + 0.5 - y1) / max(y2 - y1, 1e-3) * mask_h - 0.5
+            u = (x + 0.5 - x1) / max(x2 - x1, 1e-3) * mask_w - 0.5
+            v0, u0 = int(np.floor(v)), int(np.floor(u))
+            total = 0.0
+            for i, wy in ((v0, 1.0 - (v - v0)), (v0 + 1, v - v0)):
+                for j, wx in ((u0, 1.0 - (u - u0)), (u0 + 1, u - u0)):
+                    if 0 <= i < mask_h and 0 <= j < mask_w:
+                        total += wy * wx * masks[b, d, i, j]
+            out[b, d, y, x] = total
+    return out

@@ -93,19 +93,38 @@ def captioning_serving_fn(model):
     return serve
 
 
+def instance_serving_fn(model):
+    """uint8 images of any size in; `boxes`, `scores`, `classes`, `masks`,
+    `num_detections` out (`model.detect`).
+
+    `boxes` float32 `(batch, D, 4)` `"xyxy"` pixels, `scores` float32
+    `(batch, D)`, `classes` int32 `(batch, D)`, `masks` uint8 `(batch, D,
+    height, width)` at the image's resolution (0/1) and `num_detections`
+    int32 `(batch,)`; `D` is the model's fixed number of detections, the
+    entries after `num_detections` zero. Builtin TFLite ops only, at any
+    image size.
+    """
+
+    def serve(images):
+        return model.detect(images)
+
+    return serve
+
+
 SERVING_FUNCTIONS = {
     "semantic": semantic_serving_fn,
     "classification": classification_serving_fn,
     "captioning": captioning_serving_fn,
+    "instance": instance_serving_fn,
 }
 # Signatures written beside `serving_default`, by task: name -> function.
 EXTRA_SERVING_FUNCTIONS = {"captioning": {"tokens": captioning_tokens_serving_fn}}
 
 
 def image_signature(model, task):
-    """Semantic models and captioners (which resize inside) take any size;
-    the classifiers their fixed input size."""
-    if task in ("semantic", "captioning"):
+    """Semantic and instance models and captioners (which resize inside)
+    take any size; the classifiers their fixed input size."""
+    if task in ("semantic", "captioning", "instance"):
         return IMAGE_SIGNATURE
     return tf.TensorSpec([None, *model.input.shape[1:]], tf.uint8, name="images")
 
@@ -137,7 +156,9 @@ def export_saved_model(model, export_dir, name=None, version=1, task="semantic")
     semantic segmentation). A captioner's (`task="captioning"`) returns the
     greedy `token_ids`, `attention`, `words` and `captions`, and a second
     signature, `"tokens"`, returns the numeric outputs only, for
-    `convert_to_tflite(path, signature_key="tokens")`.
+    `convert_to_tflite(path, signature_key="tokens")`. An instance model's
+    (`task="instance"`) returns `boxes`, `scores`, `classes`, `masks` (uint8
+    at the image's resolution) and `num_detections`.
 
     Args:
         model: `keras.Model`. A model of this package.

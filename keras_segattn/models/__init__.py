@@ -5,6 +5,7 @@ from keras_segattn.models import (  # noqa: F401
     captioning,
     deconvnet,
     fcn,
+    instance,
     scene,
     spatial_transformer,
 )

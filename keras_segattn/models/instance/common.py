@@ -1,0 +1,831 @@
+"""Pieces the instance-segmentation models share: backbones, the proposal
+layer, target assignment and losses, mask crop-and-resize and pasting, and
+the tf.data pipeline from instance dicts to `(images, targets)` batches.
+
+Boxes are `"xyxy"` in image pixels with pixel edges at integers, as in
+`keras_segattn.layers.anchors` (a box covering columns 0..15 is `[0, 16]`).
+Ground truth reaches the models as a dict of padded tensors:
+
+- `boxes`: float `(batch, G, 4)`;
+- `labels`: int `(batch, G)`, class ids `1..num_classes - 1`, `-1` padding;
+- `masks`: uint8 or float `(batch, G, H, W)` at the image's resolution
+  (needed by `mnc`, ignored by `rpn`).
+
+`instance_pipeline` builds such batches from `load_instance_dataset`.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_segattn.layers import (
+    ImagePreprocessing,
+    PadToMultiple,
+    box_iou,
+    decode_boxes,
+    encode_boxes,
+    match_anchors,
+    non_max_suppression,
+    sample_anchors,
+)
+from keras_segattn.layers.roi_align import _align_axis
+from keras_segattn.models.backbones.vgg import VGG16_BLOCKS, conv_bn_relu, scaled
+
+BACKBONES = ("vgg16", "light")
+# Channels of the light CNN's stages (two 3x3 ReLU convolutions each, a 2x2
+# max-pooling between stages): stride 8 with four stages.
+LIGHT_FILTERS = (32, 64, 128, 128)
+# Detectron's Fast R-CNN box coding weights (wx, wy, ww, wh) for stage 3.
+ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+# Every target dict key a model may read.
+TARGET_KEYS = ("boxes", "labels", "masks")
+
+
+# ---------------------------------------------------------------------------
+# Argument checks
+# ---------------------------------------------------------------------------
+
+
+def positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {name}={value!r}.")
+    return int(value)
+
+
+def fraction(value, name, low=0.0, high=1.0):
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    if not ok or not low <= float(value) <= high:
+        raise ValueError(f"{name} must be a number in [{low}, {high}]; got {name}={value!r}.")
+    return float(value)
+
+
+def non_negative(value, name):
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(float(value)) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0; got {name}={value!r}.")
+    return float(value)
+
+
+def positive_numbers(values, name):
+    try:
+        values = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a sequence of positive numbers; got {values!r}."
+        ) from None
+    if not values or any(not (v > 0 and math.isfinite(v)) for v in values):
+        raise ValueError(
+            f"{name} must be a non-empty sequence of positive numbers; got {values!r}."
+        )
+    return values
+
+
+def check_num_classes(num_classes):
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise ValueError(
+            f"num_classes must be an int >= 2 (background and one class); got {num_classes!r}."
+        )
+    if num_classes < 2:
+        raise ValueError(
+            f"num_classes must be >= 2 (background and one class); got num_classes={num_classes}."
+        )
+    return int(num_classes)
+
+
+# ---------------------------------------------------------------------------
+# Backbones
+# ---------------------------------------------------------------------------
+
+
+def build_backbone(backbone="vgg16", width=1.0, light_filters=LIGHT_FILTERS, min_size=32):
+    """The shared convolutional features, from raw pixels.
+
+    `"vgg16"`: VGG16's 13 convolutions up to conv5_3 (four 2x2 poolings,
+    stride 16, caffe preprocessing), named as in `keras.applications.VGG16`
+    so ImageNet weights load by name. `"light"`: a small CPU-friendly CNN,
+    two 3x3 ReLU convolutions per stage of `light_filters` channels and a
+    2x2 max-pooling between stages (stride `2 ** (len(light_filters) - 1)`),
+    images scaled to [-1, 1]. Both pad the image bottom and right to a
+    multiple of the stride, so the feature map covers every pixel.
+
+    Returns:
+        `(model, stride, channels)`: a functional `keras.Model` named
+        `"backbone"` from `(batch, h, w, 3)` pixels to `(batch, ceil(h /
+        stride), ceil(w / stride), channels)`.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}; got backbone={backbone!r}.")
+    if not (isinstance(width, (int, float)) and not isinstance(width, bool) and 0 < width <= 4):
+        raise ValueError(f"width must be a float in (0, 4]; got width={width!r}.")
+    inputs = keras.Input(shape=(None, None, 3), name="images")
+    if backbone == "vgg16":
+        stride = 2 ** (len(VGG16_BLOCKS) - 1)
+        x = ImagePreprocessing("caffe", min_size=min_size, name="preprocessing")(inputs)
+        x = PadToMultiple(stride, name="pad_to_stride")(x)
+        for block, (num_convs, channels) in enumerate(VGG16_BLOCKS, start=1):
+            for i in range(1, num_convs + 1):
+                x = conv_bn_relu(
+                    x, scaled(channels, width), 3, f"block{block}_conv{i}", batch_norm=False
+                )
+            if block < len(VGG16_BLOCKS):
+                x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+        channels = scaled(VGG16_BLOCKS[-1][1], width)
+    else:
+        filters = tuple(positive_int(f, "light_filters") for f in light_filters)
+        if not filters:
+            raise ValueError("light_filters must name at least one stage.")
+        stride = 2 ** (len(filters) - 1)
+        x = ImagePreprocessing("symmetric", min_size=min_size, name="preprocessing")(inputs)
+        x = PadToMultiple(stride, name="pad_to_stride")(x)
+        for stage, stage_filters in enumerate(filters, start=1):
+            channels = scaled(stage_filters, width)
+            for i in (1, 2):
+                x = keras.layers.Conv2D(
+                    channels, 3, padding="same", activation="relu", name=f"conv{stage}_{i}"
+                )(x)
+            if stage < len(filters):
+                x = keras.layers.MaxPooling2D(2, name=f"pool{stage}")(x)
+    return keras.Model(inputs, x, name="backbone"), stride, channels
+
+
+# ---------------------------------------------------------------------------
+# Proposals
+# ---------------------------------------------------------------------------
+
+
+def image_hw(images):
+    """`(height, width)` of a batch of images as float32 scalars."""
+    shape = tf.shape(images)
+    return tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+
+
+def valid_slots(count, size):
+    """bool `(batch, size)`: the first `count[b]` slots of each row."""
+    return tf.range(size)[None, :] < tf.cast(count, tf.int32)[:, None]
+
+
+def gather_rows(values, indices):
+    """`values[b, indices[b, i]]` for `values` `(B, N, ...)`, `indices` `(B, K)`.
+
+    Written as a flat `GATHER` (a builtin TFLite op) rather than
+    `tf.gather(batch_dims=1)`; indices must be in `[0, N)`.
+    """
+    shape = tf.shape(values)
+    batch, size = shape[0], shape[1]
+    flat = tf.reshape(values, tf.concat([[batch * size], shape[2:]], axis=0))
+    offsets = tf.range(batch)[:, None] * size
+    return tf.gather(flat, indices + offsets)
+
+
+@keras.saving.register_keras_serializable(package="keras_segattn")
+class ProposalLayer(keras.layers.Layer):
+    """Turns RPN outputs into a fixed number of proposals per image.
+
+    Per image, as Faster R-CNN's proposal layer: the `pre_nms_top_n`
+    anchors of highest objectness, their deltas decoded (`decode_boxes`)
+    and clipped to the image, boxes narrower or shorter than `min_size`
+    pixels dropped, then greedy NMS at `iou_threshold` keeping
+    `post_nms_top_n`. Builtin TFLite ops only (`TOPK_V2`, `GATHER`,
+    `NON_MAX_SUPPRESSION_V4`), dynamic batch and image size.
+
+    The boxes leave through `tf.stop_gradient`: no gradient flows into box
+    coordinates, as in MNC's practical implementation.
+
+    Call arguments:
+        inputs: `[objectness, box_deltas, anchors, images]`: logits
+            `(batch, A)`, deltas `(batch, A, 4)`, anchors `(A, 4)`, and the
+            images (only their height and width are read).
+
+    Returns:
+        `(boxes, scores, num_proposals)`: float32 `(batch, post_nms_top_n,
+        4)` boxes and `(batch, post_nms_top_n)` objectness probabilities,
+        highest first, zero-padded after the first `num_proposals` (int32
+        `(batch,)`).
+    """
+
+    def __init__(
+        self, pre_nms_top_n=6000, post_nms_top_n=300, iou_threshold=0.7, min_size=0.0, **kwargs
+    ):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.pre_nms_top_n = positive_int(pre_nms_top_n, "pre_nms_top_n")
+        self.post_nms_top_n = positive_int(post_nms_top_n, "post_nms_top_n")
+        self.iou_threshold = fraction(iou_threshold, "iou_threshold")
+        self.min_size = non_negative(min_size, "min_size")
+
+    def call(self, inputs):
+        objectness, box_deltas, anchors, images = inputs
+        objectness = tf.cast(objectness, tf.float32)
+        box_deltas = tf.cast(box_deltas, tf.float32)
+        anchors = tf.cast(anchors, tf.float32)
+        height, width = image_hw(images)
+        k = tf.minimum(self.pre_nms_top_n, tf.shape(anchors)[0])
+        top_logits, top_index = tf.math.top_k(objectness, k)
+        deltas = gather_rows(box_deltas, top_index)
+        boxes = decode_boxes(deltas, tf.gather(anchors, top_index), image_size=(height, width))
+        box_w, box_h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+        usable = (box_w >= self.min_size) & (box_h >= self.min_size) & (box_w > 0) & (box_h > 0)
+        # Boxes scoring -inf are not NMS candidates.
+        scores = tf.where(usable, top_logits, float("-inf"))
+        _, boxes, logits, count = non_max_suppression(
+            boxes, scores, self.post_nms_top_n, self.iou_threshold
+        )
+        valid = valid_slots(count, self.post_nms_top_n)
+        probabilities = tf.where(valid, tf.sigmoid(logits), 0.0)
+        return tf.stop_gradient(boxes), tf.stop_gradient(probabilities), count
+
+    def compute_output_spec(self, inputs):
+        batch = inputs[0].shape[0]
+        size = self.post_nms_top_n
+        return (
+            keras.KerasTensor((batch, size, 4), "float32"),
+            keras.KerasTensor((batch, size), "float32"),
+            keras.KerasTensor((batch,), "int32"),
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "pre_nms_top_n": self.pre_nms_top_n,
+            "post_nms_top_n": self.post_nms_top_n,
+            "iou_threshold": self.iou_threshold,
+            "min_size": self.min_size,
+        }
+
+
+def rpn_head_layers(channels, num_anchors):
+    """The RPN's 3x3 convolution + ReLU and its sibling 1x1 cls and reg layers."""
+    return (
+        keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name="rpn_conv"),
+        keras.layers.Conv2D(
+            num_anchors,
+            1,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            name="rpn_cls",
+        ),
+        keras.layers.Conv2D(
+            4 * num_anchors,
+            1,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            name="rpn_reg",
+        ),
+    )
+
+
+def apply_rpn_head(features, layers):
+    """`(objectness (B, A), box_deltas (B, A, 4))` in `AnchorGenerator` order."""
+    conv, cls, reg = layers
+    hidden = conv(features)
+    objectness = keras.layers.Reshape((-1,), name="objectness")(cls(hidden))
+    deltas = keras.layers.Reshape((-1, 4), name="rpn_box_deltas")(reg(hidden))
+    return objectness, deltas
+
+
+# ---------------------------------------------------------------------------
+# Ground truth checks
+# ---------------------------------------------------------------------------
+
+
+def check_targets(images, targets, num_classes, need_masks):
+    """Checks the target dict; returns `(boxes, labels, masks or None)` tensors.
+
+    Shapes are checked statically where known (a `ValueError` naming the
+    key); label values and dynamic sizes with `tf.debugging` asserts that
+    name the key (XLA compiles asserts to no-ops, so under
+    `jit_compile=True` only the static checks run).
+    """
+    if not isinstance(targets, dict) or not {"boxes", "labels"} <= set(targets):
+        got = sorted(targets) if isinstance(targets, dict) else type(targets).__name__
+        raise ValueError(
+            "targets must be a dict with 'boxes' (batch, G, 4), 'labels' (batch, G)"
+            + (" and 'masks' (batch, G, height, width)" if need_masks else "")
+            + f"; got {got}."
+        )
+    if need_masks and "masks" not in targets:
+        raise ValueError(
+            "targets['masks'] is missing: mnc needs the instance masks (batch, G, height, "
+            f"width) at the image's resolution; got keys {sorted(targets)}."
+        )
+    boxes = tf.cast(targets["boxes"], tf.float32)
+    labels = tf.convert_to_tensor(targets["labels"])
+    if boxes.shape.rank != 3 or boxes.shape[-1] not in (4, None):
+        raise ValueError(
+            f"targets['boxes'] must be (batch, G, 4) xyxy pixels; got shape {tuple(boxes.shape)}."
+        )
+    if labels.shape.rank != 2:
+        raise ValueError(
+            f"targets['labels'] must be (batch, G) class ids; got shape {tuple(labels.shape)}."
+        )
+    if not (labels.dtype.is_integer or labels.dtype.is_floating):
+        raise ValueError(f"targets['labels'] must be numeric; got dtype {labels.dtype.name}.")
+    if None not in (boxes.shape[1], labels.shape[1]) and boxes.shape[1] != labels.shape[1]:
+        raise ValueError(
+            "targets['boxes'] and targets['labels'] must have the same number of instances G; "
+            f"got {tuple(boxes.shape)} and {tuple(labels.shape)}."
+        )
+    labels = tf.cast(labels, tf.int32)
+    asserts = [
+        tf.debugging.assert_less(
+            labels,
+            num_classes,
+            message=f"targets['labels'] has a class id >= num_classes={num_classes}; expected "
+            f"class ids 1..{num_classes - 1} or -1 padding",
+        ),
+        tf.debugging.assert_equal(
+            tf.reduce_all((labels >= 1) | (labels == -1)),
+            True,
+            message="targets['labels'] has a class id that is 0 (background) or below -1; "
+            f"expected class ids 1..{num_classes - 1} or -1 padding",
+        ),
+        tf.debugging.assert_equal(
+            tf.shape(boxes)[:2],
+            tf.shape(labels),
+            message="targets['boxes'] and targets['labels'] disagree in batch or G",
+        ),
+    ]
+    masks = None
+    if need_masks:
+        masks = tf.convert_to_tensor(targets["masks"])
+        image_shape = tuple(images.shape)
+        if masks.shape.rank != 4:
+            raise ValueError(
+                "targets['masks'] must be (batch, G, height, width) at the image's resolution; "
+                f"got shape {tuple(masks.shape)}."
+            )
+        for axis, name in ((2, "height"), (3, "width")):
+            size, expected = masks.shape[axis], image_shape[axis - 1]
+            if None not in (size, expected) and size != expected:
+                raise ValueError(
+                    f"targets['masks'] {name} {size} does not match the images' {expected}: "
+                    f"masks must be at the image's resolution; got masks {tuple(masks.shape)} "
+                    f"for images {image_shape}."
+                )
+        if None not in (masks.shape[1], labels.shape[1]) and masks.shape[1] != labels.shape[1]:
+            raise ValueError(
+                "targets['masks'] must have one mask per label (G); got masks "
+                f"{tuple(masks.shape)} and labels {tuple(labels.shape)}."
+            )
+        asserts.append(
+            tf.debugging.assert_equal(
+                tf.shape(masks)[2:],
+                tf.shape(images)[1:3],
+                message="targets['masks'] height and width must match the images'",
+            )
+        )
+    with tf.control_dependencies(asserts):
+        labels = tf.identity(labels)
+    return boxes, labels, masks
+
+
+def prepare_ground_truth(images, boxes, labels, masks=None):
+    """Clips boxes to the image, flags the usable ones, appends one padding row.
+
+    A box is usable when its label is a class id (>= 1) and it keeps a
+    positive width and height after clipping (degenerate and out-of-image
+    boxes are dropped, as `keras_segattn.data.coco` does). The appended
+    all-padding instance keeps every gather defined when `G = 0`.
+
+    Returns:
+        `(boxes, labels, valid, masks)` with `G + 1` instances; `masks`
+        float32 or `None`.
+    """
+    height, width = image_hw(images)
+    upper = tf.stack([width, height, width, height])
+    boxes = tf.clip_by_value(boxes, 0.0, upper)
+    valid = (labels >= 1) & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+    batch = tf.shape(boxes)[0]
+    boxes = tf.concat([boxes, tf.zeros([batch, 1, 4])], axis=1)
+    labels = tf.concat([tf.where(valid, labels, -1), -tf.ones([batch, 1], tf.int32)], axis=1)
+    valid = tf.concat([valid, tf.zeros([batch, 1], tf.bool)], axis=1)
+    if masks is not None:
+        # uint8 0/1 (or 0/255) and float masks alike become 0/1.
+        masks = tf.cast(tf.cast(masks, tf.float32) > 0.5, tf.float32)
+        shape = tf.shape(masks)
+        masks = tf.concat([masks, tf.zeros([shape[0], 1, shape[2], shape[3]])], axis=1)
+    return boxes, labels, valid, masks
+
+
+# ---------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------
+
+
+def smooth_l1(x, beta):
+    """Elementwise smooth L1 (Huber with threshold `beta`, slope 1)."""
+    absolute = tf.abs(x)
+    if beta <= 0:
+        return absolute
+    return tf.where(absolute < beta, 0.5 * x * x / beta, absolute - 0.5 * beta)
+
+
+def rpn_losses(
+    objectness,
+    box_deltas,
+    anchors,
+    gt_boxes,
+    gt_valid,
+    batch_size_per_image=256,
+    positive_fraction=0.5,
+    positive_iou=0.7,
+    negative_iou=0.3,
+    smooth_l1_beta=1.0 / 9.0,
+    image_size=None,
+    allowed_border=0.0,
+):
+    """Faster R-CNN's RPN loss, targets assigned from the ground truth.
+
+    Anchors are labelled by `match_anchors` and `batch_size_per_image` of
+    them sampled per image by `sample_anchors` (at most
+    `positive_fraction` positive, negatives filling the rest). The
+    objectness loss is the sigmoid cross-entropy averaged over the sampled
+    anchors; the box loss the smooth L1 of the positive anchors' deltas
+    (all four coordinates summed) divided by the same count, as
+    Detectron2 normalises both. An image without ground truth has only
+    negatives: a finite objectness loss and no box loss.
+
+    Args:
+        objectness: float `(B, A)` logits.
+        box_deltas: float `(B, A, 4)`.
+        anchors: float `(A, 4)`.
+        gt_boxes: float `(B, G, 4)`; gt_valid: bool `(B, G)`.
+        image_size: `(height, width)` or `None`: with it, anchors crossing
+            the border by more than `allowed_border` pixels are ignored
+            (py-faster-rcnn); `None` keeps them all (Detectron2).
+
+    Returns:
+        `(objectness_loss, box_loss)`, float32 scalars.
+    """
+    objectness = tf.cast(objectness, tf.float32)
+    box_deltas = tf.cast(box_deltas, tf.float32)
+    labels, matched = match_anchors(
+        anchors,
+        gt_boxes,
+        gt_valid,
+        positive_iou=positive_iou,
+        negative_iou=negative_iou,
+        image_size=image_size,
+        allowed_border=allowed_border,
+    )
+    sampled = sample_anchors(labels, batch_size_per_image, positive_fraction)
+    weights = tf.cast(sampled >= 0, tf.float32)
+    positive = tf.cast(sampled == 1, tf.float32)
+    normalizer = tf.maximum(tf.reduce_sum(weights), 1.0)
+    cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=positive, logits=objectness)
+    objectness_loss = tf.reduce_sum(cross_entropy * weights) / normalizer
+    matched_boxes = tf.gather(gt_boxes, tf.maximum(matched, 0), batch_dims=1)
+    targets = tf.stop_gradient(encode_boxes(matched_boxes, anchors))
+    box_loss = smooth_l1(box_deltas - targets, smooth_l1_beta)
+    box_loss = tf.reduce_sum(box_loss * positive[..., None]) / normalizer
+    return objectness_loss, box_loss
+
+
+def sample_rois(
+    proposals,
+    num_proposals,
+    gt_boxes,
+    gt_labels,
+    gt_valid,
+    rois_per_image=64,
+    foreground_fraction=0.25,
+    foreground_iou=0.5,
+    background_iou=(0.0, 0.5),
+):
+    """Fast R-CNN / MNC RoI sampling for stages 2 and 3.
+
+    The candidates are the proposals plus the ground-truth boxes (as in
+    py-faster-rcnn and the MNC code). A candidate is foreground when its
+    highest IoU with a usable ground-truth box is at least `foreground_iou`
+    (it takes that box's class, mask and box), background when the IoU is
+    in `[background_iou[0], background_iou[1])`. `rois_per_image` are
+    sampled (`sample_anchors`), at most `foreground_fraction` foreground;
+    when fewer candidates qualify, the unfilled slots get weight 0.
+
+    Returns:
+        A dict of `(B, R)` tensors, `R = rois_per_image` (static whatever
+        the number of proposals and ground-truth boxes): `boxes` `(B, R, 4)`
+        (gradient stopped), `weights` (1 for sampled RoIs), `foreground`
+        (float 0/1), `classes` (int32, 0 for background), `matched` (int32
+        index of the ground truth).
+    """
+    rois_per_image = int(rois_per_image)
+    proposals = tf.stop_gradient(tf.cast(proposals, tf.float32))
+    batch = tf.shape(proposals)[0]
+    # `rois_per_image` never-sampled slots: top_k below always has enough
+    # candidates, and R stays static when P or G is dynamic.
+    filler = tf.zeros([batch, rois_per_image, 4])
+    candidates = tf.concat([proposals, gt_boxes, filler], axis=1)
+    candidate_valid = tf.concat(
+        [
+            valid_slots(num_proposals, tf.shape(proposals)[1]),
+            gt_valid,
+            tf.zeros([batch, rois_per_image], tf.bool),
+        ],
+        axis=1,
+    )
+    iou = box_iou(candidates, gt_boxes)  # (B, P + G + R, G)
+    iou = tf.where(gt_valid[:, None, :], iou, -1.0)
+    best_iou = tf.reduce_max(iou, axis=-1)
+    matched = tf.argmax(iou, axis=-1, output_type=tf.int32)
+    foreground = candidate_valid & (best_iou >= foreground_iou)
+    background = (
+        candidate_valid
+        & ~foreground
+        & (tf.maximum(best_iou, 0.0) >= background_iou[0])
+        & (best_iou < background_iou[1])
+    )
+    labels = tf.where(foreground, 1, tf.where(background, 0, -1))
+    sampled = sample_anchors(labels, rois_per_image, foreground_fraction)
+    # Sampled candidates first (top_k is stable: lower index first on ties).
+    _, order = tf.math.top_k(tf.cast(sampled >= 0, tf.float32), rois_per_image)
+    chosen = gather_rows(sampled, order)
+    chosen_matched = gather_rows(matched, order)
+    classes = tf.where(chosen == 1, gather_rows(gt_labels, chosen_matched), 0)
+    return {
+        "boxes": tf.stop_gradient(gather_rows(candidates, order)),
+        "weights": tf.cast(chosen >= 0, tf.float32),
+        "foreground": tf.cast(chosen == 1, tf.float32),
+        "classes": classes,
+        "matched": chosen_matched,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Mask crop-and-resize (targets) and pasting (inference)
+# ---------------------------------------------------------------------------
+
+
+def crop_and_resize_masks(masks, boxes, indices, size=28, sampling_ratio=2):
+    """Crops `masks[b, indices[b, r]]` to `boxes[b, r]` and resizes it to `size`.
+
+    RoIAlign (`aligned=True`, as Detectron2's `BitMasks.crop_and_resize`)
+    on the selected mask alone: each of the `size x size` bins averages
+    `sampling_ratio ** 2` bilinear samples of the full-resolution mask.
+    One `GATHER` per RoI of `(2 * sampling_ratio) ** 2` taps per bin, so
+    the cost does not grow with the number of ground-truth masks `G`
+    (RoIAlign with the masks as channels would read all `G` of them).
+    MNC's mask targets are this, thresholded at 0.5.
+
+    Args:
+        masks: float `(B, G, H, W)`.
+        boxes: float `(B, R, 4)` `"xyxy"` pixels.
+        indices: int `(B, R)` in `[0, G)`: which mask each box crops.
+        size: int. Output side. Defaults to `28`.
+        sampling_ratio: int. Samples per bin along each axis. Defaults to
+            `2`.
+
+    Returns:
+        float32 `(B, R, size, size)`.
+    """
+    masks = tf.cast(masks, tf.float32)
+    boxes = tf.cast(boxes, tf.float32)
+    shape = tf.shape(masks)
+    batch, count, height, width = shape[0], shape[1], shape[2], shape[3]
+    num_boxes = tf.shape(boxes)[1]
+    total = batch * num_boxes
+    x1, y1, x2, y2 = tf.unstack(tf.reshape(boxes, [total, 4]) - 0.5, axis=-1)
+    rows, row_weights = _align_axis(
+        y1, tf.maximum(y2 - y1, 0.0), size, sampling_ratio, height, tf.float32
+    )
+    cols, col_weights = _align_axis(
+        x1, tf.maximum(x2 - x1, 0.0), size, sampling_ratio, width, tf.float32
+    )
+    taps = 2 * sampling_ratio
+    image = tf.reshape(tf.range(batch)[:, None] * count + tf.cast(indices, tf.int32), [total])
+    first = tf.reshape(image * height, [total, 1, 1, 1])
+    index = (first + rows[..., None]) * width + tf.reshape(cols, [total, 1, 1, size * taps])
+    gathered = tf.gather(tf.reshape(masks, [-1]), index)  # (total, size, taps, size * taps)
+    by_row = tf.reduce_sum(gathered * row_weights[..., None], axis=2)  # (total, size, size*taps)
+    by_row = tf.reshape(by_row, [total, size, size, taps])
+    result = tf.reduce_sum(by_row * col_weights[:, None], axis=-1)
+    return tf.reshape(result, [batch, num_boxes, size, size])
+
+
+def _paste_weights(start, end, mask_size, length):
+    """`(..., length, mask_size)` bilinear weights of each image pixel on the
+    mask cells along one axis: the tent `max(0, 1 - |u - j|)` of the pixel
+    centre's position `u` in mask-cell coordinates, zero outside the mask
+    (grid_sample with zero padding, `align_corners=False`)."""
+    # tf.expand_dims, not [..., None]: a new axis on a dynamic shape becomes
+    # a StridedSlice with new_axis_mask, which TFLite runs only through Flex.
+    extent = tf.expand_dims(tf.maximum(end - start, 1e-3), -1)
+    centres = tf.cast(tf.range(length), tf.float32) + 0.5
+    position = (centres - tf.expand_dims(start, -1)) / extent * mask_size - 0.5
+    cells = tf.cast(tf.range(mask_size), tf.float32)
+    return tf.nn.relu(1.0 - tf.abs(tf.expand_dims(position, -1) - cells))
+
+
+def paste_masks(masks, boxes, image_size):
+    """Pastes box-relative masks into the image: the inverse of the RoI warp.
+
+    Pixel `(y, x)` of the image reads the mask bilinearly at its centre's
+    position in the box, `u = (x + 0.5 - x1) / (x2 - x1) * m - 0.5` (and
+    likewise `v`), with zeros outside the mask, which is Detectron2's
+    `paste_masks_in_image` (`grid_sample`, `align_corners=False`). Since
+    the warp is axis-aligned, the bilinear sampling is separable: the
+    pasted mask is `Wy @ mask @ Wx^T` with `Wy` `(H, m)` and `Wx` `(W, m)`
+    tent weights, two `BATCH_MATMUL`s, builtin in TFLite with a dynamic
+    image size (no gather needed).
+
+    Args:
+        masks: float `(B, D, m, m)` (probabilities or logits).
+        boxes: float `(B, D, 4)` `"xyxy"` pixels.
+        image_size: `(height, width)`, ints or scalar int tensors.
+
+    Returns:
+        float32 `(B, D, height, width)`.
+    """
+    masks = tf.cast(masks, tf.float32)
+    boxes = tf.cast(boxes, tf.float32)
+    height, width = image_size
+    mask_h, mask_w = masks.shape[2], masks.shape[3]
+    x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
+    rows = _paste_weights(y1, y2, mask_h, height)  # (B, D, H, m)
+    cols = _paste_weights(x1, x2, mask_w, width)  # (B, D, W, m)
+    return tf.matmul(tf.matmul(rows, masks), cols, transpose_b=True)
+
+
+def box_masks(boxes, image_size):
+    """uint8 `(B, D, H, W)`: 1 at the pixels whose centre lies inside each box."""
+    height, width = image_size
+    ys = tf.cast(tf.range(height), tf.float32) + 0.5
+    xs = tf.cast(tf.range(width), tf.float32) + 0.5
+    x1, y1, x2, y2 = (tf.expand_dims(c, -1) for c in tf.unstack(boxes, axis=-1))
+    inside_y = tf.cast((ys >= y1) & (ys < y2), tf.float32)  # (B, D, H)
+    inside_x = tf.cast((xs >= x1) & (xs < x2), tf.float32)  # (B, D, W)
+    return tf.cast(tf.expand_dims(inside_y, -1) * tf.expand_dims(inside_x, -2), tf.uint8)
+
+
+# ---------------------------------------------------------------------------
+# tf.data
+# ---------------------------------------------------------------------------
+
+
+def _image_size_pair(image_size):
+    if image_size is None:
+        return None
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        image_size = (image_size, image_size)
+    try:
+        pair = tuple(int(s) for s in image_size)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(
+            f"image_size must be None, an int or (height, width); got image_size={image_size!r}."
+        )
+    return pair
+
+
+def instance_pipeline(
+    dataset,
+    batch_size,
+    image_size=None,
+    max_instances=None,
+    shuffle=None,
+    flip=False,
+    seed=None,
+    drop_remainder=False,
+):
+    """Turns instance dicts into `(images, targets)` batches for `model.fit`.
+
+    Each element of `dataset` (an unbatched instance dataset of
+    `keras_segattn.data.coco.load_instance_dataset`: `images`,
+    `bounding_boxes`, `instance_masks`, optionally `num_instances` and
+    `is_crowd`) becomes:
+
+    - `images`: uint8 `(h, w, 3)`, resized (bilinear) to `image_size`;
+    - `targets["masks"]`: uint8 `(G, h, w)`, resized together with the
+      image (nearest);
+    - `targets["boxes"]`: float32 `(G, 4)`, scaled with the image and
+      clipped to it;
+    - `targets["labels"]`: int32 `(G,)`.
+
+    Instances kept are the real ones (among the first `num_instances`,
+    label >= 1), not crowd regions (COCO `iscrowd`, which no RoI should
+    learn as one object), with a non-empty box after resizing and
+    clipping; at most `max_instances` of them, in dataset order.
+    Batches pad `G` to `max_instances` (or the batch's largest count when
+    `None`) with label -1, box -1 and empty masks; without `image_size`,
+    images and masks are padded bottom and right to the batch's largest.
+
+    Args:
+        dataset: `tf.data.Dataset` of unbatched instance dicts.
+        batch_size: int.
+        image_size: `None`, int or `(height, width)`. Defaults to `None`
+            (keep each image's size).
+        max_instances: int or `None`. Defaults to `None`.
+        shuffle: int or `None`. Shuffle buffer, applied before batching.
+            Defaults to `None` (no shuffling).
+        flip: bool. Random horizontal flips of image, masks and boxes.
+            Defaults to `False`.
+        seed: int or `None`. Seed of the shuffling and flips.
+        drop_remainder: bool. Passed to `padded_batch`.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, {"boxes", "labels", "masks"})`.
+
+    Raises:
+        ValueError: bad `batch_size`, `image_size` or `max_instances`, or
+            elements without `instance_masks`.
+    """
+    batch_size = positive_int(batch_size, "batch_size")
+    size = _image_size_pair(image_size)
+    if max_instances is not None:
+        max_instances = positive_int(max_instances, "max_instances")
+    spec = dataset.element_spec
+    if not isinstance(spec, dict) or not {"images", "bounding_boxes", "instance_masks"} <= set(
+        spec
+    ):
+        raise ValueError(
+            "dataset must yield instance dicts with 'images', 'bounding_boxes' and "
+            f"'instance_masks' (see load_instance_dataset); got {spec}."
+        )
+    if spec["images"].shape.rank != 3:
+        raise ValueError(
+            "dataset must be unbatched (images (H, W, 3)); got images of shape "
+            f"{spec['images'].shape}. Call .unbatch() first."
+        )
+
+    def convert(example):
+        image = example["images"]
+        boxes = tf.reshape(tf.cast(example["bounding_boxes"]["boxes"], tf.float32), [-1, 4])
+        labels = tf.reshape(tf.cast(example["bounding_boxes"]["labels"], tf.int32), [-1])
+        masks = tf.cast(example["instance_masks"], tf.uint8)
+        count = tf.shape(labels)[0]
+        keep = labels >= 1
+        if "num_instances" in example:
+            keep &= tf.range(count) < tf.cast(example["num_instances"], tf.int32)
+        if "is_crowd" in example:
+            keep &= ~tf.reshape(tf.cast(example["is_crowd"], tf.bool), [-1])
+        height0 = tf.cast(tf.shape(image)[0], tf.float32)
+        width0 = tf.cast(tf.shape(image)[1], tf.float32)
+        if size is not None:
+            image = tf.image.resize(image, size, method="bilinear")
+            image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+            masks = tf.image.resize(masks[..., None], size, method="nearest")[..., 0]
+            scale_y = size[0] / height0
+            scale_x = size[1] / width0
+            boxes = boxes * tf.stack([scale_x, scale_y, scale_x, scale_y])
+            height, width = float(size[0]), float(size[1])
+        else:
+            height, width = height0, width0
+        boxes = tf.clip_by_value(boxes, 0.0, tf.stack([width, height, width, height]))
+        keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes = tf.boolean_mask(boxes, keep)
+        labels = tf.boolean_mask(labels, keep)
+        masks = tf.boolean_mask(masks, keep)
+        if max_instances is not None:
+            boxes, labels = boxes[:max_instances], labels[:max_instances]
+            masks = masks[:max_instances]
+        return image, {"boxes": boxes, "labels": labels, "masks": masks}
+
+    def random_flip(element, coin):
+        # One coin per element from a seeded sequence zipped in order: a
+        # stateful random op in a parallel map would not be reproducible.
+        image, targets = element
+        flip_it = tf.equal(coin % 2, 0)
+        width = tf.cast(tf.shape(image)[1], tf.float32)
+        boxes = targets["boxes"]
+        flipped = tf.stack(
+            [width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1
+        )
+        return (
+            tf.where(flip_it, image[:, ::-1], image),
+            {
+                "boxes": tf.where(flip_it, flipped, boxes),
+                "labels": targets["labels"],
+                "masks": tf.where(flip_it, targets["masks"][:, :, ::-1], targets["masks"]),
+            },
+        )
+
+    if shuffle:
+        dataset = dataset.shuffle(positive_int(shuffle, "shuffle"), seed=seed)
+    dataset = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    if flip:
+        coins = tf.data.Dataset.random(seed=seed)
+        dataset = tf.data.Dataset.zip((dataset, coins)).map(
+            random_flip, num_parallel_calls=tf.data.AUTOTUNE
+        )
+    height, width = size if size is not None else (None, None)
+    return dataset.padded_batch(
+        batch_size,
+        padded_shapes=(
+            [height, width, 3],
+            {
+                "boxes": [max_instances, 4],
+                "labels": [max_instances],
+                "masks": [max_instances, height, width],
+            },
+        ),
+        padding_values=(
+            tf.constant(0, tf.uint8),
+            {
+                "boxes": tf.constant(-1.0, tf.float32),
+                "labels": tf.constant(-1, tf.int32),
+                "masks": tf.constant(0, tf.uint8),
+            },
+        ),
+        drop_remainder=drop_remainder,
+    )
