@@ -33,6 +33,8 @@ def _model_args(pairs):
 def _size(values):
     if values is None:
         return None
+    if isinstance(values, int):
+        return (values, values)
     return (values[0], values[0]) if len(values) == 1 else tuple(values)
 
 
@@ -241,6 +243,8 @@ def model_task(model):
     per-image ones classification."""
     if hasattr(model, "generate") and hasattr(model, "vocabulary"):
         return "captioning"
+    if hasattr(model, "detect"):
+        return "instance"
     return "semantic" if len(model.output.shape) == 4 else "classification"
 
 
@@ -256,6 +260,13 @@ def sample_images(model, task, data_spec, image_size, count=32):
         return [
             np.asarray(tf_resize_uint8(e["images"].numpy(), size))[None] for e in data
         ]
+    if task == "instance":
+        from keras_segattn.data import load_instance_dataset
+
+        spec = data_spec or "shapes"
+        kwargs = {"num_images": count, "image_size": image_size or 64} if spec == "shapes" else {}
+        data, _ = load_instance_dataset(spec, "val", **kwargs)
+        return [e["images"].numpy()[None] for e in data.take(count)]
     if task == "classification":
         from keras_segattn.data import distorted_mnist, load_mnist
 
@@ -317,6 +328,35 @@ def export(args):
     if max(report["saved_model"].values()) > EXPORT_TOLERANCE:
         raise SystemExit(f"error: the SavedModel differs from Keras: {report['saved_model']}")
     return path, report
+
+
+def instance_train(args):
+    from keras_segattn.models.instance.train import SHAPES_MNC, train_instance_model
+
+    kwargs = dict(SHAPES_MNC) if args.model == "mnc" and args.data == "shapes" else {}
+    kwargs.update(_model_args(args.model_arg))
+    result = train_instance_model(
+        args.model, args.data, image_size=args.image_size, num_train=args.num_train,
+        num_val=args.num_val, batch_size=args.batch_size, epochs=args.epochs,
+        learning_rate=args.learning_rate, model_kwargs=kwargs, seed=args.seed,
+        verbose=args.verbose,
+    )  # fmt: skip
+    os.makedirs(args.output, exist_ok=True)
+    result["model"].save(os.path.join(args.output, "last.keras"))
+    with open(os.path.join(args.output, "run.json"), "w") as f:
+        json.dump({k: v for k, v in vars(args).items() if k != "func"}, f, indent=2)
+    summary = {
+        "model": args.model, "data": args.data, "image_size": args.image_size,
+        "epochs": args.epochs, "train_seconds": round(result["train_seconds"], 1),
+        **{k: float(v) for k, v in result.get("metrics", {}).items()},
+    }  # fmt: skip
+    with open(os.path.join(args.output, "metrics.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    for key in ("mAPr@0.5", "mAPr@0.7", "mask_AP", "box_AP"):
+        if key in summary:
+            print(f"{key:<10} {summary[key]:.3f}")
+    print(f"trained in {summary['train_seconds']:.0f} s; model and metrics in {args.output}")
+    return summary
 
 
 def caption_train(args):
@@ -505,6 +545,21 @@ def build_parser():
         "spec (semantic models; default the training data) or an MNIST source",
     )
     p.set_defaults(func=export)
+
+    p = commands.add_parser("instance-train", help="train and score rpn or mnc")
+    p.add_argument("--model", choices=["mnc", "rpn"], default="mnc")
+    p.add_argument("--data", default="shapes", help="shapes | coco:<root>")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--num-train", type=int, default=1000, help="training images of 'shapes'")
+    p.add_argument("--num-val", type=int, default=200, help="held-out images of 'shapes'")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="runs/instance")
+    p.add_argument("--verbose", type=int, default=2)
+    p.set_defaults(func=instance_train)
 
     p = commands.add_parser("caption-train", help="train and score a Show-Attend-Tell captioner")
     p.add_argument("--data", default="shapes", help="shapes | coco:<root> | flickr8k:<root>")

@@ -102,3 +102,19 @@ def test_export_of_a_spatial_transformer_model(tmp_path, shared_data, capsys):
     assert "transformed_images" in out and "transform" in out
     assert os.path.isfile(tmp_path / "out" / "st_cnn" / "1" / "saved_model.pb")
     assert os.path.isfile(tmp_path / "out" / "st_cnn" / "st_cnn_int8.tflite")
+
+
+def test_instance_train_and_export(tmp_path, capsys):
+    from keras_segattn.models.registry import get_model_spec
+
+    tiny = get_model_spec("mnc").tiny
+    args = [f"{k}={v!r}" for k, v in tiny.items() if k != "num_classes"]
+    output = tmp_path / "mnc"
+    main(["instance-train", "--model", "mnc", "--num-train", "8", "--num-val", "4",
+          "--epochs", "1", "--image-size", "48", "--output", str(output), "--verbose", "0",
+          *[a for arg in args for a in ("--model-arg", arg)]])  # fmt: skip
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert 0 <= metrics["mAPr@0.5"] <= 1 or np.isnan(metrics["mAPr@0.5"])
+    main(["export", "--model-path", str(output / "last.keras"), "--output", str(tmp_path / "sm"),
+          "--data", "shapes"])  # fmt: skip
+    assert "TFLite float32" in capsys.readouterr().out
