@@ -165,9 +165,9 @@ def evaluate_captioner(model, dataset, beam_width=3, shapes=False, batch_size=32
     references, candidates, exact = {}, {}, []
     attention_maps, words, masks, names, colors = [], [], [], [], []
     for batch in _batches(dataset, batch_size):
-        generated = model.generate(
-            np.stack([e["images"] for e in batch]), method=method, beam_width=beam_width
-        )
+        # Images of any sizes, resized to the model's as `generate` would.
+        images = np.stack([model.resize_images(e["images"][None])[0] for e in batch])
+        generated = model.generate(images, method=method, beam_width=beam_width)
         for example, caption, row_words, maps in zip(
             batch, generated["captions"], generated["words"], generated["attention"]
         ):

@@ -57,3 +57,12 @@ def test_caption_commands_reject_a_segmentation_model(tmp_path):
           "--width", "0.0625", "--output", str(seg), "--verbose", "0"])  # fmt: skip
     with pytest.raises(SystemExit, match="is not a captioning model"):
         main(["caption", "--model-path", str(seg / "best.keras"), "--images", "x.png"])
+
+
+def test_caption_evaluate_on_coco_images_of_mixed_sizes(captioner, shared_data, tmp_path):
+    out = tmp_path / "coco.json"
+    main(["caption-evaluate", "--model-path", str(captioner / "best.keras"),
+          "--data", f"coco:{shared_data}/coco_mini", "--split", "val", "--beam-width", "1",
+          "--output", str(out)])  # fmt: skip
+    metrics = json.loads(out.read_text())
+    assert metrics["num_images"] == 79 and "localization" not in metrics
