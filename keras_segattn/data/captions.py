@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from keras_segattn.data import shapes
 from keras_segattn.data.folders import _read_header
-from keras_segattn.data.pipeline import _SPLIT_SEED_OFFSET, parse_dataset_spec
+from keras_segattn.data.pipeline import parse_dataset_spec, shapes_split_options
 
 PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
 SPECIAL_TOKENS = (PAD, UNK, START, END)
@@ -514,12 +514,7 @@ def load_caption_dataset(spec, split="train", **kwargs):
 
     if kind == "shapes" and not arg:
         options = take("num_images", "image_size", "max_instances", "seed")
-        splits = ("train", "val", "validation", "test")
-        if split not in splits:
-            raise ValueError(f"split for 'shapes' must be one of {splits}; got {split!r}")
-        offset = {"train": 0, "val": 1, "validation": 1, "test": 2}[split]
-        options["seed"] = options.get("seed", 0) + offset * _SPLIT_SEED_OFFSET
-        options.setdefault("num_images", 1000 if split == "train" else 200)
+        options = shapes_split_options(split, options)
         return shapes_captions(**options)
     if kind == "coco" and arg:
         take()

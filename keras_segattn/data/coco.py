@@ -35,7 +35,7 @@ import tensorflow as tf
 from keras_segattn.data import shapes
 from keras_segattn.data.captions import _decode_image_or_raise
 from keras_segattn.data.folders import _read_header
-from keras_segattn.data.pipeline import _SPLIT_SEED_OFFSET, parse_dataset_spec
+from keras_segattn.data.pipeline import parse_dataset_spec, shapes_split_options
 
 # The 80 COCO 2014/2017 "thing" categories: (category id, name).
 COCO_CATEGORIES = (
@@ -567,12 +567,7 @@ def load_instance_dataset(spec, split="train", **kwargs):
     kind, arg, take = parse_dataset_spec(spec, accepted, kwargs, error=ValueError)
     if kind == "shapes" and not arg:
         options = take("num_images", "image_size", "max_instances", "seed")
-        splits = ("train", "val", "validation", "test")
-        if split not in splits:
-            raise ValueError(f"split for 'shapes' must be one of {splits}; got {split!r}")
-        offset = {"train": 0, "val": 1, "validation": 1, "test": 2}[split]
-        options["seed"] = options.get("seed", 0) + offset * _SPLIT_SEED_OFFSET
-        options.setdefault("num_images", 1000 if split == "train" else 200)
+        options = shapes_split_options(split, options)
         return shapes_instances(**options)
     if kind == "coco" and arg:
         take()

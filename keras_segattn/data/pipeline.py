@@ -266,6 +266,19 @@ def median_frequency_weights(dataset_or_masks, num_classes, ignore_class=255):
     return weights.astype(np.float32)
 
 
+def shapes_split_options(split, options):
+    """Options of the built-in shapes for one split: disjoint seeds per split
+    (train, val, test) and 1,000 training or 200 held-out images by default."""
+    splits = ("train", "val", "validation", "test")
+    if split not in splits:
+        raise ValueError(f"split for 'shapes' must be one of {splits}; got {split!r}")
+    offset = {"train": 0, "val": 1, "validation": 1, "test": 2}[split]
+    options = dict(options)
+    options["seed"] = options.get("seed", 0) + offset * _SPLIT_SEED_OFFSET
+    options.setdefault("num_images", 1000 if split == "train" else 200)
+    return options
+
+
 def parse_dataset_spec(spec, accepted, kwargs, error=TypeError):
     """Splits `"kind:arg"`; returns `(kind, arg, take)`.
 
@@ -307,22 +320,10 @@ def load_segmentation_dataset(spec, split="train", **kwargs):
     kind, arg, take = parse_dataset_spec(spec, accepted, kwargs)
 
     if kind == "shapes" and not arg:
-        options = dict(
-            take(
-                "num_images",
-                "image_size",
-                "max_instances",
-                "seed",
-                "instances",
-                "captions",
-            )
+        options = take(
+            "num_images", "image_size", "max_instances", "seed", "instances", "captions"
         )
-        splits = ("train", "val", "validation", "test")
-        if split not in splits:
-            raise ValueError(f"split for 'shapes' must be one of {splits}; got {split!r}")
-        offset = {"train": 0, "val": 1, "validation": 1, "test": 2}[split]
-        options["seed"] = options.get("seed", 0) + offset * _SPLIT_SEED_OFFSET
-        options.setdefault("num_images", 1000 if split == "train" else 200)
+        options = shapes_split_options(split, options)
         info = DatasetInfo(shapes.NUM_CLASSES, 255, shapes.CLASS_NAMES, background_class=0)
         return shapes.shapes_dataset(**options), info
     if kind == "camvid" and arg:
