@@ -416,3 +416,17 @@ def test_keras_file_keeps_the_vocabulary(toy, tmp_path):
     rebuilt = create_model("show_attend_tell", **get_model_spec("show_attend_tell").tiny,
                            weights=str(weights_path))  # fmt: skip
     assert rebuilt.generate(images)["captions"] == CAPTIONS
+
+
+def test_weights_of_another_vocabulary_are_rejected(tmp_path):
+    vocabulary = list(get_model_spec("show_attend_tell").tiny["vocabulary"])
+    model = tiny()
+    model.save(tmp_path / "captioner.keras")
+    model.save_weights(tmp_path / "captioner.weights.h5")
+    other = vocabulary[:-1] + ["meadow"]
+    with pytest.raises(ValueError, match="vocabulary does not match.*id 11: 'grass' saved"):
+        tiny(vocabulary=other, weights=str(tmp_path / "captioner.keras"))
+    with pytest.raises(ValueError, match="do not fit this captioner"):
+        tiny(vocabulary=vocabulary + ["meadow"], weights=str(tmp_path / "captioner.weights.h5"))
+    same = tiny(weights=str(tmp_path / "captioner.keras"))
+    assert same.vocabulary == vocabulary

@@ -24,6 +24,8 @@ rather than bucketed by length, so that the unrolled decoder has a static
 graph that TFLite runs with builtin ops.
 """
 
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -898,4 +900,40 @@ def show_attend_tell(
     if weights == "imagenet":
         load_vgg16_weights(model.encoder, "imagenet", include_fc=False)
         return model
-    return load_saved_weights(model, weights)
+    return load_captioner_weights(model, weights)
+
+
+def load_captioner_weights(model, weights):
+    """Loads a `.keras` or `.weights.h5` file into `model`, first checking
+    that it was saved with the same vocabulary (a different one would give
+    wrong words, or a shape error deep inside Keras)."""
+    if weights is None:
+        return model
+    path = os.fspath(weights)
+    if path.endswith(".keras") and os.path.exists(path):
+        saved = keras.saving.load_model(path, compile=False)
+        saved_words = list(getattr(saved, "vocabulary", []))
+        if saved_words != model.vocabulary:
+            raise ValueError(
+                f"vocabulary does not match the model saved in {path!r}: it has "
+                f"{len(saved_words)} words, the given vocabulary {len(model.vocabulary)}"
+                + _first_difference(saved_words, model.vocabulary)
+                + ". Build the model with the saved vocabulary (`model.vocabulary`)."
+            )
+    try:
+        return load_saved_weights(model, weights)
+    except ValueError as error:
+        if "must be None" in str(error):  # a missing file: already clear
+            raise
+        raise ValueError(
+            f"weights {path!r} do not fit this captioner ({len(model.vocabulary)} words, "
+            f"max_length {model.max_length}): were they saved with another vocabulary or "
+            f"other sizes? Keras says: {error}"
+        ) from error
+
+
+def _first_difference(saved, given):
+    for i, (a, b) in enumerate(zip(saved, given)):
+        if a != b:
+            return f" (first difference at id {i}: {a!r} saved, {b!r} given)"
+    return ""
