@@ -4,6 +4,7 @@ python docs/figures.py camvid   # after the CamVid `segattn train` runs (README)
 python docs/figures.py stn      # after `segattn stn-table`
 python docs/figures.py demo     # after `make demo`
 python docs/figures.py captions # after the `segattn caption-train` runs (README)
+python docs/figures.py instances  # after the COCO `segattn instance-train` run (README)
 """
 
 import os
@@ -116,6 +117,39 @@ def captions(index=3):
         out = os.path.join(HERE, f"{run}.png")
         written.append(attention_figure(model, image, out, beam_width=3, title=reference))
     return written
+
+
+def instances(count=4, size=256, min_score=0.3):
+    """MNC's masks, boxes and labels drawn on COCO-slice val images."""
+    from PIL import Image, ImageDraw
+
+    from keras_segattn.cli import load_model
+    from keras_segattn.data import load_instance_dataset
+    from keras_segattn.viz import label_palette, panel_row, save_png
+
+    model = load_model("runs/mnc_coco/last.keras")
+    data, info = load_instance_dataset("coco:../shared/data/coco_mini", "val")
+    palette = label_palette(32)
+    panels = []
+    for example in data.take(count).as_numpy_iterator():
+        # The model was trained on images resized to size x size.
+        image = np.asarray(Image.fromarray(example["images"]).resize((size, size)))
+        out = {k: np.asarray(v)[0] for k, v in model.detect(image[None]).items()}
+        canvas = image.astype(np.float32)
+        keep = [i for i in range(int(out["num_detections"])) if out["scores"][i] >= min_score]
+        for rank, i in enumerate(keep):
+            mask = out["masks"][i].astype(bool)
+            canvas[mask] = 0.5 * canvas[mask] + 0.5 * palette[1 + rank % 31]
+        picture = Image.fromarray(canvas.astype(np.uint8))
+        draw = ImageDraw.Draw(picture)
+        for rank, i in enumerate(keep):
+            color = tuple(int(c) for c in palette[1 + rank % 31])
+            draw.rectangle([float(v) for v in out["boxes"][i]], outline=color, width=2)
+            name = info.class_names[int(out["classes"][i])]
+            x, y = out["boxes"][i][:2]
+            draw.text((float(x) + 3, float(y) + 2), f"{name} {out['scores'][i]:.2f}", fill=color)
+        panels.append(np.asarray(picture))
+    return save_png(os.path.join(HERE, "mnc_coco.png"), panel_row(panels))
 
 
 if __name__ == "__main__":

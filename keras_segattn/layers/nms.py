@@ -121,7 +121,13 @@ def non_max_suppression(
             pad_to_max_output_size=True,
         )
         row = tf.one_hot(i, batch, dtype=tf.int32)
-        return i + 1, indices + row[:, None] * selected[None, :], counts + row * count
+        new_indices = indices + row[:, None] * selected[None, :]
+        new_counts = counts + row * count
+        # one_hot's dynamic depth loses a static batch size, which the loop
+        # variables must keep.
+        new_indices.set_shape(indices.shape)
+        new_counts.set_shape(counts.shape)
+        return i + 1, new_indices, new_counts
 
     _, indices, num_valid = tf.while_loop(
         lambda i, *_: i < batch,

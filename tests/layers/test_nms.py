@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_segattn.layers import (
     NonMaxSuppression,
@@ -230,3 +231,15 @@ def test_window_nms_bad_arguments():
         window_nms(np.asarray(SLIDE_GRID, "float32"))
     with pytest.raises(ValueError, match="expects 4-D values"):
         WindowNonMaxSuppression()(np.zeros((4, 5, 1), "float32"))
+
+
+def test_static_batch_size_survives_the_loop(rng):
+    """A traced call with a known batch size (e.g. one image) must keep it."""
+    boxes = np.sort(rng.uniform(0, 50, size=(1, 20, 4)).astype("float32").reshape(1, 20, 2, 2), 2)
+    boxes = boxes.transpose(0, 1, 3, 2).reshape(1, 20, 4)
+    scores = rng.uniform(size=(1, 20)).astype("float32")
+    layer = NonMaxSuppression(max_output_size=5, iou_threshold=0.5)
+    traced = tf.function(lambda b, s: layer([b, s]))
+    expected = layer([boxes, scores])
+    for got, want in zip(traced(boxes, scores), expected):
+        np.testing.assert_array_equal(got, want)
