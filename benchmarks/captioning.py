@@ -12,21 +12,10 @@ decoders. Medians after a warm-up. Prints a Markdown table.
 
 import argparse
 import os
-import platform
 import tempfile
-import time
 
 import numpy as np
-
-
-def median_seconds(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from timing import machine, median_seconds
 
 
 def measure(attention, words, sizes, repeats, batch=16):
@@ -70,7 +59,6 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    import tensorflow as tf
 
     words = ["<pad>", "<unk>", "<start>", "<end>"] + [f"w{i}" for i in range(996)]
     sizes = dict(image_size=(64, 64), units=64, embedding_dim=32, attention_units=32,
@@ -80,8 +68,7 @@ def main():
     size, max_length, batch = rows[0][1]
     rows = [row for row, _ in rows]
     header = [
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"TensorFlow {tf.__version__}. Captioner {size[0]}x{size[1]}, {len(words)} words, "
+        f"Machine: {machine()}. Captioner {size[0]}x{size[1]}, {len(words)} words, "
         f"{max_length} tokens; one image per call, train step batch {batch} "
         f"(Adam, no XLA); medians of {repeats}.",
         "",

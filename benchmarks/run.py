@@ -12,26 +12,15 @@ warm-up. Results go to stdout and to benchmarks/results.md.
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
+from timing import machine, median_seconds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def median_seconds(fn, repeats):
-    fn()  # warm-up: tracing, allocation
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def measure_model(name, width, height, image_width, batch, repeats):
@@ -161,8 +150,7 @@ def main():
     unpool = measure_unpooling(112 if args.quick else 224, 64, repeats)
 
     lines = [
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"TensorFlow {__import__('tensorflow').__version__}. Input {height}x{width_px}; "
+        f"Machine: {machine()}. Input {height}x{width_px}; "
         f"forward batch 1, train step batch {batch} (Adam, no XLA); medians of {repeats}.",
         "",
         "| model | width | params (M) | TFLite (MB) | Keras forward (ms) | TFLite forward (ms) "

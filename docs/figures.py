@@ -119,37 +119,43 @@ def captions(index=3):
     return written
 
 
-def instances(count=4, size=256, min_score=0.3):
-    """MNC's masks, boxes and labels drawn on COCO-slice val images."""
-    from PIL import Image, ImageDraw
-
+def instances(run="runs/mnc_coco40", sds_run="runs/sds_coco", count=4, size=256, min_score=0.3):
+    """Ground truth, MNC's and SDS's detections drawn on COCO-slice val images."""
     from keras_segattn.cli import load_model
-    from keras_segattn.data import load_instance_dataset
-    from keras_segattn.viz import label_palette, panel_row, save_png
+    from keras_segattn.data import load_instance_dataset, resize_instances
+    from keras_segattn.models.instance.sds import sds_detect
+    from keras_segattn.viz import draw_instances, panel_row, save_png
 
-    model = load_model("runs/mnc_coco/last.keras")
+    mnc = load_model(os.path.join(run, "last.keras"))
+    sds = load_model(os.path.join(sds_run, "last.keras")) if os.path.exists(sds_run) else None
     data, info = load_instance_dataset("coco:../shared/data/coco_mini", "val")
-    palette = label_palette(32)
-    panels = []
+    # Both models were trained on images resized to size x size.
+    data = resize_instances(data, size)
+    rows = [[], [], []]
     for example in data.take(count).as_numpy_iterator():
-        # The model was trained on images resized to size x size.
-        image = np.asarray(Image.fromarray(example["images"]).resize((size, size)))
-        out = {k: np.asarray(v)[0] for k, v in model.detect(image[None]).items()}
-        canvas = image.astype(np.float32)
-        keep = [i for i in range(int(out["num_detections"])) if out["scores"][i] >= min_score]
-        for rank, i in enumerate(keep):
-            mask = out["masks"][i].astype(bool)
-            canvas[mask] = 0.5 * canvas[mask] + 0.5 * palette[1 + rank % 31]
-        picture = Image.fromarray(canvas.astype(np.uint8))
-        draw = ImageDraw.Draw(picture)
-        for rank, i in enumerate(keep):
-            color = tuple(int(c) for c in palette[1 + rank % 31])
-            draw.rectangle([float(v) for v in out["boxes"][i]], outline=color, width=2)
-            name = info.class_names[int(out["classes"][i])]
-            x, y = out["boxes"][i][:2]
-            draw.text((float(x) + 3, float(y) + 2), f"{name} {out['scores'][i]:.2f}", fill=color)
-        panels.append(np.asarray(picture))
-    return save_png(os.path.join(HERE, "mnc_coco.png"), panel_row(panels))
+        image = example["images"]
+        real = (example["bounding_boxes"]["labels"] > 0) & ~example["is_crowd"]
+        rows[0].append(
+            draw_instances(image, example["bounding_boxes"]["boxes"][real],
+                           example["instance_masks"][real],
+                           example["bounding_boxes"]["labels"][real], class_names=info.class_names)
+        )  # fmt: skip
+        out = {k: np.asarray(v)[0] for k, v in mnc.detect(image[None]).items()}
+        n = int(out["num_detections"])
+        rows[1].append(
+            draw_instances(image, out["boxes"][:n], out["masks"][:n], out["classes"][:n],
+                           out["scores"][:n], info.class_names, min_score=min_score)
+        )  # fmt: skip
+        if sds is not None:
+            found = sds_detect(sds, image)
+            rows[2].append(
+                draw_instances(image, found["boxes"], found["masks"], found["labels"],
+                               found["scores"], info.class_names, min_score=min_score)
+            )  # fmt: skip
+    grid = [panel_row(row) for row in rows if row]
+    spacer = np.full((4, grid[0].shape[1], 3), 255, np.uint8)
+    picture = np.concatenate([p for row in grid for p in (row, spacer)][:-1], axis=0)
+    return save_png(os.path.join(HERE, "instances_coco.png"), picture)
 
 
 if __name__ == "__main__":

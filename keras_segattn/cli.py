@@ -166,6 +166,29 @@ def train(args):
     return summary
 
 
+def evaluate_instances_cli(args, model, image_size):
+    """`segattn evaluate` of an `rpn` / `mnc` checkpoint: COCO scores."""
+    from keras_segattn.data import load_instance_dataset, resize_instances
+    from keras_segattn.models.instance.train import evaluate_instance_model
+
+    if args.postprocess:
+        raise SystemExit("error: --postprocess applies to semantic models only.")
+    data, info = load_instance_dataset(args.data, args.split)
+    if image_size and not args.data.startswith("shapes"):
+        data = resize_instances(data, image_size)
+    metrics = evaluate_instance_model(model, data, info.num_classes, args.batch_size)
+    for key in ("mAPr@0.5", "mAPr@0.7", "mask_AP", "box_AP", "box_AP50"):
+        print(f"{key:<10} {metrics[key]:.3f}")
+    print(f"seconds per image (detect): {metrics['predict_seconds_per_image']:.3f}")
+    if args.output:
+        summary = {"model_path": args.model_path, "data": args.data, "split": args.split,
+                   "image_size": image_size}  # fmt: skip
+        summary.update(_json_scores(metrics))
+        with open(args.output, "w") as f:
+            json.dump(summary, f, indent=2)
+    return metrics
+
+
 def evaluate(args):
     from keras_segattn.data import load_segmentation_dataset
     from keras_segattn.evaluation import evaluate_segmentation, format_report
@@ -173,6 +196,8 @@ def evaluate(args):
     model = load_model(args.model_path)
     run = read_run_config(args.model_path)
     image_size = _size(args.image_size) or _size(run.get("image_size"))
+    if model_task(model) == "instance":
+        return evaluate_instances_cli(args, model, image_size)
     data, info = load_segmentation_dataset(args.data, args.split)
     report = evaluate_segmentation(
         model, data, info.num_classes, info.ignore_class, image_size=image_size,
@@ -192,9 +217,7 @@ def evaluate(args):
             "global_accuracy": report["global_accuracy"],
             "mean_class_accuracy": report["mean_class_accuracy"],
             "mean_iou": report["mean_iou"],
-            "per_class_iou": [
-                None if np.isnan(v) else float(v) for v in report["per_class_iou"]
-            ],
+            "per_class_iou": [None if np.isnan(v) else float(v) for v in report["per_class_iou"]],
         }
         with open(args.output, "w") as f:
             json.dump(summary, f, indent=2)
@@ -257,9 +280,7 @@ def sample_images(model, task, data_spec, image_size, count=32):
         kwargs = {"num_images": count, "image_size": model.image_size} if spec == "shapes" else {}
         data = load_caption_dataset(spec, "val", **kwargs).take(count)
         size = tuple(model.image_size)
-        return [
-            np.asarray(tf_resize_uint8(e["images"].numpy(), size))[None] for e in data
-        ]
+        return [np.asarray(tf_resize_uint8(e["images"].numpy(), size))[None] for e in data]
     if task == "instance":
         from keras_segattn.data import load_instance_dataset
 
@@ -330,17 +351,55 @@ def export(args):
     return path, report
 
 
+def _json_scores(metrics):
+    """Scores as JSON-ready floats (nested dicts such as `per_class_AP` too)."""
+    return {
+        str(k): _json_scores(v) if isinstance(v, dict) else float(v) for k, v in metrics.items()
+    }
+
+
+def _train_array_instance_model(args, kwargs):
+    """sds / hypercolumns: host-side examples, `fit` on arrays (their own defaults)."""
+    from keras_segattn.models.instance.hypercolumns import train_hypercolumns
+    from keras_segattn.models.instance.sds import train_sds
+
+    trainer = {"sds": train_sds, "hypercolumns": train_hypercolumns}[args.model]
+    options = {
+        "num_train_images": args.num_train, "num_eval_images": args.num_val,
+        "epochs": args.epochs, "batch_size": args.batch_size,
+    }  # fmt: skip
+    result = trainer(
+        dataset=args.data, image_size=args.image_size, learning_rate=args.learning_rate,
+        seed=args.seed, verbose=args.verbose,
+        **{k: v for k, v in options.items() if v is not None}, **kwargs,
+    )  # fmt: skip
+    extra = {"data_seconds": round(result["data_seconds"], 1),
+             "eval_seconds": round(result["eval_seconds"], 1)}  # fmt: skip
+    for key in ("metrics_unrefined", "box_metrics", "detector_metrics", "detector_only_metrics"):
+        if key in result:
+            extra[key] = _json_scores(result[key])
+    return result, extra
+
+
 def instance_train(args):
     from keras_segattn.models.instance.train import SHAPES_MNC, train_instance_model
 
     kwargs = dict(SHAPES_MNC) if args.model == "mnc" and args.data == "shapes" else {}
     kwargs.update(_model_args(args.model_arg))
-    result = train_instance_model(
-        args.model, args.data, image_size=args.image_size, num_train=args.num_train,
-        num_val=args.num_val, batch_size=args.batch_size, epochs=args.epochs,
-        learning_rate=args.learning_rate, model_kwargs=kwargs, seed=args.seed,
-        verbose=args.verbose,
-    )  # fmt: skip
+    if args.model in ("sds", "hypercolumns"):
+        result, extra = _train_array_instance_model(args, kwargs)
+    else:
+        options = {
+            "num_train": args.num_train, "num_val": args.num_val,
+            "epochs": args.epochs, "batch_size": args.batch_size,
+        }  # fmt: skip
+        result = train_instance_model(
+            args.model, args.data, image_size=args.image_size,
+            max_instances=args.max_instances, learning_rate=args.learning_rate,
+            model_kwargs=kwargs, seed=args.seed, verbose=args.verbose,
+            **{k: v for k, v in options.items() if v is not None},
+        )  # fmt: skip
+        extra = {}
     os.makedirs(args.output, exist_ok=True)
     result["model"].save(os.path.join(args.output, "last.keras"))
     with open(os.path.join(args.output, "run.json"), "w") as f:
@@ -348,7 +407,7 @@ def instance_train(args):
     summary = {
         "model": args.model, "data": args.data, "image_size": args.image_size,
         "epochs": args.epochs, "train_seconds": round(result["train_seconds"], 1),
-        **{k: float(v) for k, v in result.get("metrics", {}).items()},
+        **_json_scores(result.get("metrics", {})), **extra,
     }  # fmt: skip
     with open(os.path.join(args.output, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=2)
@@ -507,7 +566,10 @@ def build_parser():
     p.add_argument("--verbose", type=int, default=1, help="1 progress bar, 2 one line an epoch")
     p.set_defaults(func=train)
 
-    p = commands.add_parser("evaluate", help="global/class accuracy and IoU on a split")
+    p = commands.add_parser(
+        "evaluate",
+        help="score a split: accuracy and IoU (semantic); COCO mask AP and mAP^r (rpn, mnc)",
+    )
     p.add_argument("--model-path", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
@@ -546,16 +608,29 @@ def build_parser():
     )
     p.set_defaults(func=export)
 
-    p = commands.add_parser("instance-train", help="train and score rpn or mnc")
-    p.add_argument("--model", choices=["mnc", "rpn"], default="mnc")
+    p = commands.add_parser("instance-train", help="train and score rpn, mnc, sds or hypercolumns")
+    p.add_argument("--model", choices=["mnc", "rpn", "sds", "hypercolumns"], default="mnc")
     p.add_argument("--data", default="shapes", help="shapes | coco:<root>")
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--num-train", type=int, default=1000, help="training images of 'shapes'")
-    p.add_argument("--num-val", type=int, default=200, help="held-out images of 'shapes'")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--num-train", type=int, default=None,
+        help="training images (shapes: how many to generate, default 1000 for mnc/rpn)",
+    )  # fmt: skip
+    p.add_argument(
+        "--num-val", type=int, default=None,
+        help="held-out images (shapes: how many to generate, default 200 for mnc/rpn)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-instances", type=int, default=None,
+        help="instances kept per training image (default: 3 for shapes, all otherwise)",
+    )  # fmt: skip
+    p.add_argument("--epochs", type=int, default=None, help="default: the trainer's")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the trainer's")
     p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
+    p.add_argument(
+        "--model-arg", action="append", metavar="KEY=VALUE",
+        help="builder argument (mnc, rpn) or trainer argument (sds, hypercolumns)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="runs/instance")
     p.add_argument("--verbose", type=int, default=2)

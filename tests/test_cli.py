@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from keras_segattn.cli import main
+from tests.data.test_coco import write_squares_layout
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +116,50 @@ def test_instance_train_and_export(tmp_path, capsys):
           *[a for arg in args for a in ("--model-arg", arg)]])  # fmt: skip
     metrics = json.loads((output / "metrics.json").read_text())
     assert 0 <= metrics["mAPr@0.5"] <= 1 or np.isnan(metrics["mAPr@0.5"])
+    main(["evaluate", "--model-path", str(output / "last.keras"), "--data", "shapes",
+          "--split", "val", "--output", str(tmp_path / "scores.json")])  # fmt: skip
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["predict_seconds_per_image"] > 0 and "mAPr@0.7" in scores
+    assert "seconds per image (detect)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="semantic models only"):
+        main(["evaluate", "--model-path", str(output / "last.keras"), "--data", "shapes",
+              "--postprocess", "crf"])  # fmt: skip
     main(["export", "--model-path", str(output / "last.keras"), "--output", str(tmp_path / "sm"),
           "--data", "shapes"])  # fmt: skip
     assert "TFLite float32" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", ["hypercolumns", "sds"])
+def test_instance_train_of_the_array_trainers_on_a_coco_layout(tmp_path, model):
+    root = write_squares_layout(str(tmp_path / "coco"))
+    output = tmp_path / model
+    extra = ["--model-arg", "width=0.125", "--model-arg", "fc_units=16"]
+    main(["instance-train", "--model", model, "--data", f"coco:{root}", "--image-size", "64",
+          "--epochs", "1", "--output", str(output), "--verbose", "0", *extra])  # fmt: skip
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["model"] == model and metrics["train_seconds"] > 0
+    assert 0 <= metrics["mAPr@0.5"] <= 1 or np.isnan(metrics["mAPr@0.5"])
+    assert {"box_metrics" if model == "hypercolumns" else "metrics_unrefined"} <= set(metrics)
+    assert os.path.isfile(output / "last.keras")
+
+
+def test_instance_train_keeps_every_coco_instance_by_default(monkeypatch, tmp_path):
+    from keras_segattn.models.instance import train
+
+    seen = {}
+
+    def capture(dataset, batch_size, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop before training
+
+    monkeypatch.setattr(train, "instance_pipeline", capture)
+    root = write_squares_layout(str(tmp_path / "coco"))
+    light = ["--model-arg", "backbone='light'", "--output", str(tmp_path / "x")]
+    for data, expected in ((f"coco:{root}", None), ("shapes", 3)):
+        with pytest.raises(KeyboardInterrupt):
+            main(["instance-train", "--data", data, "--num-train", "2", "--num-val", "2",
+                  "--image-size", "64", *light])  # fmt: skip
+        assert seen["max_instances"] == expected
+    with pytest.raises(KeyboardInterrupt):
+        main(["instance-train", "--data", f"coco:{root}", "--max-instances", "7", *light])
+    assert seen["max_instances"] == 7

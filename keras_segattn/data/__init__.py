@@ -28,6 +28,7 @@ from keras_segattn.data.coco import (
     InstanceDatasetInfo,
     coco_instances,
     load_instance_dataset,
+    resize_instances,
     shapes_instances,
     tfds_coco_instances,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "InstanceDatasetInfo",
     "coco_instances",
     "load_instance_dataset",
+    "resize_instances",
     "shapes_instances",
     "tfds_coco_instances",
     "CaptionVocabulary",

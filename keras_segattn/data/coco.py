@@ -533,6 +533,104 @@ def shapes_instances(num_images, image_size=64, max_instances=3, seed=0):
     return tf.data.Dataset.from_tensor_slices(elements), info
 
 
+def image_size_pair(image_size):
+    """`None`, or `image_size` (an int or a pair) as an `(height, width)` tuple."""
+    if image_size is None:
+        return None
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        image_size = (image_size, image_size)
+    try:
+        pair = tuple(int(s) for s in image_size)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(
+            f"image_size must be None, an int or (height, width); got image_size={image_size!r}."
+        )
+    return pair
+
+
+def resize_instance_arrays(image, boxes, masks, size):
+    """Resizes one image with its instances: bilinear image (kept uint8),
+    nearest-neighbour `(N, H, W)` masks, `"xyxy"` pixel boxes scaled."""
+    height = tf.cast(tf.shape(image)[0], tf.float32)
+    width = tf.cast(tf.shape(image)[1], tf.float32)
+    resized = tf.image.resize(image, size, method="bilinear")
+    resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), image.dtype)
+    masks = tf.image.resize(masks[..., None], size, method="nearest")[..., 0]
+    scale_x, scale_y = size[1] / width, size[0] / height
+    boxes = tf.cast(boxes, tf.float32) * tf.stack([scale_x, scale_y, scale_x, scale_y])
+    return resized, boxes, masks
+
+
+def check_instance_dataset(dataset):
+    """Raises `ValueError` unless `dataset` yields unbatched instance dicts
+    (`images` `(H, W, 3)`, `bounding_boxes`, `instance_masks`)."""
+    spec = dataset.element_spec
+    if not isinstance(spec, dict) or not {"images", "bounding_boxes", "instance_masks"} <= set(
+        spec
+    ):
+        raise ValueError(
+            "dataset must yield instance dicts with 'images', 'bounding_boxes' and "
+            f"'instance_masks' (see load_instance_dataset); got {spec}."
+        )
+    if spec["images"].shape.rank != 3:
+        raise ValueError(
+            "dataset must be unbatched (images (H, W, 3)); got images of shape "
+            f"{spec['images'].shape}. Call .unbatch() first."
+        )
+
+
+def resize_instances(dataset, image_size):
+    """Resizes every image of an instance dataset, with its boxes and masks.
+
+    What a fixed-size model (or a fixed-size evaluation) needs from COCO's
+    images of many sizes. The resized dataset is its own ground truth: score
+    predictions made on it against it (`evaluate_instances`), at the new
+    resolution. Other fields (`image_id`, labels, crowd flags, counts) are
+    kept; `segmentation_masks`, when present, are resized like the masks.
+
+    Args:
+        dataset: `tf.data.Dataset` of unbatched instance dicts
+            (`load_instance_dataset`).
+        image_size: int or `(height, width)`.
+
+    Returns:
+        The resized `tf.data.Dataset`.
+
+    Raises:
+        ValueError: bad `image_size`, or a dataset that does not yield
+            unbatched instance dicts.
+
+    Example:
+
+    >>> ds, _ = load_instance_dataset("shapes", "val", num_images=1, image_size=32)
+    >>> next(iter(resize_instances(ds, 48)))["images"].shape
+    TensorShape([48, 48, 3])
+    """
+    size = image_size_pair(image_size)
+    if size is None:
+        raise ValueError("image_size must be an int or (height, width); got None.")
+    check_instance_dataset(dataset)
+
+    def resize(example):
+        example = dict(example)
+        boxes = example["bounding_boxes"]["boxes"]
+        dtype = boxes.dtype
+        image, boxes, masks = resize_instance_arrays(
+            example["images"], boxes, example["instance_masks"], size
+        )
+        example["images"] = image
+        example["instance_masks"] = masks
+        example["bounding_boxes"] = {**example["bounding_boxes"], "boxes": tf.cast(boxes, dtype)}
+        if "segmentation_masks" in example:  # (H, W) class ids
+            labels = example["segmentation_masks"][..., None]
+            example["segmentation_masks"] = tf.image.resize(labels, size, "nearest")[..., 0]
+        return example
+
+    return dataset.map(resize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def load_instance_dataset(spec, split="train", **kwargs):
     """Resolves an instance dataset spec string to `(dataset, info)`.
 

@@ -320,9 +320,7 @@ def load_segmentation_dataset(spec, split="train", **kwargs):
     kind, arg, take = parse_dataset_spec(spec, accepted, kwargs)
 
     if kind == "shapes" and not arg:
-        options = take(
-            "num_images", "image_size", "max_instances", "seed", "instances", "captions"
-        )
+        options = take("num_images", "image_size", "max_instances", "seed", "instances", "captions")
         options = shapes_split_options(split, options)
         info = DatasetInfo(shapes.NUM_CLASSES, 255, shapes.CLASS_NAMES, background_class=0)
         return shapes.shapes_dataset(**options), info

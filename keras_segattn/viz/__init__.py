@@ -1,5 +1,6 @@
-"""Pictures: label maps coloured and blended over their images."""
+"""Pictures: label maps and instances drawn over their images."""
 
+from keras_segattn.viz.instances import draw_instances
 from keras_segattn.viz.overlay import (
     CAMVID_PALETTE,
     colorize,
@@ -14,6 +15,7 @@ from keras_segattn.viz.transformer import save_transformer_grid
 __all__ = [
     "CAMVID_PALETTE",
     "colorize",
+    "draw_instances",
     "label_palette",
     "overlay",
     "panel_row",

@@ -12,6 +12,7 @@ from keras_segattn.data.coco import (
     InstanceDatasetInfo,
     coco_instances,
     load_instance_dataset,
+    resize_instances,
     shapes_instances,
 )
 
@@ -63,6 +64,18 @@ def _write_layout(root, annotations, images=None, categories=None, split="val", 
     data = {"images": images, "annotations": annotations, "categories": categories}
     with open(os.path.join(root, "annotations", f"instances_{split}2017.json"), "w") as f:
         json.dump(data, f)
+    return root
+
+
+def write_squares_layout(root, size=64):
+    """train and val splits of 3 images with 1 or 2 squares each (classes 1, 2)."""
+    images = [{"id": i, "file_name": f"{i}.png", "height": size, "width": size} for i in (1, 2, 3)]
+    annotations = [
+        _annotation(1, 1, 5, [4, 4, 20, 20]), _annotation(2, 1, 9, [30, 30, 24, 20]),
+        _annotation(3, 2, 9, [10, 30, 30, 20]), _annotation(4, 3, 5, [40, 5, 16, 30]),
+    ]  # fmt: skip
+    for split in ("train", "val"):
+        _write_layout(root, annotations, images=images, split=split)
     return root
 
 
@@ -300,3 +313,44 @@ def test_tfds_example_conversion():
     assert out["bounding_boxes"]["labels"].numpy().tolist() == [1, 80]
     assert out["is_crowd"].numpy().tolist() == [False, True]
     assert int(out["num_instances"]) == 2 and int(out["image_id"]) == 42
+
+
+def test_resize_instances_scales_images_boxes_and_masks(tmp_path):
+    root = _write_layout(str(tmp_path), _valid_annotations())
+    dataset, _ = coco_instances(root, "val")
+    resized = _elements(resize_instances(dataset, (40, 60)))  # 2x each way
+    original = _elements(dataset)
+    a = resized[7]
+    assert a["images"].shape == (40, 60, 3) and a["images"].dtype == np.uint8
+    np.testing.assert_allclose(
+        a["bounding_boxes"]["boxes"], 2 * original[7]["bounding_boxes"]["boxes"]
+    )
+    assert a["bounding_boxes"]["labels"].tolist() == [2, 1, 2]
+    assert a["is_crowd"].tolist() == [False, False, True] and a["num_instances"] == 3
+    masks = a["instance_masks"]
+    assert masks.shape == (3, 40, 60) and masks.dtype == np.uint8
+    # Nearest-neighbour: every mask pixel doubles into a 2x2 block.
+    np.testing.assert_array_equal(masks, original[7]["instance_masks"].repeat(2, 1).repeat(2, 2))
+    # An image without instances, of another size, resizes too.
+    assert resized[11]["images"].shape == (40, 60, 3)
+    assert resized[11]["instance_masks"].shape == (0, 40, 60)
+    # The shapes keep their semantic label map, resized the same way.
+    shapes, _ = load_instance_dataset("shapes", "val", num_images=1, image_size=32)
+    example = next(resize_instances(shapes, 64).as_numpy_iterator())
+    assert example["segmentation_masks"].shape == (64, 64)
+    assert example["images"].shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("size", [None, 0, (10,), "big", (4, -1)])
+def test_resize_instances_rejects_bad_sizes(size):
+    dataset, _ = load_instance_dataset("shapes", "val", num_images=1, image_size=32)
+    with pytest.raises(ValueError, match="image_size"):
+        resize_instances(dataset, size)
+
+
+def test_resize_instances_rejects_other_datasets():
+    dataset, _ = load_instance_dataset("shapes", "val", num_images=2, image_size=32)
+    with pytest.raises(ValueError, match="unbatched"):
+        resize_instances(dataset.batch(2), 16)
+    with pytest.raises(ValueError, match="instance dicts"):
+        resize_instances(tf.data.Dataset.from_tensor_slices(np.zeros((2, 8, 8, 3))), 16)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_segattn.data.coco import load_instance_dataset
+from keras_segattn.data.coco import load_instance_dataset, resize_instances
 from keras_segattn.export import convert_to_tflite, export_saved_model, verify_export
 from keras_segattn.models.backbones.vgg import transplant_vgg16
 from keras_segattn.models.instance import (
@@ -22,9 +22,10 @@ from keras_segattn.models.instance.common import (
     rpn_losses,
     sample_rois,
 )
-from keras_segattn.models.instance.train import train_instance_model
+from keras_segattn.models.instance.train import predict_instances, train_instance_model
 from keras_segattn.models.registry import create_model, get_model_spec, list_models
 from keras_segattn.testing import run_model_test
+from tests.data.test_coco import write_squares_layout
 from tests.references import crop_and_resize_masks_reference, paste_masks_reference
 
 
@@ -481,3 +482,15 @@ def test_train_instance_model_smoke():
     metrics = result["metrics"]
     assert {"mask_AP", "mAPr@0.5", "mAPr@0.7", "box_AP"} <= set(metrics)
     assert all(0.0 <= metrics[k] <= 1.0 for k in ("mAPr@0.5", "mAPr@0.7"))
+
+
+def test_predict_instances_batches_images_with_different_instance_counts(tmp_path):
+    # Resized COCO images share one static size, so they are batched; their
+    # instance counts (2, 1, 1) differ, which must not reach the batching.
+    root = write_squares_layout(str(tmp_path))
+    data, _ = load_instance_dataset(f"coco:{root}", "val")
+    data = resize_instances(data, 48)
+    predictions = predict_instances(tiny("mnc"), data, batch_size=2)
+    assert [p["image_id"] for p in predictions] == [1, 2, 3]
+    for p in predictions:
+        assert p["masks"].shape[1:] == (48, 48) and len(p["boxes"]) == len(p["scores"])

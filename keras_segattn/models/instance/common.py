@@ -20,6 +20,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.data.coco import (
+    check_instance_dataset,
+    image_size_pair,
+    resize_instance_arrays,
+)
 from keras_segattn.layers import (
     ImagePreprocessing,
     PadToMultiple,
@@ -662,22 +667,6 @@ def box_masks(boxes, image_size):
 # ---------------------------------------------------------------------------
 
 
-def _image_size_pair(image_size):
-    if image_size is None:
-        return None
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
-    try:
-        pair = tuple(int(s) for s in image_size)
-    except (TypeError, ValueError):
-        pair = ()
-    if len(pair) != 2 or min(pair) < 1:
-        raise ValueError(
-            f"image_size must be None, an int or (height, width); got image_size={image_size!r}."
-        )
-    return pair
-
-
 def instance_pipeline(
     dataset,
     batch_size,
@@ -731,22 +720,10 @@ def instance_pipeline(
             elements without `instance_masks`.
     """
     batch_size = positive_int(batch_size, "batch_size")
-    size = _image_size_pair(image_size)
+    size = image_size_pair(image_size)
     if max_instances is not None:
         max_instances = positive_int(max_instances, "max_instances")
-    spec = dataset.element_spec
-    if not isinstance(spec, dict) or not {"images", "bounding_boxes", "instance_masks"} <= set(
-        spec
-    ):
-        raise ValueError(
-            "dataset must yield instance dicts with 'images', 'bounding_boxes' and "
-            f"'instance_masks' (see load_instance_dataset); got {spec}."
-        )
-    if spec["images"].shape.rank != 3:
-        raise ValueError(
-            "dataset must be unbatched (images (H, W, 3)); got images of shape "
-            f"{spec['images'].shape}. Call .unbatch() first."
-        )
+    check_instance_dataset(dataset)
 
     def convert(example):
         image = example["images"]
@@ -759,18 +736,10 @@ def instance_pipeline(
             keep &= tf.range(count) < tf.cast(example["num_instances"], tf.int32)
         if "is_crowd" in example:
             keep &= ~tf.reshape(tf.cast(example["is_crowd"], tf.bool), [-1])
-        height0 = tf.cast(tf.shape(image)[0], tf.float32)
-        width0 = tf.cast(tf.shape(image)[1], tf.float32)
         if size is not None:
-            image = tf.image.resize(image, size, method="bilinear")
-            image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-            masks = tf.image.resize(masks[..., None], size, method="nearest")[..., 0]
-            scale_y = size[0] / height0
-            scale_x = size[1] / width0
-            boxes = boxes * tf.stack([scale_x, scale_y, scale_x, scale_y])
-            height, width = float(size[0]), float(size[1])
-        else:
-            height, width = height0, width0
+            image, boxes, masks = resize_instance_arrays(image, boxes, masks, size)
+        height = tf.cast(tf.shape(image)[0], tf.float32)
+        width = tf.cast(tf.shape(image)[1], tf.float32)
         boxes = tf.clip_by_value(boxes, 0.0, tf.stack([width, height, width, height]))
         keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes = tf.boolean_mask(boxes, keep)

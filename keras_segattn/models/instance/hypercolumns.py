@@ -830,9 +830,10 @@ def oracle_predictions(model, dataset, num_images=None, min_iou=0.7, seed=1, thr
 
 
 def train_hypercolumns(
-    num_train_images=300,
-    num_eval_images=40,
-    eval_split="test",
+    dataset="shapes",
+    num_train_images=None,
+    num_eval_images=None,
+    eval_split=None,
     image_size=64,
     epochs=6,
     batch_size=8,
@@ -842,29 +843,42 @@ def train_hypercolumns(
     fc_units=64,
     learning_rate=1e-3,
     copies=2,
+    detector=None,
     seed=0,
     verbose=0,
 ):
-    """Trains a small hypercolumns model on the shapes and evaluates it (CPU).
+    """Trains a small hypercolumns model and evaluates it (CPU).
 
-    Train images from `load_instance_dataset("shapes", "train")`, held-out
-    images from its `eval_split`; boxes are ground truth jittered to IoU >=
-    0.7 (`hypercolumn_examples`, `oracle_predictions`). Adam on binary
-    cross-entropy. The defaults take about 1.5 to 3 minutes on 2 CPU cores.
+    Data from `train_and_held_out`: by default the shapes (300 train
+    images, 40 held-out ones from `"test"`); any other instance spec (e.g.
+    `"coco:<root>"`) is resized to `image_size` and held out from `"val"`.
+    Boxes are ground truth jittered to IoU >= 0.7 (`hypercolumn_examples`,
+    `oracle_predictions`). Adam on binary cross-entropy. The defaults take
+    about 1.5 to 3 minutes on 2 CPU cores.
 
     Args:
-        num_train_images: int. Training images (each used `copies` times).
-            Defaults to `300`.
-        num_eval_images: int. Held-out images. Defaults to `40`.
-        eval_split: str. Split of the held-out images. Defaults to
-            `"test"`.
-        image_size: int. Side of the shapes images. Defaults to `64`.
+        dataset: str. `load_instance_dataset` spec. Defaults to `"shapes"`.
+        num_train_images: int or `None`. Training images (each used
+            `copies` times). Defaults to `300` shapes, or all.
+        num_eval_images: int or `None`. Held-out images. Defaults to `40`
+            shapes, or all.
+        eval_split: str or `None`. Split of the held-out images. Defaults
+            to `"test"` for the shapes, `"val"` otherwise.
+        image_size: int or `(height, width)`. Size of the shapes images, or
+            the size other images are resized to. Defaults to `64`.
         epochs, batch_size, learning_rate: of `fit` (Adam). Default to
             `6`, `8` and `1e-3`.
         width, mask_size, grid_size, fc_units: of `hypercolumns`. Default
             to `0.25`, `28`, `5` and `64`.
         copies: int. Jittered copies of each training image. Defaults to
             `2`.
+        detector: a trained `sds` model, a `.keras` path to one, or `None`.
+            With one, the full detector is scored as well: the paper's
+            pipeline, the detector's boxes, labels and scores with the
+            hypercolumn masks (`sds_detect`, `resegment_detections`), under
+            `detector_metrics`, and the detector's own under
+            `detector_only_metrics`. Its classes must be the dataset's.
+            Defaults to `None`.
         seed: int. Defaults to `0`.
         verbose: int. `fit`'s verbosity. Defaults to `0`.
 
@@ -873,19 +887,22 @@ def train_hypercolumns(
         `box_metrics` (`evaluate_instances` "segm" results of the network's
         masks and of whole-box masks on the same boxes), `mean_iou` and
         `box_mean_iou` (mean mask IoU with the matched ground truth),
-        `data_seconds`, `train_seconds`, `eval_seconds`.
+        `data_seconds`, `train_seconds`, `eval_seconds`; with a `detector`
+        also `detector_metrics` and `detector_only_metrics`.
+
+    Raises:
+        ValueError: a `detector` that is not an `sds` model of the
+            dataset's classes.
     """
-    from keras_segattn.data.coco import load_instance_dataset
     from keras_segattn.instance_metrics import evaluate_instances
+    from keras_segattn.models.instance.train import fit_arrays, train_and_held_out
 
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    train, info = load_instance_dataset(
-        "shapes", "train", num_images=num_train_images, image_size=image_size
+    train, held_out, info = train_and_held_out(
+        dataset, image_size, num_train_images, num_eval_images, eval_split, shapes=(300, 40)
     )
-    held_out, _ = load_instance_dataset(
-        "shapes", eval_split, num_images=num_eval_images, image_size=image_size
-    )
+    detector = _sds_detector(detector, info.num_classes)
     inputs, targets, weights = hypercolumn_examples(train, mask_size, copies=copies, seed=seed)
     data_seconds = time.perf_counter() - start
 
@@ -896,27 +913,40 @@ def train_hypercolumns(
         grid_size=grid_size,
         fc_units=fc_units,
     )
-    model.compile(keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
-    start = time.perf_counter()
-    history = model.fit(
+    history, train_seconds = fit_arrays(
+        model,
+        "binary_crossentropy",
         inputs,
         targets,
-        sample_weight=weights,
-        batch_size=batch_size,
-        epochs=epochs,
-        shuffle=True,
-        verbose=verbose,
+        weights,
+        batch_size,
+        epochs,
+        learning_rate,
+        verbose,
     )
-    train_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
     predictions, box_predictions = oracle_predictions(model, held_out, seed=seed + 1)
     metrics = evaluate_instances(predictions, held_out, num_classes=info.num_classes)
     box_metrics = evaluate_instances(box_predictions, held_out, num_classes=info.num_classes)
     eval_seconds = time.perf_counter() - start
+    full = {}
+    if detector is not None:
+        from keras_segattn.models.instance.sds import sds_detect
+
+        examples = list(held_out.as_numpy_iterator())
+        found = [sds_detect(detector, e["images"], int(e["image_id"])) for e in examples]
+        masks = [resegment_detections(model, e["images"], d) for e, d in zip(examples, found)]
+        full = {
+            "detector_metrics": evaluate_instances(masks, held_out, num_classes=info.num_classes),
+            "detector_only_metrics": evaluate_instances(
+                found, held_out, num_classes=info.num_classes
+            ),
+        }
     return {
+        **full,
         "model": model,
-        "history": history.history,
+        "history": history,
         "metrics": metrics,
         "box_metrics": box_metrics,
         "mean_iou": _mean_matched_iou(predictions, held_out),
@@ -925,6 +955,29 @@ def train_hypercolumns(
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
     }
+
+
+def _sds_detector(detector, num_classes):
+    """`detector` (`None`, an `sds` model or a `.keras` path) checked against
+    the dataset's classes."""
+    if detector is None:
+        return None
+    if isinstance(detector, str):
+        import keras_segattn  # noqa: F401  (registers the custom objects)
+
+        if not detector.endswith(".keras"):
+            raise ValueError(f"detector must be an sds model or a .keras path; got {detector!r}.")
+        detector = keras.saving.load_model(detector, compile=False)
+    names = {layer.name for layer in getattr(detector, "layers", [])}
+    if not {"classifier", "mask_on_grid"} <= names:
+        raise ValueError(f"detector must be an sds model (see sds.sds); got {detector!r}.")
+    classes = detector.get_layer("classifier").units
+    if classes != num_classes:
+        raise ValueError(
+            f"detector scores {classes} classes but the dataset has {num_classes}; train both "
+            "on the same data."
+        )
+    return detector
 
 
 def _mean_matched_iou(predictions, dataset):

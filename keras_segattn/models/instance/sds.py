@@ -622,9 +622,10 @@ def proposal_recall(dataset, proposals, thresholds=(0.5, 0.7)):
 
 
 def train_sds(
-    num_train_images=150,
-    num_eval_images=40,
-    eval_split="test",
+    dataset="shapes",
+    num_train_images=None,
+    num_eval_images=None,
+    eval_split=None,
     image_size=64,
     crop_size=32,
     width=0.125,
@@ -639,21 +640,26 @@ def train_sds(
     seed=0,
     verbose=0,
 ):
-    """Trains a small SDS on the shapes and evaluates it on held-out images (CPU).
+    """Trains a small SDS and evaluates it on held-out images (CPU).
 
-    Train images from `load_instance_dataset("shapes", "train")`, held-out
-    ones from `eval_split` (`"test"` by default: the refinement's
-    superpixel setting was chosen on `"val"`). Adam on the sum of the class
-    cross-entropy and the figure-ground binary cross-entropy (positives
-    only). Evaluation runs `sds_detect` with and without refinement on the
-    same proposals. The defaults take about 2 to 2.5 minutes on 2 CPU cores.
+    Data from `train_and_held_out`: by default the shapes (150 train
+    images, 40 held-out ones from `"test"`: the refinement's superpixel
+    setting was chosen on `"val"`); any other instance spec (e.g.
+    `"coco:<root>"`) is resized to `image_size` and held out from `"val"`.
+    Adam on the sum of the class cross-entropy and the figure-ground
+    binary cross-entropy (positives only). Evaluation runs `sds_detect`
+    with and without refinement on the same proposals. The defaults take
+    about 2 to 2.5 minutes on 2 CPU cores.
 
     Args:
-        num_train_images: int. Defaults to `150`.
-        num_eval_images: int. Held-out images. Defaults to `40`.
-        eval_split: str. Split of the held-out images. Defaults to
-            `"test"`.
-        image_size: int. Side of the shapes images. Defaults to `64`.
+        dataset: str. `load_instance_dataset` spec. Defaults to `"shapes"`.
+        num_train_images: int or `None`. Defaults to `150` shapes, or all.
+        num_eval_images: int or `None`. Held-out images. Defaults to `40`
+            shapes, or all.
+        eval_split: str or `None`. Split of the held-out images. Defaults
+            to `"test"` for the shapes, `"val"` otherwise.
+        image_size: int or `(height, width)`. Size of the shapes images, or
+            the size other images are resized to. Defaults to `64`.
         crop_size, width, fc_units, grid_size, shared, dropout: of `sds`.
             Default to `32`, `0.125`, `64`, `10`, `False` and `0.0`.
         epochs, batch_size, learning_rate: of `fit` (Adam). Default to
@@ -668,16 +674,13 @@ def train_sds(
         (`evaluate_instances` "segm" results), `proposal_recall`,
         `num_examples`, `data_seconds`, `train_seconds`, `eval_seconds`.
     """
-    from keras_segattn.data.coco import load_instance_dataset
     from keras_segattn.instance_metrics import evaluate_instances
+    from keras_segattn.models.instance.train import fit_arrays, train_and_held_out
 
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    train, info = load_instance_dataset(
-        "shapes", "train", num_images=num_train_images, image_size=image_size
-    )
-    held_out, _ = load_instance_dataset(
-        "shapes", eval_split, num_images=num_eval_images, image_size=image_size
+    train, held_out, info = train_and_held_out(
+        dataset, image_size, num_train_images, num_eval_images, eval_split, shapes=(150, 40)
     )
     inputs, targets, weights = sds_examples(
         train, crop_size, grid_size, proposal_kwargs=proposal_kwargs, seed=seed
@@ -693,21 +696,17 @@ def train_sds(
         grid_size=grid_size,
         dropout=dropout,
     )
-    model.compile(
-        keras.optimizers.Adam(learning_rate),
-        loss=["sparse_categorical_crossentropy", "binary_crossentropy"],
-    )
-    start = time.perf_counter()
-    history = model.fit(
+    history, train_seconds = fit_arrays(
+        model,
+        ["sparse_categorical_crossentropy", "binary_crossentropy"],
         inputs,
         targets,
-        sample_weight=weights,
-        batch_size=batch_size,
-        epochs=epochs,
-        shuffle=True,
-        verbose=verbose,
+        weights,
+        batch_size,
+        epochs,
+        learning_rate,
+        verbose,
     )
-    train_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
     examples = list(held_out.as_numpy_iterator())
@@ -722,7 +721,7 @@ def train_sds(
     eval_seconds = time.perf_counter() - start
     return {
         "model": model,
-        "history": history.history,
+        "history": history,
         "metrics": results[True],
         "metrics_unrefined": results[False],
         "proposal_recall": proposal_recall(held_out, proposals),

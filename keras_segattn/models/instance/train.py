@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.data.coco import load_instance_dataset
+from keras_segattn.data.coco import load_instance_dataset, resize_instances
 from keras_segattn.instance_metrics import evaluate_instances
 from keras_segattn.models.instance.common import instance_pipeline, positive_int
 from keras_segattn.models.registry import create_model, get_model_spec
@@ -33,6 +33,19 @@ SHAPES_MNC = {
 }
 
 
+# MNC on COCO images resized to 256 x 256 on a CPU (the README's COCO-slice
+# run): the light backbone with anchors of 16 to 128 pixels, a 7 x 7 RoI
+# grid, fc layers of 512 (the default 4096 on 7 x 7 x 128 RoI features would
+# be 26M weights a layer), 50 detections.
+COCO_LIGHT_MNC = {
+    "backbone": "light",
+    "fc_units": 512,
+    "roi_size": 7,
+    "anchor_scales": (16, 32, 64, 128),
+    "max_detections": 50,
+}
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Stops `fit` once `seconds` of training have passed (checked every batch)."""
 
@@ -48,6 +61,62 @@ class TimeBudget(keras.callbacks.Callback):
         if time.perf_counter() - self._start > self.seconds:
             self.model.stop_training = True
             self.stopped_at = batch
+
+
+def train_and_held_out(
+    dataset="shapes", image_size=64, num_train=None, num_eval=None, eval_split=None, shapes=None
+):
+    """The training and held-out instance datasets of the array trainers.
+
+    `"shapes"` images are generated at `image_size` (`num_train` and
+    `num_eval` of them, `shapes` giving the defaults); any other
+    `load_instance_dataset` spec is read from its `"train"` and
+    `eval_split` (default `"val"`) splits, resized to `image_size`
+    (`resize_instances`, which is also the resolution it is scored at) and
+    cut to `num_train` / `num_eval` images when those are given.
+
+    Returns:
+        `(train, held_out, info)`.
+    """
+    if dataset == "shapes":
+        defaults = shapes or (None, None)
+        counts = [n if n is not None else d for n, d in zip((num_train, num_eval), defaults)]
+        splits = ("train", eval_split or "test")
+        (train, info), (held_out, _) = (
+            load_instance_dataset(
+                "shapes", split, image_size=image_size, **({"num_images": n} if n else {})
+            )
+            for split, n in zip(splits, counts)
+        )
+        return train, held_out, info
+    train, info = load_instance_dataset(dataset, "train")
+    held_out, _ = load_instance_dataset(dataset, eval_split or "val")
+    train, held_out = resize_instances(train, image_size), resize_instances(held_out, image_size)
+    if num_train is not None:
+        train = train.take(positive_int(num_train, "num_train"))
+    if num_eval is not None:
+        held_out = held_out.take(positive_int(num_eval, "num_eval"))
+    return train, held_out, info
+
+
+def fit_arrays(model, loss, inputs, targets, weights, batch_size, epochs, learning_rate, verbose):
+    """Compiles `model` with Adam and `loss`, fits the arrays, shuffled.
+
+    Returns:
+        `(history dict, seconds)`.
+    """
+    model.compile(keras.optimizers.Adam(learning_rate), loss=loss)
+    start = time.perf_counter()
+    history = model.fit(
+        inputs,
+        targets,
+        sample_weight=weights,
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=True,
+        verbose=verbose,
+    )
+    return history.history, time.perf_counter() - start
 
 
 def predict_instances(model, dataset, batch_size=16, score_threshold=0.0):
@@ -69,7 +138,9 @@ def predict_instances(model, dataset, batch_size=16, score_threshold=0.0):
     """
     batch_size = positive_int(batch_size, "batch_size")
     static = dataset.element_spec["images"].shape.is_fully_defined()
-    batches = dataset.batch(batch_size if static else 1)
+    # Only the images and ids are batched: instance counts differ per image.
+    images = dataset.map(lambda e: {"images": e["images"], "image_id": e["image_id"]})
+    batches = images.batch(batch_size if static else 1)
     detect = tf.function(model.detect, reduce_retracing=True)
     predictions = []
     for example in batches:
@@ -94,10 +165,12 @@ def evaluate_instance_model(model, dataset, num_classes, batch_size=16):
 
     Returns:
         A dict: `mask_AP`, `mAPr@0.5`, `mAPr@0.7` (mask IoU), `box_AP`,
-        `box_AP50`, and `seconds` (prediction and evaluation time).
+        `box_AP50`, `seconds` (prediction and evaluation time),
+        `predict_seconds_per_image` (`detect` and the host-side masks).
     """
     start = time.perf_counter()
     predictions = predict_instances(model, dataset, batch_size)
+    predict_seconds = time.perf_counter() - start
     segm = evaluate_instances(predictions, dataset, "segm", num_classes)
     bbox = evaluate_instances(predictions, dataset, "bbox", num_classes)
     return {
@@ -107,6 +180,7 @@ def evaluate_instance_model(model, dataset, num_classes, batch_size=16):
         "box_AP": bbox["AP"],
         "box_AP50": bbox["AP50"],
         "seconds": time.perf_counter() - start,
+        "predict_seconds_per_image": predict_seconds / max(1, len(predictions)),
     }
 
 
@@ -116,7 +190,7 @@ def train_instance_model(
     image_size=64,
     num_train=1000,
     num_val=200,
-    max_instances=3,
+    max_instances=None,
     batch_size=8,
     epochs=10,
     learning_rate=1e-3,
@@ -135,11 +209,15 @@ def train_instance_model(
             Defaults to `"mnc"`.
         dataset: str. `load_instance_dataset` spec. Defaults to `"shapes"`.
         image_size: int or `(height, width)`. The shapes are generated at
-            this size; other datasets are resized to it for training and
-            evaluated at their own size. Defaults to `64`.
+            this size; other datasets are resized to it, for training and
+            for scoring (`resize_instances`: the model is scored at the
+            scale it learned). Defaults to `64`.
         num_train, num_val: int. Shapes images per split (ignored for other
             datasets). Defaults to `1000` and `200`.
-        max_instances: int. Instances per image (padding). Defaults to `3`.
+        max_instances: int or `None`. Instances kept per training image
+            (the rest are dropped, so they would be taught as background).
+            Defaults to `None`: 3 for the shapes (as many as they are
+            generated with), every instance otherwise.
         batch_size: int. Defaults to `8`.
         epochs: int. Passes over the training images. Defaults to `10`.
         learning_rate: float. Peak Adam learning rate, cosine-decayed to
@@ -162,6 +240,8 @@ def train_instance_model(
     """
     keras.utils.set_random_seed(seed)
     shapes = dataset == "shapes"
+    if shapes and max_instances is None:
+        max_instances = 3
     options = {"image_size": image_size, "max_instances": max_instances} if shapes else {}
     train_data, info = load_instance_dataset(
         dataset, "train", **({"num_images": num_train, **options} if shapes else {})
@@ -169,6 +249,8 @@ def train_instance_model(
     val_data, _ = load_instance_dataset(
         dataset, "val", **({"num_images": num_val, **options} if shapes else {})
     )
+    if not shapes:
+        val_data = resize_instances(val_data, image_size)
     if isinstance(model, str):
         kwargs = dict(model_kwargs or {})
         if get_model_spec(model).name == "mnc":

@@ -39,8 +39,7 @@ from keras_segattn.models.scene.patch_cnn import POOL, scaled_filters
 from keras_segattn.models.scene.shift_and_stitch import DenseLabeller, trunk_geometry
 
 PAPER = (
-    "Pinheiro and Collobert, Recurrent Convolutional Neural Networks for Scene Labeling, "
-    "ICML 2014"
+    "Pinheiro and Collobert, Recurrent Convolutional Neural Networks for Scene Labeling, ICML 2014"
 )
 TINY = {"num_classes": 3, "instances": 2, "width": 0.125, "filters": (16, 32), "kernel_size": 3}
 FILTERS = (25, 50, 100)
@@ -192,8 +191,7 @@ class RecurrentCNN(keras.Model):
             ],
             "empty_maps": AppendZeroMaps(num_classes, name="empty_label_maps"),
             "concat": [
-                keras.layers.Concatenate(name=f"image_and_labels{t + 1}")
-                for t in range(instances)
+                keras.layers.Concatenate(name=f"image_and_labels{t + 1}") for t in range(instances)
             ],
             # One layer, called once per instance: the weights are shared.
             "f": DenseLabeller(f, method="shifted_pooling", padding="zero", name="dense_f"),
