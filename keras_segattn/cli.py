@@ -174,7 +174,7 @@ def evaluate_instances_cli(args, model, image_size):
     if args.postprocess:
         raise SystemExit("error: --postprocess applies to semantic models only.")
     data, info = load_instance_dataset(args.data, args.split)
-    if image_size and not args.data.startswith("shapes"):
+    if image_size and args.data != "shapes":  # shapes are generated at their size
         data = resize_instances(data, image_size)
     metrics = evaluate_instance_model(model, data, info.num_classes, args.batch_size)
     for key in ("mAPr@0.5", "mAPr@0.7", "mask_AP", "box_AP", "box_AP50"):

@@ -17,6 +17,7 @@ from keras_segattn.models.instance.hypercolumns import (
     paste_box_masks,
     resegment_detections,
     segment_boxes,
+    train_hypercolumns,
     transplant_vgg16_fc,
 )
 from keras_segattn.models.instance.regions import (
@@ -444,3 +445,19 @@ def test_bad_builder_arguments_are_rejected():
         hypercolumns(num_classes=3, width=0.0625, taps=("conv9",))
     with pytest.raises(ValueError, match="num_classes must be an int >= 2"):
         hypercolumns(num_classes=1)
+
+
+def test_train_and_held_out_shapes_defaults_and_coco_resizing(tmp_path):
+    from keras_segattn.models.instance.train import train_and_held_out
+    from tests.data.test_coco import write_squares_layout
+
+    train, held_out, info = train_and_held_out("shapes", 32, num_eval=3, shapes=(5, 40))
+    assert info.num_classes == 4
+    assert len(list(train)) == 5 and len(list(held_out)) == 3
+    assert next(iter(held_out))["images"].shape == (32, 32, 3)
+    root = write_squares_layout(str(tmp_path))
+    train, held_out, _ = train_and_held_out(f"coco:{root}", 48, num_train=2)
+    assert len(list(train)) == 2 and len(list(held_out)) == 3
+    assert next(iter(train))["instance_masks"].shape[1:] == (48, 48)
+    with pytest.raises(ValueError, match="detector .* is not a file"):
+        train_hypercolumns(detector=str(tmp_path / "missing.keras"))

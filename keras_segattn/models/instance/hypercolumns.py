@@ -58,6 +58,7 @@ boxes do (ground truth jittered to IoU >= 0.7 for training, as the paper's
 "boxes overlapping a ground truth by 70%", or SDS's detections).
 """
 
+import os
 import time
 
 import keras
@@ -967,6 +968,8 @@ def _sds_detector(detector, num_classes):
 
         if not detector.endswith(".keras"):
             raise ValueError(f"detector must be an sds model or a .keras path; got {detector!r}.")
+        if not os.path.isfile(detector):
+            raise ValueError(f"detector {detector!r} is not a file (train one with train_sds).")
         detector = keras.saving.load_model(detector, compile=False)
     names = {layer.name for layer in getattr(detector, "layers", [])}
     if not {"classifier", "mask_on_grid"} <= names:

@@ -79,15 +79,18 @@ def train_and_held_out(
         `(train, held_out, info)`.
     """
     if dataset == "shapes":
-        defaults = shapes or (None, None)
-        counts = [n if n is not None else d for n, d in zip((num_train, num_eval), defaults)]
-        splits = ("train", eval_split or "test")
-        (train, info), (held_out, _) = (
-            load_instance_dataset(
-                "shapes", split, image_size=image_size, **({"num_images": n} if n else {})
-            )
-            for split, n in zip(splits, counts)
-        )
+        default_train, default_eval = shapes or (None, None)
+        num_train = default_train if num_train is None else num_train
+        num_eval = default_eval if num_eval is None else num_eval
+
+        def generate(split, count):
+            options = {"image_size": image_size}
+            if count is not None:
+                options["num_images"] = count
+            return load_instance_dataset("shapes", split, **options)
+
+        train, info = generate("train", num_train)
+        held_out, _ = generate(eval_split or "test", num_eval)
         return train, held_out, info
     train, info = load_instance_dataset(dataset, "train")
     held_out, _ = load_instance_dataset(dataset, eval_split or "val")
@@ -166,7 +169,8 @@ def evaluate_instance_model(model, dataset, num_classes, batch_size=16):
     Returns:
         A dict: `mask_AP`, `mAPr@0.5`, `mAPr@0.7` (mask IoU), `box_AP`,
         `box_AP50`, `seconds` (prediction and evaluation time),
-        `predict_seconds_per_image` (`detect` and the host-side masks).
+        `predict_seconds_per_image` (`detect`, its masks pasted at image
+        resolution, copied to NumPy).
     """
     start = time.perf_counter()
     predictions = predict_instances(model, dataset, batch_size)
