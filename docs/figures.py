@@ -119,19 +119,32 @@ def captions(index=3):
     return written
 
 
-def instances(run="runs/mnc_coco40", sds_run="runs/sds_coco", count=4, size=256, min_score=0.3):
-    """Ground truth, MNC's and SDS's detections drawn on COCO-slice val images."""
+def instances(
+    run="runs/mnc_coco150",
+    sds_run="runs/sds_coco",
+    hc_run="runs/hc_coco",
+    count=4,
+    size=256,
+    min_score=0.3,
+):
+    """Ground truth, then MNC's, SDS's and SDS + hypercolumns' detections
+    drawn on COCO-slice val images (rows whose run is missing are left out)."""
     from keras_segattn.cli import load_model
     from keras_segattn.data import load_instance_dataset, resize_instances
+    from keras_segattn.models.instance.hypercolumns import resegment_detections
     from keras_segattn.models.instance.sds import sds_detect
     from keras_segattn.viz import draw_instances, panel_row, save_png
 
+    def optional(path):
+        path = os.path.join(path, "last.keras")
+        return load_model(path) if os.path.exists(path) else None
+
     mnc = load_model(os.path.join(run, "last.keras"))
-    sds = load_model(os.path.join(sds_run, "last.keras")) if os.path.exists(sds_run) else None
+    sds, hc = optional(sds_run), optional(hc_run)
     data, info = load_instance_dataset("coco:../shared/data/coco_mini", "val")
-    # Both models were trained on images resized to size x size.
+    # The models were trained on images resized to size x size.
     data = resize_instances(data, size)
-    rows = [[], [], []]
+    rows = [[], [], [], []]
     for example in data.take(count).as_numpy_iterator():
         image = example["images"]
         real = (example["bounding_boxes"]["labels"] > 0) & ~example["is_crowd"]
@@ -152,6 +165,12 @@ def instances(run="runs/mnc_coco40", sds_run="runs/sds_coco", count=4, size=256,
                 draw_instances(image, found["boxes"], found["masks"], found["labels"],
                                found["scores"], info.class_names, min_score=min_score)
             )  # fmt: skip
+            if hc is not None:
+                masks = resegment_detections(hc, image, found)
+                rows[3].append(
+                    draw_instances(image, masks["boxes"], masks["masks"], masks["labels"],
+                                   masks["scores"], info.class_names, min_score=min_score)
+                )  # fmt: skip
     grid = [panel_row(row) for row in rows if row]
     spacer = np.full((4, grid[0].shape[1], 3), 255, np.uint8)
     picture = np.concatenate([p for row in grid for p in (row, spacer)][:-1], axis=0)

@@ -406,7 +406,8 @@ def instance_train(args):
         json.dump({k: v for k, v in vars(args).items() if k != "func"}, f, indent=2)
     summary = {
         "model": args.model, "data": args.data, "image_size": args.image_size,
-        "epochs": args.epochs, "train_seconds": round(result["train_seconds"], 1),
+        "epochs": len(result["history"]["loss"]),  # the trainer's default if not given
+        "train_seconds": round(result["train_seconds"], 1),
         **_json_scores(result.get("metrics", {})), **extra,
     }  # fmt: skip
     with open(os.path.join(args.output, "metrics.json"), "w") as f:

@@ -116,6 +116,7 @@ def test_instance_train_and_export(tmp_path, capsys):
           *[a for arg in args for a in ("--model-arg", arg)]])  # fmt: skip
     metrics = json.loads((output / "metrics.json").read_text())
     assert 0 <= metrics["mAPr@0.5"] <= 1 or np.isnan(metrics["mAPr@0.5"])
+    assert metrics["epochs"] == 1
     main(["evaluate", "--model-path", str(output / "last.keras"), "--data", "shapes",
           "--split", "val", "--output", str(tmp_path / "scores.json")])  # fmt: skip
     scores = json.loads((tmp_path / "scores.json").read_text())
@@ -138,6 +139,7 @@ def test_instance_train_of_the_array_trainers_on_a_coco_layout(tmp_path, model):
           "--epochs", "1", "--output", str(output), "--verbose", "0", *extra])  # fmt: skip
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["model"] == model and metrics["train_seconds"] > 0
+    assert metrics["epochs"] == 1
     assert 0 <= metrics["mAPr@0.5"] <= 1 or np.isnan(metrics["mAPr@0.5"])
     assert {"box_metrics" if model == "hypercolumns" else "metrics_unrefined"} <= set(metrics)
     assert os.path.isfile(output / "last.keras")

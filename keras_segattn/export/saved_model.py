@@ -3,6 +3,8 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_segattn.validation import check_int
+
 IMAGE_SIGNATURE = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
 
 
@@ -171,8 +173,7 @@ def export_saved_model(model, export_dir, name=None, version=1, task="semantic")
     Returns:
         The path of the version folder.
     """
-    if not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive int; got version={version!r}.")
+    version = check_int(version, "version")
     path = os.path.join(os.fspath(export_dir), name or model.name, str(version))
     if os.path.exists(path):
         raise ValueError(

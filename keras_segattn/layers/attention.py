@@ -1,8 +1,9 @@
 """Soft visual attention of "Show, Attend and Tell" (Xu et al., ICML 2015)."""
 
 import keras
-import numpy as np
 from keras import ops
+
+from keras_segattn.validation import check_int
 
 
 def _large_negative(dtype):
@@ -75,9 +76,7 @@ class BahdanauVisualAttention(keras.layers.Layer):
 
     def __init__(self, units, gating=False, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
-            raise ValueError(f"units must be an int >= 1; got units={units!r}.")
-        self.units = int(units)
+        self.units = check_int(units, "units")
         self.gating = bool(gating)
 
     def build(self, annotations_shape, hidden_shape):

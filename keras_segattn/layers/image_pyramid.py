@@ -4,6 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.validation import check_int
+
 # Burt and Adelson's 5-tap binomial kernel. Its expansion filter (twice the
 # kernel, applied to the zero-inserted image) factors as the 2-tap box of a
 # pixel replication times [1, 3, 3, 1] / 8, which is how `_expand` computes it.
@@ -91,8 +93,7 @@ class ImagePyramid(keras.layers.Layer):
 
     def __init__(self, levels=3, kind="laplacian", lcn_size=15, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-            raise ValueError(f"levels must be an int >= 1; got levels={levels!r}.")
+        levels = check_int(levels, "levels")
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got kind={kind!r}.")
         if lcn_size is not None and (

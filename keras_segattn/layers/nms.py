@@ -11,17 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-
-def _check_max_output_size(max_output_size):
-    if (
-        isinstance(max_output_size, bool)
-        or not isinstance(max_output_size, (int, np.integer))
-        or max_output_size < 1
-    ):
-        raise ValueError(
-            f"max_output_size must be a positive int; got max_output_size={max_output_size!r}."
-        )
-    return int(max_output_size)
+from keras_segattn.validation import check_int
 
 
 def _check_iou_threshold(iou_threshold):
@@ -98,7 +88,7 @@ def non_max_suppression(
         `(batch, max_output_size)`, those boxes and scores, zero-padded;
         `num_valid` int32 `(batch,)`, how many boxes each image kept.
     """
-    max_output_size = _check_max_output_size(max_output_size)
+    max_output_size = check_int(max_output_size, "max_output_size")
     iou_threshold = _check_iou_threshold(iou_threshold)
     score_threshold = _check_score_threshold(score_threshold)
     boxes = tf.convert_to_tensor(boxes)
@@ -199,7 +189,7 @@ class NonMaxSuppression(keras.layers.Layer):
     ):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        self.max_output_size = _check_max_output_size(max_output_size)
+        self.max_output_size = check_int(max_output_size, "max_output_size")
         self.iou_threshold = _check_iou_threshold(iou_threshold)
         self.score_threshold = _check_score_threshold(score_threshold)
 

@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.validation import check_int
+
 TRANSFORMS = ("affine", "projective", "tps")
 
 # Below this the projective divisor is clamped: those points lie on or past
@@ -50,9 +52,8 @@ def _homogeneous_target_grid(out_h, out_w, dtype):
 
 
 def _check_output_size(out_h, out_w):
-    for name, value in (("out_h", out_h), ("out_w", out_w)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {name}={value!r}.")
+    check_int(out_h, "out_h")
+    check_int(out_w, "out_w")
 
 
 def _check_theta(theta, size, transform):

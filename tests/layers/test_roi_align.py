@@ -189,6 +189,35 @@ def test_two_input_model_with_dynamic_boxes_runs_in_tflite(rng, mode):
     assert tuple(model([features, boxes[:, :4]]).shape) == (3, 4, 3, 3, 3)
 
 
+def test_class_specific_pooling_reads_only_each_boxs_group(rng):
+    # 3 groups of 2 channels; group ids -1 and 3 are out of range and read 0.
+    features = rng.normal(size=(2, 7, 9, 6)).astype("float32")
+    boxes = make_boxes(rng, 2, 7, 9, 0.5, num_random=4)
+    groups = rng.integers(-1, 4, size=boxes.shape[:2]).astype("int32")
+    groups[:, :5] = [0, 1, 2, -1, 3]
+    out = roi_align(features, boxes, (3, 4), 2, 0.5, groups=groups, num_groups=3)
+    every = roi_align_reference(features, boxes, (3, 4), 2, 0.5).reshape(2, 12, 3, 4, 3, 2)
+    valid = (groups >= 0) & (groups < 3)
+    expected = np.take_along_axis(every, np.clip(groups, 0, 2)[..., None, None, None, None], 4)
+    expected = expected[..., 0, :] * valid[..., None, None, None]
+    assert out.shape == (2, 12, 3, 4, 2)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_class_specific_layer_passes_shared_checks_and_tflite(rng):
+    features = rng.normal(size=(2, 5, 6, 6)).astype("float32")
+    boxes = make_boxes(rng, 2, 5, 6, 0.5, num_random=2)
+    groups = rng.integers(0, 3, size=boxes.shape[:2]).astype("int32")
+    init_kwargs = {"output_size": (3, 2), "spatial_scale": 0.5, "num_groups": 3}
+    out = run_layer_test(
+        RoIAlign, init_kwargs, [features, boxes, groups], expected_output_shape=(2, 10, 3, 2, 2)
+    )
+    every = np.asarray(RoIAlign((3, 2), spatial_scale=0.5)([features, boxes]))
+    every = every.reshape(2, 10, 3, 2, 3, 2)
+    expected = np.take_along_axis(every, groups[..., None, None, None, None], 4)[..., 0, :]
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["align", "max_pool"])
 def test_no_boxes(rng, mode):
     features = rng.normal(size=(2, 5, 6, 3)).astype("float32")
@@ -236,5 +265,17 @@ def test_bad_arguments_raise_clear_errors():
         roi_max_pool(features, np.zeros((3, 1, 4), "float32"))
     with pytest.raises(ValueError, match="expects inputs \\[features, boxes\\]"):
         RoIAlign()(features)
+    with pytest.raises(ValueError, match="num_groups=0"):
+        RoIAlign(num_groups=0)
+    with pytest.raises(ValueError, match="needs mode='align'"):
+        RoIAlign(num_groups=2, mode="max_pool")
+    with pytest.raises(ValueError, match="multiple of num_groups=2.*got 3 channels"):
+        RoIAlign(num_groups=2)([features, np.zeros((2, 1, 4), "float32"), np.zeros((2, 1))])
+    with pytest.raises(ValueError, match="expects inputs \\[features, boxes, groups\\]"):
+        RoIAlign(num_groups=3)([features, np.zeros((2, 1, 4), "float32")])
+    with pytest.raises(ValueError, match=r"groups must be \(batch, num_boxes\)"):
+        RoIAlign(num_groups=3)([features, np.zeros((2, 1, 4), "float32"), np.zeros((2,))])
+    with pytest.raises(ValueError, match="groups and num_groups go together"):
+        roi_align(features, np.zeros((2, 1, 4), "float32"), num_groups=3)
     with pytest.raises(ValueError, match="must be static"):
         RoIAlign(mode="max_pool")([keras.Input((None, None, 3)), keras.Input((None, 4))])

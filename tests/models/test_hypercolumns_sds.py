@@ -167,17 +167,23 @@ def test_select_class_group_picks_each_boxes_class(rng):
         np.testing.assert_array_equal(out[b, n], scores[b, n, ..., c * 5 : (c + 1) * 5])
 
 
-def test_classifying_each_tap_then_upsampling_equals_classifying_the_hypercolumn(rng):
+@pytest.mark.parametrize("class_specific", [False, True])
+def test_classifying_each_tap_then_upsampling_equals_classifying_the_hypercolumn(
+    rng, class_specific
+):
     taps = ("pool2", "block4_conv3", "block5_conv3")
-    model = with_random_classifiers(tiny("hypercolumns", taps=taps, class_specific=False))
+    model = tiny("hypercolumns", taps=taps, class_specific=class_specific)
+    model = with_random_classifiers(model)
     images = rng.integers(0, 256, (1, 48, 40, 3)).astype("float32")
     boxes = np.array([[[3.0, 4.5, 30.0, 41.0], [10.0, 0.0, 40.0, 20.0]]], "float32")
+    classes = np.array([[2, 1]], "int32")
+    inputs = [images, boxes, classes] if class_specific else [images, boxes]
     probe = keras.Model(
         model.inputs,
         [model.get_layer(n).output for n in ("block2_pool", "block4_conv3", "block5_conv3")]
         + [model.get_layer("hypercolumn_scores").output],
     )
-    *feature_maps, summed = probe([images, boxes])
+    *feature_maps, summed = probe(inputs)
     # The hypercolumn: every tap's features resampled to the box grid, stacked.
     columns = [
         roi_align(f, boxes, (8, 8), sampling_ratio=1, spatial_scale=1.0 / s)
@@ -188,7 +194,14 @@ def test_classifying_each_tap_then_upsampling_equals_classifying_the_hypercolumn
         [model.get_layer(f"{t}_classifier").get_weights()[0][0, 0] for t in taps], axis=0
     )
     bias = sum(model.get_layer(f"{t}_classifier").get_weights()[1] for t in taps)
-    np.testing.assert_allclose(hypercolumn @ kernel + bias, summed, atol=1e-4)
+    expected = hypercolumn @ kernel + bias
+    if class_specific:
+        # Each box's class's K^2 classifiers (class c is group c - 1).
+        group = model.get_layer("location_interpolation").grid_size ** 2
+        expected = np.stack(
+            [expected[0, n, ..., (c - 1) * group : c * group] for n, c in enumerate(classes[0])]
+        )[None]
+    np.testing.assert_allclose(expected, summed, atol=1e-4)
 
 
 def test_paste_box_masks_interpolates_like_the_reference_inside_boxes(rng):

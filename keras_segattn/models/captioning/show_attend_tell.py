@@ -44,6 +44,7 @@ from keras_segattn.models.captioning.losses import (
 )
 from keras_segattn.models.common import load_saved_weights
 from keras_segattn.models.registry import register_model
+from keras_segattn.validation import check_int
 
 PAPER = (
     "Xu, Ba, Kiros, Cho, Courville, Salakhutdinov, Zemel and Bengio, Show, Attend and Tell: "
@@ -132,12 +133,6 @@ def encode_captions(captions, vocabulary, max_length):
         input_ids[row, : len(tokens) + 1] = [ids[START], *tokens]
         targets[row, : len(tokens) + 1] = [*tokens, ids[END]]
     return input_ids, targets
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {name}={value!r}.")
-    return int(value)
 
 
 def _fraction(value, name, closed=True):
@@ -240,10 +235,10 @@ class CaptionDecoder(keras.layers.Layer):
         super().__init__(**kwargs)
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}; got {attention!r}.")
-        self.vocabulary_size = _positive_int(vocabulary_size, "vocabulary_size")
-        self.embedding_dim = _positive_int(embedding_dim, "embedding_dim")
-        self.units = _positive_int(units, "units")
-        self.attention_units = _positive_int(attention_units, "attention_units")
+        self.vocabulary_size = check_int(vocabulary_size, "vocabulary_size")
+        self.embedding_dim = check_int(embedding_dim, "embedding_dim")
+        self.units = check_int(units, "units")
+        self.attention_units = check_int(attention_units, "attention_units")
         self.attention_mode = attention
         self.gating = bool(gating)
         self.dropout = _fraction(dropout, "dropout", closed=False)
@@ -454,11 +449,11 @@ class ShowAttendTell(keras.Model):
             raise ValueError(f"attention must be one of {ATTENTIONS}; got attention={attention!r}.")
         if not (isinstance(image_size, (list, tuple)) and len(image_size) == 2):
             raise ValueError(f"image_size must be (height, width); got {image_size!r}.")
-        image_size = tuple(_positive_int(s, "image_size") for s in image_size)
-        encoder_filters = tuple(_positive_int(f, "encoder_filters") for f in encoder_filters)
+        image_size = tuple(check_int(s, "image_size") for s in image_size)
+        encoder_filters = tuple(check_int(f, "encoder_filters") for f in encoder_filters)
         if not encoder_filters:
             raise ValueError("encoder_filters must name at least one stage.")
-        max_length = _positive_int(max_length, "max_length")
+        max_length = check_int(max_length, "max_length")
         doubly_stochastic = _non_negative(doubly_stochastic, "doubly_stochastic")
         reinforce_weight = _non_negative(reinforce_weight, "reinforce_weight")
         entropy_weight = _non_negative(entropy_weight, "entropy_weight")
@@ -593,7 +588,7 @@ class ShowAttendTell(keras.Model):
         return tf.image.resize(images, self.image_size, method="bilinear")
 
     def _check_max_length(self, max_length):
-        return self.max_length if max_length is None else _positive_int(max_length, "max_length")
+        return self.max_length if max_length is None else check_int(max_length, "max_length")
 
     def decode_greedy(self, images, max_length=None):
         """Greedy decoding as a static graph: a Python loop of `max_length` steps.
@@ -727,7 +722,7 @@ class ShowAttendTell(keras.Model):
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}; got method={method!r}.")
-        beam_width = _positive_int(beam_width, "beam_width")
+        beam_width = check_int(beam_width, "beam_width")
         max_length = self._check_max_length(max_length)
         images = tf.convert_to_tensor(images)
         check_image_shape(images.shape, min_size=1, channels=3, where="images")

@@ -37,6 +37,7 @@ from keras_segattn.layers import (
 )
 from keras_segattn.layers.roi_align import _align_axis
 from keras_segattn.models.backbones.vgg import VGG16_BLOCKS, conv_bn_relu, scaled
+from keras_segattn.validation import check_int
 
 BACKBONES = ("vgg16", "light")
 # Channels of the light CNN's stages (two 3x3 ReLU convolutions each, a 2x2
@@ -51,12 +52,6 @@ TARGET_KEYS = ("boxes", "labels", "masks")
 # ---------------------------------------------------------------------------
 # Argument checks
 # ---------------------------------------------------------------------------
-
-
-def positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {name}={value!r}.")
-    return int(value)
 
 
 def fraction(value, name, low=0.0, high=1.0):
@@ -138,7 +133,7 @@ def build_backbone(backbone="vgg16", width=1.0, light_filters=LIGHT_FILTERS, min
                 x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
         channels = scaled(VGG16_BLOCKS[-1][1], width)
     else:
-        filters = tuple(positive_int(f, "light_filters") for f in light_filters)
+        filters = tuple(check_int(f, "light_filters") for f in light_filters)
         if not filters:
             raise ValueError("light_filters must name at least one stage.")
         stride = 2 ** (len(filters) - 1)
@@ -215,8 +210,8 @@ class ProposalLayer(keras.layers.Layer):
     ):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        self.pre_nms_top_n = positive_int(pre_nms_top_n, "pre_nms_top_n")
-        self.post_nms_top_n = positive_int(post_nms_top_n, "post_nms_top_n")
+        self.pre_nms_top_n = check_int(pre_nms_top_n, "pre_nms_top_n")
+        self.post_nms_top_n = check_int(post_nms_top_n, "post_nms_top_n")
         self.iou_threshold = fraction(iou_threshold, "iou_threshold")
         self.min_size = non_negative(min_size, "min_size")
 
@@ -719,10 +714,10 @@ def instance_pipeline(
         ValueError: bad `batch_size`, `image_size` or `max_instances`, or
             elements without `instance_masks`.
     """
-    batch_size = positive_int(batch_size, "batch_size")
+    batch_size = check_int(batch_size, "batch_size")
     size = image_size_pair(image_size)
     if max_instances is not None:
-        max_instances = positive_int(max_instances, "max_instances")
+        max_instances = check_int(max_instances, "max_instances")
     check_instance_dataset(dataset)
 
     def convert(example):
@@ -770,7 +765,7 @@ def instance_pipeline(
         )
 
     if shuffle:
-        dataset = dataset.shuffle(positive_int(shuffle, "shuffle"), seed=seed)
+        dataset = dataset.shuffle(check_int(shuffle, "shuffle"), seed=seed)
     dataset = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
     if flip:
         coins = tf.data.Dataset.random(seed=seed)

@@ -41,8 +41,11 @@ How the pieces map onto this implementation:
   own hypercolumn's scores.
 - **Per category.** With `class_specific=True` (the paper trains one set
   per category) every class has its own `K^2` classifiers and the
-  detection's class picks them (`SelectClassGroup`, a one-hot product that
-  TFLite runs); `class_specific=False` shares one set.
+  detection's class picks them before the upsampling: the convolutional
+  taps through a class-specific `RoIAlign` (`num_groups`), which gathers
+  only the box's class's `K^2` score channels (not all `classes x K^2`:
+  80 x 25 on COCO), fc7 through `SelectClassGroup` (a one-hot product
+  that TFLite runs); `class_specific=False` shares one set.
 - **Output.** Sigmoid figure-ground probabilities `(B, N, M, M)`, trained
   with binary cross-entropy against the ground-truth mask cropped to the
   box (`hypercolumn_examples`), and pasted back into the image with the
@@ -70,6 +73,7 @@ from keras_segattn.models.backbones.vgg import VGG16_BLOCKS, conv_bn_relu, scale
 from keras_segattn.models.common import load_saved_weights
 from keras_segattn.models.instance.common import box_masks, paste_masks
 from keras_segattn.models.registry import register_model
+from keras_segattn.validation import check_int
 
 PAPER = (
     "Hariharan, Arbeláez, Girshick and Malik, Hypercolumns for Object Segmentation and "
@@ -127,12 +131,6 @@ def location_weights(height, width, grid_size):
     return weights.reshape(height, width, grid_size * grid_size)
 
 
-def _check_positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {name}={value!r}.")
-    return int(value)
-
-
 @keras.saving.register_keras_serializable(package="keras_segattn")
 class LocationInterpolation(keras.layers.Layer):
     """Blends a `K x K` grid of classifiers by each location's place in its box.
@@ -151,7 +149,7 @@ class LocationInterpolation(keras.layers.Layer):
 
     def __init__(self, grid_size=5, **kwargs):
         super().__init__(**kwargs)
-        self.grid_size = _check_positive_int(grid_size, "grid_size")
+        self.grid_size = check_int(grid_size, "grid_size")
 
     def build(self, input_shape):
         height, width, channels = tuple(input_shape)[-3:]
@@ -200,8 +198,8 @@ class SelectClassGroup(keras.layers.Layer):
 
     def __init__(self, num_groups, group_size, **kwargs):
         super().__init__(**kwargs)
-        self.num_groups = _check_positive_int(num_groups, "num_groups")
-        self.group_size = _check_positive_int(group_size, "group_size")
+        self.num_groups = check_int(num_groups, "num_groups")
+        self.group_size = check_int(group_size, "group_size")
 
     def build(self, input_shape):
         scores_shape, classes_shape = input_shape
@@ -384,12 +382,12 @@ def hypercolumns(
     mask_hw = (mask_size, mask_size) if isinstance(mask_size, (int, np.integer)) else mask_size
     if not isinstance(mask_hw, (list, tuple)) or len(mask_hw) != 2:
         raise ValueError(f"mask_size must be an int or (height, width); got {mask_size!r}.")
-    mask_hw = tuple(_check_positive_int(s, "mask_size") for s in mask_hw)
-    grid_size = _check_positive_int(grid_size, "grid_size")
+    mask_hw = tuple(check_int(s, "mask_size") for s in mask_hw)
+    grid_size = check_int(grid_size, "grid_size")
     taps = _check_taps(taps)
     if fc_units is None:
         fc_units = scaled(4096, width)
-    fc_units = _check_positive_int(fc_units, "fc_units")
+    fc_units = check_int(fc_units, "fc_units")
     groups = num_classes - 1 if class_specific else 1
     scores_per_tap = groups * grid_size**2
 
@@ -407,6 +405,13 @@ def hypercolumns(
     features = _vgg16_features(x, width, max(_block_of(t) for t in taps))
 
     # === Hypercolumn classifiers ===
+    # With class-specific classifiers each box reads only its class's K^2
+    # score channels: the fc7 scores are picked per box, the conv taps' by
+    # a class-specific RoIAlign (COCO's 80 classes would otherwise sample
+    # 80 x 25 channels at every box cell).
+    if class_specific:
+        # Class ids 1..N are groups 0..N - 1.
+        groups_in = keras.ops.subtract(classes, 1)
     scores = []
     for tap in taps:
         if tap == "fc7":
@@ -424,27 +429,30 @@ def hypercolumns(
             fc = keras.layers.Dense(
                 scores_per_tap, kernel_initializer="zeros", name="fc7_classifier"
             )(fc)
-            scores.append(keras.layers.Reshape((-1, 1, 1, scores_per_tap), name="fc7_grid")(fc))
+            fc = keras.layers.Reshape((-1, 1, 1, scores_per_tap), name="fc7_grid")(fc)
+            if class_specific:
+                fc = SelectClassGroup(groups, grid_size**2, name="fc7_select_class")([fc, classes])
+            scores.append(fc)
         else:
             # Zero-initialised like FCN's score layers: the unnormalised VGG
             # activations would otherwise start the sigmoid saturated.
             tap_scores = keras.layers.Conv2D(
                 scores_per_tap, 1, kernel_initializer="zeros", name=f"{tap}_classifier"
             )(features[tap])
+            roi_inputs = [tap_scores, boxes] + ([groups_in] if class_specific else [])
             scores.append(
                 RoIAlign(
                     mask_hw,
                     sampling_ratio=sampling_ratio,
                     spatial_scale=1.0 / TAP_STRIDES[tap],
+                    num_groups=groups if class_specific else None,
                     name=f"{tap}_roi_align",
-                )([tap_scores, boxes])
+                )(roi_inputs)
             )
     total = scores[0] if len(scores) == 1 else keras.layers.Add(name="hypercolumn_scores")(scores)
     if len(scores) == 1 and taps[0] == "fc7":
         # A lone fc7 tap still needs the box grid.
         total = keras.layers.UpSampling3D((1, *mask_hw), name="fc7_to_grid")(total)
-    if class_specific:
-        total = SelectClassGroup(groups, grid_size**2, name="select_class")([total, classes])
     logits = LocationInterpolation(grid_size, name="location_interpolation")(total)
     masks = keras.layers.Activation("sigmoid", dtype="float32", name="masks")(logits)
     model = keras.Model(inputs, masks, name=name)
@@ -539,10 +547,11 @@ def check_classes(classes, num_classes, count, name="classes"):
 def model_num_classes(model):
     """Classes (background included) of a class-specific hypercolumns model,
     or `None` for a class-agnostic one."""
-    try:
-        return model.get_layer("select_class").num_groups + 1
-    except ValueError:
-        return None
+    # The class-specific classifiers' groups: a `SelectClassGroup` (fc7) or
+    # a class-specific `RoIAlign` (the convolutional taps).
+    groups = [getattr(layer, "num_groups", None) for layer in model.layers]
+    groups = [g for g in groups if g is not None]
+    return groups[0] + 1 if groups else None
 
 
 def segment_boxes(model, image, boxes, classes=None, scores=None, image_id=0, threshold=0.5):

@@ -72,7 +72,6 @@ from keras_segattn.models.instance.common import (
     gather_rows,
     image_hw,
     paste_masks,
-    positive_int,
     prepare_ground_truth,
     sample_rois,
     smooth_l1,
@@ -88,6 +87,7 @@ from keras_segattn.models.instance.rpn import (
     rpn_loss_terms,
 )
 from keras_segattn.models.registry import register_model
+from keras_segattn.validation import check_int
 
 PAPER = (
     "Dai, He and Sun, Instance-aware Semantic Segmentation via Multi-task Network Cascades, "
@@ -123,8 +123,8 @@ class MaskHead(keras.layers.Layer):
 
     def __init__(self, mask_size=28, units=256, **kwargs):
         super().__init__(**kwargs)
-        self.mask_size = positive_int(mask_size, "mask_size")
-        self.units = positive_int(units, "units")
+        self.mask_size = check_int(mask_size, "mask_size")
+        self.units = check_int(units, "units")
         self.hidden = keras.layers.Dense(self.units, activation="relu", name="fc")
         self.logits = keras.layers.Dense(self.mask_size**2, name="mask_logits")
 
@@ -174,7 +174,7 @@ class MaskedClassifierHead(keras.layers.Layer):
     def __init__(self, num_classes, units=4096, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = check_num_classes(num_classes)
-        self.units = positive_int(units, "units")
+        self.units = check_int(units, "units")
         dense = keras.layers.Dense
         self.mask_fc1 = dense(self.units, activation="relu", name="mask_fc1")
         self.mask_fc2 = dense(self.units, activation="relu", name="mask_fc2")
@@ -327,7 +327,7 @@ class DetectionLayer(keras.layers.Layer):
     ):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        self.max_detections = positive_int(max_detections, "max_detections")
+        self.max_detections = check_int(max_detections, "max_detections")
         self.iou_threshold = fraction(iou_threshold, "iou_threshold")
         self.score_threshold = fraction(score_threshold, "score_threshold")
         self.class_agnostic = bool(class_agnostic)
@@ -443,8 +443,8 @@ class MultitaskNetworkCascade(InstanceModelMixin, keras.Model):
         config_keys = rpn_config.__code__.co_varnames[: rpn_config.__code__.co_argcount]
         base_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k not in config_keys}
         config = rpn_config(**kwargs)
-        roi_size = positive_int(roi_size, "roi_size")
-        mask_size = positive_int(mask_size, "mask_size")
+        roi_size = check_int(roi_size, "roi_size")
+        mask_size = check_int(mask_size, "mask_size")
         if mask_size % roi_size:
             raise ValueError(
                 f"mask_size={mask_size} must be a multiple of roi_size={roi_size} (stage 3 "
@@ -454,15 +454,15 @@ class MultitaskNetworkCascade(InstanceModelMixin, keras.Model):
             {
                 "num_classes": check_num_classes(num_classes),
                 "roi_size": roi_size,
-                "roi_sampling_ratio": positive_int(roi_sampling_ratio, "roi_sampling_ratio"),
+                "roi_sampling_ratio": check_int(roi_sampling_ratio, "roi_sampling_ratio"),
                 "mask_size": mask_size,
-                "mask_units": positive_int(mask_units, "mask_units"),
-                "fc_units": positive_int(fc_units, "fc_units"),
-                "rois_per_image": positive_int(rois_per_image, "rois_per_image"),
+                "mask_units": check_int(mask_units, "mask_units"),
+                "fc_units": check_int(fc_units, "fc_units"),
+                "rois_per_image": check_int(rois_per_image, "rois_per_image"),
                 "foreground_fraction": fraction(foreground_fraction, "foreground_fraction"),
                 "foreground_iou": fraction(foreground_iou, "foreground_iou"),
                 "background_iou": _background_iou(background_iou),
-                "max_detections": positive_int(max_detections, "max_detections"),
+                "max_detections": check_int(max_detections, "max_detections"),
                 "nms_iou": fraction(nms_iou, "nms_iou"),
                 "score_threshold": fraction(score_threshold, "score_threshold"),
                 "class_agnostic_nms": bool(class_agnostic_nms),

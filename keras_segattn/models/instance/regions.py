@@ -37,6 +37,8 @@ import heapq
 
 import numpy as np
 
+from keras_segattn.validation import check_int
+
 HISTOGRAM_BINS = 25
 COLOR_SPACES = ("rgb", "hsv", "lab")
 SIMILARITIES = ("color", "size", "fill")
@@ -317,10 +319,7 @@ def propose_regions(
     from skimage.segmentation import felzenszwalb
 
     image = _check_image(image)
-    if isinstance(max_regions, bool) or not isinstance(max_regions, (int, np.integer)):
-        raise ValueError(f"max_regions must be a positive int; got max_regions={max_regions!r}.")
-    if max_regions < 1:
-        raise ValueError(f"max_regions must be a positive int; got max_regions={max_regions!r}.")
+    max_regions = check_int(max_regions, "max_regions")
     if not scales or any(float(s) <= 0 for s in scales):
         raise ValueError(f"scales must be a non-empty tuple of positive numbers; got {scales!r}.")
     if not color_spaces or set(color_spaces) - set(COLOR_SPACES):

@@ -41,7 +41,6 @@ from keras_segattn.models.instance.common import (
     check_targets,
     fraction,
     non_negative,
-    positive_int,
     positive_numbers,
     prepare_ground_truth,
     rpn_head_layers,
@@ -49,6 +48,7 @@ from keras_segattn.models.instance.common import (
     valid_slots,
 )
 from keras_segattn.models.registry import register_model
+from keras_segattn.validation import check_int
 
 PAPER = (
     "Ren, He, Girshick and Sun, Faster R-CNN: Towards Real-Time Object Detection with Region "
@@ -87,7 +87,7 @@ def rpn_config(
     """Checks the RPN arguments; returns them resolved (defaults filled in)."""
     if backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}; got backbone={backbone!r}.")
-    light_filters = tuple(positive_int(f, "light_filters") for f in light_filters)
+    light_filters = tuple(check_int(f, "light_filters") for f in light_filters)
     if not light_filters:
         raise ValueError("light_filters must name at least one stage.")
     stride = 16 if backbone == "vgg16" else 2 ** (len(light_filters) - 1)
@@ -106,14 +106,14 @@ def rpn_config(
         "backbone": backbone,
         "width": float(width),
         "light_filters": light_filters,
-        "rpn_channels": positive_int(rpn_channels, "rpn_channels"),
+        "rpn_channels": check_int(rpn_channels, "rpn_channels"),
         "anchor_scales": positive_numbers(anchor_scales, "anchor_scales"),
         "aspect_ratios": positive_numbers(aspect_ratios, "aspect_ratios"),
-        "pre_nms_top_n": positive_int(pre_nms_top_n, "pre_nms_top_n"),
-        "post_nms_top_n": positive_int(post_nms_top_n, "post_nms_top_n"),
+        "pre_nms_top_n": check_int(pre_nms_top_n, "pre_nms_top_n"),
+        "post_nms_top_n": check_int(post_nms_top_n, "post_nms_top_n"),
         "rpn_nms_iou": fraction(rpn_nms_iou, "rpn_nms_iou"),
         "min_size": non_negative(min_size, "min_size"),
-        "batch_size_per_image": positive_int(batch_size_per_image, "batch_size_per_image"),
+        "batch_size_per_image": check_int(batch_size_per_image, "batch_size_per_image"),
         "positive_fraction": fraction(positive_fraction, "positive_fraction"),
         "positive_iou": positive_iou,
         "negative_iou": negative_iou,

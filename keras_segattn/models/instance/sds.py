@@ -78,6 +78,7 @@ from keras_segattn.models.instance.regions import (
     superpixel_refine,
 )
 from keras_segattn.models.registry import register_model
+from keras_segattn.validation import check_int
 
 PAPER = (
     "Hariharan, Arbeláez, Girshick and Malik, Simultaneous Detection and Segmentation, ECCV 2014"
@@ -121,9 +122,7 @@ class GridAverage(keras.layers.Layer):
 
     def __init__(self, grid_size, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 1:
-            raise ValueError(f"grid_size must be an int >= 1; got grid_size={grid_size!r}.")
-        self.grid_size = grid_size
+        self.grid_size = check_int(grid_size, "grid_size")
 
     def build(self, input_shape):
         height, width = tuple(input_shape)[1:3]

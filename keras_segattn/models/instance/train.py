@@ -14,8 +14,9 @@ import tensorflow as tf
 
 from keras_segattn.data.coco import load_instance_dataset, resize_instances
 from keras_segattn.instance_metrics import evaluate_instances
-from keras_segattn.models.instance.common import instance_pipeline, positive_int
+from keras_segattn.models.instance.common import instance_pipeline
 from keras_segattn.models.registry import create_model, get_model_spec
+from keras_segattn.validation import check_int
 
 # MNC on the built-in shapes at 64 x 64 (objects of 10 to 21 pixels) on a
 # CPU: the light backbone (stride 8, anchors of 16, 32, 64 pixels), a 7 x 7
@@ -96,9 +97,9 @@ def train_and_held_out(
     held_out, _ = load_instance_dataset(dataset, eval_split or "val")
     train, held_out = resize_instances(train, image_size), resize_instances(held_out, image_size)
     if num_train is not None:
-        train = train.take(positive_int(num_train, "num_train"))
+        train = train.take(check_int(num_train, "num_train"))
     if num_eval is not None:
-        held_out = held_out.take(positive_int(num_eval, "num_eval"))
+        held_out = held_out.take(check_int(num_eval, "num_eval"))
     return train, held_out, info
 
 
@@ -139,7 +140,7 @@ def predict_instances(model, dataset, batch_size=16, score_threshold=0.0):
         "labels" (K,), "masks" (K, H, W) uint8}`, the format of
         `evaluate_instances`.
     """
-    batch_size = positive_int(batch_size, "batch_size")
+    batch_size = check_int(batch_size, "batch_size")
     static = dataset.element_spec["images"].shape.is_fully_defined()
     # Only the images and ids are batched: instance counts differ per image.
     images = dataset.map(lambda e: {"images": e["images"], "image_id": e["image_id"]})

@@ -39,6 +39,7 @@ from keras_segattn.models.common import (
     segmentation_head,
 )
 from keras_segattn.models.registry import register_model
+from keras_segattn.validation import check_int
 
 PAPER = (
     "Farabet, Couprie, Najman and LeCun, Learning Hierarchical Features for Scene Labeling, "
@@ -80,8 +81,7 @@ class UpsampleByFactor(keras.layers.Layer):
 
     def __init__(self, factor, interpolation="nearest", **kwargs):
         super().__init__(**kwargs)
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-            raise ValueError(f"factor must be an int >= 1; got factor={factor!r}.")
+        factor = check_int(factor, "factor")
         if interpolation not in UPSAMPLINGS:
             raise ValueError(
                 f"interpolation must be one of {UPSAMPLINGS}; got interpolation={interpolation!r}."
@@ -128,8 +128,7 @@ def check_multiscale_arguments(
         and all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in filters)
     ):
         raise ValueError(f"filters must be a non-empty tuple of positive ints; got {filters!r}.")
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"levels must be an int >= 1; got levels={levels!r}.")
+    levels = check_int(levels, "levels")
     if not (isinstance(kernel_size, int) and kernel_size >= 1 and kernel_size % 2 == 1):
         raise ValueError(
             f"kernel_size must be an odd positive int; got kernel_size={kernel_size!r}."

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_segattn.layers.image_preprocessing import ImagePreprocessing, check_image_shape
+from keras_segattn.validation import check_int
 
 METHODS = ("shift_and_stitch", "shifted_pooling")
 PADDINGS = ("reflect", "zero")
@@ -353,8 +354,7 @@ def brute_force_predict(patch_model, images, padding="reflect", batch_size=2048)
     images = np.asarray(images, dtype="float32")
     channels = patch_model.inputs[0].shape[-1]
     _check_arguments(images.shape, half, "shift_and_stitch", padding, channels)
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive int; got batch_size={batch_size!r}.")
+    batch_size = check_int(batch_size, "batch_size")
     border = ((0, 0), (half, half), (half, half), (0, 0))
     padded = np.pad(images, border, mode="reflect" if padding == "reflect" else "constant")
     # A view (batch, height, width, 3, patch, patch): patch (y, x) starts at

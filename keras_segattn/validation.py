@@ -1,0 +1,31 @@
+"""Argument checks shared by the layers and builders, with one message format.
+
+Every check names the argument and says what was expected, so that a bad
+argument fails where it is given rather than deep inside TensorFlow.
+"""
+
+import numpy as np
+
+
+def check_int(value, name, minimum=1, none_ok=False, hint=""):
+    """Returns `value` as an int if it is an int >= `minimum`.
+
+    Args:
+        value: the argument.
+        name: str. The argument's name, for the message.
+        minimum: int. The smallest allowed value. Defaults to `1`.
+        none_ok: bool. Let `None` through (returned as `None`). Defaults to
+            `False`.
+        hint: str. Appended to what was expected, e.g. why. Defaults to `""`.
+
+    Raises:
+        ValueError: for a bool, a non-integer or a value below `minimum`,
+            e.g. "sampling_ratio must be a positive int; got sampling_ratio=0.".
+    """
+    if value is None and none_ok:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        expected += " or None" if none_ok else ""
+        raise ValueError(f"{name} must be {expected}{hint}; got {name}={value!r}.")
+    return int(value)
