@@ -405,12 +405,9 @@ def hypercolumns(
     features = _vgg16_features(x, width, max(_block_of(t) for t in taps))
 
     # === Hypercolumn classifiers ===
-    # With class-specific classifiers each box reads only its class's K^2
-    # score channels: the fc7 scores are picked per box, the conv taps' by
-    # a class-specific RoIAlign (COCO's 80 classes would otherwise sample
-    # 80 x 25 channels at every box cell).
+    # Each box reads only its class's K^2 scores ("Per category" above);
+    # class ids 1..N are groups 0..N - 1.
     if class_specific:
-        # Class ids 1..N are groups 0..N - 1.
         groups_in = keras.ops.subtract(classes, 1)
     scores = []
     for tap in taps:
