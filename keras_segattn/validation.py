@@ -29,3 +29,32 @@ def check_int(value, name, minimum=1, none_ok=False, hint=""):
         expected += " or None" if none_ok else ""
         raise ValueError(f"{name} must be {expected}{hint}; got {name}={value!r}.")
     return int(value)
+
+
+def check_size(value, name, minimum=1, none_ok=False):
+    """Returns `value`, an int or a `(height, width)` pair, as an int pair.
+
+    Args:
+        value: the argument: an int (a square) or a pair of ints.
+        name: str. The argument's name, for the message.
+        minimum: int. The smallest allowed side. Defaults to `1`.
+        none_ok: bool. Let `None` through (returned as `None`). Defaults to
+            `False`.
+
+    Raises:
+        ValueError: for anything else, e.g. "output_size must be a positive
+            int or a (height, width) pair of them; got output_size=(7, 2.5).".
+    """
+    if value is None and none_ok:
+        return None
+    pair = (value, value) if isinstance(value, (int, np.integer)) else value
+    if isinstance(pair, (list, tuple)) and len(pair) == 2:
+        try:
+            return tuple(check_int(side, name, minimum) for side in pair)
+        except ValueError:
+            pass
+    expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+    expected = ("None, " if none_ok else "") + expected
+    raise ValueError(
+        f"{name} must be {expected} or a (height, width) pair of them; got {name}={value!r}."
+    )

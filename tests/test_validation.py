@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_segattn.validation import check_int
+from keras_segattn.validation import check_int, check_size
 
 
 def test_check_int_accepts_ints_and_numpy_ints():
@@ -28,3 +28,22 @@ def test_check_int_names_the_argument_and_what_was_expected(value, kwargs, messa
     with pytest.raises(ValueError) as error:
         check_int(value, "units", **kwargs)
     assert str(error.value) == message
+
+
+def test_check_size_accepts_an_int_or_a_pair():
+    assert check_size(7, "output_size") == (7, 7)
+    assert check_size([3, np.int32(4)], "output_size") == (3, 4)
+    assert check_size(None, "image_size", none_ok=True) is None
+    assert check_size((24, 30), "image_size", minimum=24) == (24, 30)
+
+
+@pytest.mark.parametrize("value", [0, (7, 2.5), "7", (4,), (2, 3, 4), None, (True, 2), (4, -1)])
+def test_check_size_names_the_argument_and_what_was_expected(value):
+    with pytest.raises(ValueError) as error:
+        check_size(value, "output_size")
+    assert str(error.value) == (
+        "output_size must be a positive int or a (height, width) pair of them; "
+        f"got output_size={value!r}."
+    )
+    with pytest.raises(ValueError, match=r"must be None, an int >= 24 or a \(height, width\)"):
+        check_size(23, "image_size", minimum=24, none_ok=True)

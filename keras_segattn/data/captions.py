@@ -26,6 +26,7 @@ import tensorflow as tf
 from keras_segattn.data import shapes
 from keras_segattn.data.folders import _read_header
 from keras_segattn.data.pipeline import parse_dataset_spec, shapes_split_options
+from keras_segattn.validation import check_size
 
 PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
 SPECIAL_TOKENS = (PAD, UNK, START, END)
@@ -894,21 +895,6 @@ class CaptionVocabulary:
 # ---------------------------------------------------------------------------
 
 
-def _image_size(image_size):
-    if isinstance(image_size, numbers.Integral):
-        size = (int(image_size), int(image_size))
-    else:
-        try:
-            size = tuple(int(v) for v in image_size)
-        except (TypeError, ValueError):
-            size = ()
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(
-            f"image_size must be None, a positive int or a (height, width) pair; got {image_size!r}"
-        )
-    return size
-
-
 def caption_pipeline(
     dataset,
     vocabulary,
@@ -987,7 +973,7 @@ def caption_pipeline(
         raise ValueError(
             f"one_caption_per_image must be 'random' or 'all'; got {one_caption_per_image!r}"
         )
-    size = None if image_size is None else _image_size(image_size)
+    size = check_size(image_size, "image_size", none_ok=True)
     if size is None and not spec["images"].shape[:2].is_fully_defined():
         raise ValueError(
             "image_size=None needs images of one static size; these are "

@@ -36,6 +36,7 @@ from keras_segattn.data import shapes
 from keras_segattn.data.captions import _decode_image_or_raise
 from keras_segattn.data.folders import _read_header
 from keras_segattn.data.pipeline import parse_dataset_spec, shapes_split_options
+from keras_segattn.validation import check_size
 
 # The 80 COCO 2014/2017 "thing" categories: (category id, name).
 COCO_CATEGORIES = (
@@ -533,23 +534,6 @@ def shapes_instances(num_images, image_size=64, max_instances=3, seed=0):
     return tf.data.Dataset.from_tensor_slices(elements), info
 
 
-def image_size_pair(image_size):
-    """`None`, or `image_size` (an int or a pair) as an `(height, width)` tuple."""
-    if image_size is None:
-        return None
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
-    try:
-        pair = tuple(int(s) for s in image_size)
-    except (TypeError, ValueError):
-        pair = ()
-    if len(pair) != 2 or min(pair) < 1:
-        raise ValueError(
-            f"image_size must be None, an int or (height, width); got image_size={image_size!r}."
-        )
-    return pair
-
-
 def resize_instance_arrays(image, boxes, masks, size):
     """Resizes one image with its instances: bilinear image (kept uint8),
     nearest-neighbour `(N, H, W)` masks, `"xyxy"` pixel boxes scaled."""
@@ -608,9 +592,7 @@ def resize_instances(dataset, image_size):
     >>> next(iter(resize_instances(ds, 48)))["images"].shape
     TensorShape([48, 48, 3])
     """
-    size = image_size_pair(image_size)
-    if size is None:
-        raise ValueError("image_size must be an int or (height, width); got None.")
+    size = check_size(image_size, "image_size")
     check_instance_dataset(dataset)
 
     def resize(example):

@@ -8,6 +8,8 @@ pipelines can be exercised end to end in seconds.
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.validation import check_size
+
 CLASS_NAMES = ("background", "circle", "square", "triangle")
 NUM_CLASSES = 4
 
@@ -26,21 +28,6 @@ _COLORS = np.array([PALETTE[n] for n in _COLOR_NAMES], np.float32)
 # background under it.
 _MIN_CONTRAST = 130.0
 _MIN_VISIBLE_PIXELS = 20
-
-
-def _image_hw(image_size):
-    if isinstance(image_size, (int, np.integer)):
-        h = w = int(image_size)
-    else:
-        try:
-            h, w = (int(v) for v in image_size)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"image_size must be an int or a (height, width) pair; got {image_size!r}"
-            ) from None
-    if min(h, w) < 24:
-        raise ValueError(f"image_size must be at least 24 pixels per side; got {image_size!r}")
-    return h, w
 
 
 def _background(rng, yy, xx):
@@ -155,7 +142,7 @@ def generate_shapes(num_images, image_size=64, max_instances=3, seed=0):
     if int(max_instances) < 1:
         raise ValueError(f"max_instances must be >= 1; got {max_instances}")
     num_images, max_instances = int(num_images), int(max_instances)
-    h, w = _image_hw(image_size)
+    h, w = check_size(image_size, "image_size", minimum=24)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     yy += 0.5

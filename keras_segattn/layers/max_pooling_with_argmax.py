@@ -1,7 +1,8 @@
 import keras
 import tensorflow as tf
 
-from keras_segattn.layers.window_utils import normalize_pool_size, window_slices
+from keras_segattn.layers.window_utils import window_slices
+from keras_segattn.validation import check_size
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -39,7 +40,7 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
 
     def __init__(self, pool_size=2, padding="valid", **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = normalize_pool_size(pool_size)
+        self.pool_size = check_size(pool_size, "pool_size")
         if padding not in ("valid", "same"):
             raise ValueError(f"padding must be 'valid' or 'same'; got padding={padding!r}.")
         self.padding = padding

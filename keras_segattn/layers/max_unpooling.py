@@ -1,7 +1,8 @@
 import keras
 import tensorflow as tf
 
-from keras_segattn.layers.window_utils import interleave_windows, normalize_pool_size
+from keras_segattn.layers.window_utils import interleave_windows
+from keras_segattn.validation import check_size
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -33,7 +34,7 @@ class MaxUnpooling2D(keras.layers.Layer):
 
     def __init__(self, pool_size=2, **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = normalize_pool_size(pool_size)
+        self.pool_size = check_size(pool_size, "pool_size")
 
     def call(self, inputs):
         values, switches = inputs[0], inputs[1]

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.validation import check_int
+from keras_segattn.validation import check_int, check_size
 
 
 def _check_iou_threshold(iou_threshold):
@@ -229,21 +229,6 @@ class NonMaxSuppression(keras.layers.Layer):
         return config
 
 
-def _normalize_window(window):
-    pair = (window, window) if isinstance(window, (int, np.integer)) else window
-    try:
-        size = tuple(int(w) for w in pair)
-        exact = all(int(w) == w and not isinstance(w, bool) for w in pair)
-    except (TypeError, ValueError):
-        size, exact = (), False
-    if len(size) != 2 or min(size) < 1 or not exact:
-        raise ValueError(
-            "window must be a positive int or a tuple (height, width) of positive ints; "
-            f"got window={window!r}."
-        )
-    return size
-
-
 def window_nms(values, window=3):
     """Keeps each value that is the maximum of its window, zeros the rest.
 
@@ -269,7 +254,7 @@ def window_nms(values, window=3):
     >>> window_nms(row, window=3).numpy().ravel().tolist()
     [0.0, 3.0, 0.0, 0.0, 5.0, 0.0]
     """
-    window = _normalize_window(window)
+    window = check_size(window, "window")
     values = tf.convert_to_tensor(values)
     if values.shape.rank != 4:
         raise ValueError(
@@ -300,7 +285,7 @@ class WindowNonMaxSuppression(keras.layers.Layer):
 
     def __init__(self, window=3, **kwargs):
         super().__init__(**kwargs)
-        self.window = _normalize_window(window)
+        self.window = check_size(window, "window")
 
     def build(self, input_shape):
         if len(input_shape) != 4:

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.validation import check_int
+from keras_segattn.validation import check_int, check_size
 
 MODES = ("align", "max_pool")
 
@@ -40,23 +40,6 @@ def _clamp(x, low, high):
     # TFLite converter fuses it into RELU6 (RELU_0_TO_1), which has no int32
     # kernel, so a 7-cell feature map would need Flex.
     return tf.where(x < low, low, tf.where(x > high, high, x))
-
-
-def _normalize_output_size(output_size):
-    pair = output_size
-    if isinstance(pair, (int, np.integer)):
-        pair = (pair, pair)
-    try:
-        size = tuple(int(s) for s in pair)
-        exact = all(int(s) == s and not isinstance(s, bool) for s in pair)
-    except (TypeError, ValueError):
-        size, exact = (), False
-    if len(size) != 2 or min(size) < 1 or not exact:
-        raise ValueError(
-            "output_size must be a positive int or a tuple (height, width) of positive "
-            f"ints; got output_size={output_size!r}."
-        )
-    return size
 
 
 def _check_spatial_scale(spatial_scale):
@@ -242,7 +225,7 @@ def roi_align(
     array([[ 2.5,  4.5],
            [10.5, 12.5]], dtype=float32)
     """
-    out_h, out_w = _normalize_output_size(output_size)
+    out_h, out_w = check_size(output_size, "output_size")
     sampling_ratio = check_int(sampling_ratio, "sampling_ratio", hint=_SAMPLING_HINT)
     spatial_scale = _check_spatial_scale(spatial_scale)
     num_groups = check_int(num_groups, "num_groups", none_ok=True)
@@ -384,7 +367,7 @@ def roi_max_pool(features, boxes, output_size=(14, 14), spatial_scale=1 / 16):
         A `(batch, num_boxes, out_h, out_w, channels)` tensor of the dtype of
         `features`.
     """
-    out_h, out_w = _normalize_output_size(output_size)
+    out_h, out_w = check_size(output_size, "output_size")
     spatial_scale = _check_spatial_scale(spatial_scale)
     features, boxes, dtype, batch, _, _, channels = _prepare(features, boxes)
     height, width = _check_static_size(features.shape)
@@ -497,7 +480,7 @@ class RoIAlign(keras.layers.Layer):
             raise ValueError(f"mode must be one of {MODES}; got mode={mode!r}.")
         if not isinstance(aligned, (bool, np.bool_)):
             raise ValueError(f"aligned must be a bool; got aligned={aligned!r}.")
-        self.output_size = _normalize_output_size(output_size)
+        self.output_size = check_size(output_size, "output_size")
         self.sampling_ratio = check_int(sampling_ratio, "sampling_ratio", hint=_SAMPLING_HINT)
         self.spatial_scale = _check_spatial_scale(spatial_scale)
         self.aligned = bool(aligned)

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.validation import check_int
+from keras_segattn.validation import check_int, check_size
 
 TRANSFORMS = ("affine", "projective", "tps")
 
@@ -351,24 +351,6 @@ def bilinear_sample(images, grid):
     return output
 
 
-def _normalize_output_size(output_size):
-    if output_size is None:
-        return None
-    pair = output_size
-    if isinstance(pair, (int, np.integer)):
-        pair = (pair, pair)
-    try:
-        size = tuple(int(s) for s in pair)
-    except (TypeError, ValueError):
-        size = ()
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(
-            "output_size must be None, a positive int or a tuple (height, width) of "
-            f"positive ints; got output_size={output_size!r}."
-        )
-    return size
-
-
 @keras.saving.register_keras_serializable(package="keras_segattn")
 class SpatialTransformer(keras.layers.Layer):
     """Spatial transformer: predicts a warp of its input and applies it.
@@ -432,7 +414,7 @@ class SpatialTransformer(keras.layers.Layer):
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}; got transform={transform!r}.")
         self.transform = transform
-        self.output_size = _normalize_output_size(output_size)
+        self.output_size = check_size(output_size, "output_size", none_ok=True)
         self.tps_grid_size = _normalize_grid_size(tps_grid_size)
         self.regression = bool(regression)
         if localization is not None and not isinstance(localization, keras.layers.Layer):

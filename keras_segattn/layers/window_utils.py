@@ -3,18 +3,6 @@
 import tensorflow as tf
 
 
-def normalize_pool_size(pool_size):
-    if isinstance(pool_size, int):
-        pool_size = (pool_size, pool_size)
-    pool_size = tuple(int(p) for p in pool_size)
-    if len(pool_size) != 2 or min(pool_size) < 1:
-        raise ValueError(
-            "pool_size must be a positive int or a tuple of 2 positive ints; "
-            f"got pool_size={pool_size!r}."
-        )
-    return pool_size
-
-
 def window_slices(inputs, pool_size, padding):
     """Splits `inputs` into its `ph * pw` window positions, row-major.
 

@@ -22,7 +22,6 @@ import tensorflow as tf
 
 from keras_segattn.data.coco import (
     check_instance_dataset,
-    image_size_pair,
     resize_instance_arrays,
 )
 from keras_segattn.layers import (
@@ -37,7 +36,7 @@ from keras_segattn.layers import (
 )
 from keras_segattn.layers.roi_align import _align_axis
 from keras_segattn.models.backbones.vgg import VGG16_BLOCKS, conv_bn_relu, scaled
-from keras_segattn.validation import check_int
+from keras_segattn.validation import check_int, check_size
 
 BACKBONES = ("vgg16", "light")
 # Channels of the light CNN's stages (two 3x3 ReLU convolutions each, a 2x2
@@ -715,7 +714,7 @@ def instance_pipeline(
             elements without `instance_masks`.
     """
     batch_size = check_int(batch_size, "batch_size")
-    size = image_size_pair(image_size)
+    size = check_size(image_size, "image_size", none_ok=True)
     if max_instances is not None:
         max_instances = check_int(max_instances, "max_instances")
     check_instance_dataset(dataset)
