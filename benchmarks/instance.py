@@ -89,7 +89,7 @@ def main():
     args = parser.parse_args()
     repeats = 2 if args.quick else 5
     small, large = ((64, 64), (96, 128)) if args.quick else ((256, 256), (480, 640))
-    from keras_segattn.models.instance.train import COCO_LIGHT_MNC
+    from keras_segattn.models.instance import COCO_LIGHT_MNC
 
     coco = {**COCO_LIGHT_MNC, "num_classes": 81}
 

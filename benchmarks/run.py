@@ -29,7 +29,7 @@ def measure_model(name, width, height, image_width, batch, repeats):
 
     from keras_segattn.export import convert_to_tflite, export_saved_model
     from keras_segattn.models import create_model
-    from keras_segattn.training import compile_segmenter
+    from keras_segattn.recipes.semantic import compile_segmenter
 
     model = create_model(name, num_classes=11, width=width)
     images = np.random.default_rng(0).integers(0, 256, (1, height, image_width, 3), np.uint8)

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_segattn.models.scene import brute_force_predict, dense_predict, patch_cnn  # noqa: E402
+from keras_segattn.models.semantic import brute_force_predict, dense_predict, patch_cnn  # noqa: E402
 
 
 def median_seconds(fn, repeats):

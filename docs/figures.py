@@ -32,7 +32,7 @@ def camvid(frame=10, columns=5):
     """One CamVid test frame, its ground truth and every trained run's labels."""
     from PIL import Image, ImageDraw
 
-    from keras_segattn.cli import load_model
+    from keras_segattn.checkpoints import load_model
     from keras_segattn.data import load_segmentation_dataset
     from keras_segattn.evaluation import output_probabilities, predict_scores
     from keras_segattn.postprocess import refine_batch
@@ -69,14 +69,14 @@ def camvid(frame=10, columns=5):
 
 
 def stn():
-    from keras_segattn.models.spatial_transformer.reproduce import transformer_figure
+    from keras_segattn.recipes.stn import transformer_figure
 
     return [
         transformer_figure(
-            f"runs/stn/st_cnn_{t}_{d}.keras", d, os.path.join(HERE, f"stn_{t}_{d}.png")
+            f"runs/stn/st_cnn_{t}_{d}/last.keras", d, os.path.join(HERE, f"stn_{t}_{d}.png")
         )
         for t, d in (("affine", "RTS"), ("tps", "R"))
-        if os.path.exists(f"runs/stn/st_cnn_{t}_{d}.keras")
+        if os.path.exists(f"runs/stn/st_cnn_{t}_{d}/last.keras")
     ]
 
 
@@ -95,8 +95,8 @@ def demo():
 
 def captions(index=3):
     """Show-Attend-Tell figures: a held-out image, one panel per word."""
-    from keras_segattn.caption_training import attention_figure
-    from keras_segattn.cli import load_model
+    from keras_segattn.viz import attention_figure
+    from keras_segattn.checkpoints import load_model
     from keras_segattn.data import load_caption_dataset
 
     written = []
@@ -129,7 +129,7 @@ def instances(
 ):
     """Ground truth, then MNC's, SDS's and SDS + hypercolumns' detections
     drawn on COCO-slice val images (rows whose run is missing are left out)."""
-    from keras_segattn.cli import load_model
+    from keras_segattn.checkpoints import load_model
     from keras_segattn.data import load_instance_dataset, resize_instances
     from keras_segattn.models.instance.hypercolumns import resegment_detections
     from keras_segattn.models.instance.sds import sds_detect

@@ -5,8 +5,12 @@ import shutil
 import numpy as np
 import pytest
 
-from keras_segattn.caption_metrics import attention_localization, grid_coverage, score_captions
 from keras_segattn.data import captions as cap
+from keras_segattn.evaluation.captioning import (
+    attention_localization,
+    grid_coverage,
+    score_captions,
+)
 
 _REFS = {
     1: ["A red circle above a blue square.", "a red circle over a blue square"],

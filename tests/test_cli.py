@@ -115,7 +115,7 @@ def test_instance_train_and_export(tmp_path, capsys):
           "--epochs", "1", "--image-size", "48", "--output", str(output), "--verbose", "0",
           *[a for arg in args for a in ("--model-arg", arg)]])  # fmt: skip
     metrics = json.loads((output / "metrics.json").read_text())
-    assert 0 <= metrics["mAPr@0.5"] <= 1 or np.isnan(metrics["mAPr@0.5"])
+    assert metrics["mAPr@0.5"] is None or 0 <= metrics["mAPr@0.5"] <= 1  # NaN -> null
     assert metrics["epochs"] == 1
     main(["evaluate", "--model-path", str(output / "last.keras"), "--data", "shapes",
           "--split", "val", "--output", str(tmp_path / "scores.json")])  # fmt: skip
@@ -140,13 +140,46 @@ def test_instance_train_of_the_array_trainers_on_a_coco_layout(tmp_path, model):
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["model"] == model and metrics["train_seconds"] > 0
     assert metrics["epochs"] == 1
-    assert 0 <= metrics["mAPr@0.5"] <= 1 or np.isnan(metrics["mAPr@0.5"])
+    assert metrics["mAPr@0.5"] is None or 0 <= metrics["mAPr@0.5"] <= 1  # NaN -> null
     assert {"box_metrics" if model == "hypercolumns" else "metrics_unrefined"} <= set(metrics)
     assert os.path.isfile(output / "last.keras")
+    run = json.loads((output / "run.json").read_text())
+    assert run["model"] == model and run["epochs"] == 1
+    # The checkpoint is scored like rpn / mnc ones: COCO numbers, one JSON.
+    scores = tmp_path / "scores.json"
+    main(["evaluate", "--model-path", str(output / "last.keras"), "--data", f"coco:{root}",
+          "--split", "val", "--output", str(scores)])  # fmt: skip
+    scored = json.loads(scores.read_text())
+    for key in ("mAPr@0.5", "mAPr@0.7", "mask_AP", "predict_seconds_per_image"):
+        assert scored[key] is None or 0 <= scored[key] <= (1 if "AP" in key else 60)
+    if model == "hypercolumns":  # the full detector: SDS's boxes, hypercolumn masks
+        with pytest.raises(SystemExit, match="--detector"):
+            main(["evaluate", "--model-path", str(output / "last.keras"), "--data",
+                  f"coco:{root}", "--split", "val",
+                  "--detector", str(tmp_path / "none.keras")])  # fmt: skip
+
+
+def test_patch_cnn_trains_on_patches_and_is_scored_densely(tmp_path, capsys):
+    output = tmp_path / "patch"
+    main(["train", "--model", "patch_cnn", "--data", "shapes", "--num-images", "8",
+          "--epochs", "1", "--batch-size", "32", "--patches-per-image", "16", "--width", "0.125",
+          "--model-arg", "patch_size=17", "--output", str(output), "--verbose", "0"])  # fmt: skip
+    assert {"run.json", "metrics.json", "last.keras", "best.keras", "history.csv"} <= set(
+        os.listdir(output)
+    )
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["model"] == "patch_cnn" and 0 <= metrics["global_accuracy"] <= 1
+    history = (output / "history.csv").read_text().splitlines()
+    assert history[0].split(",")[:2] == ["epoch", "accuracy"] and len(history) == 2
+    scores = tmp_path / "dense.json"
+    main(["evaluate", "--model-path", str(output / "best.keras"), "--data", "shapes",
+          "--split", "val", "--output", str(scores)])  # fmt: skip
+    dense = json.loads(scores.read_text())
+    assert dense["num_images"] > 0 and 0 <= dense["mean_iou"] <= 1
 
 
 def test_instance_train_keeps_every_coco_instance_by_default(monkeypatch, tmp_path):
-    from keras_segattn.models.instance import train
+    from keras_segattn.recipes import instance as train
 
     seen = {}
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_segattn.data.coco import coco_instances, shapes_instances
-from keras_segattn.instance_metrics import build_coco_ground_truth, evaluate_instances
+from keras_segattn.data.instances import coco_instances, shapes_instances
+from keras_segattn.evaluation.instance import build_coco_ground_truth, evaluate_instances
 
 KEYS = ("AP", "AP50", "AP75", "mAPr@0.5", "mAPr@0.7")
 

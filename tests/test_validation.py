@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_segattn.validation import check_int, check_size
+from keras_segattn.core.validation import check_int, check_size
 
 
 def test_check_int_accepts_ints_and_numpy_ints():

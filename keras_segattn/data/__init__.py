@@ -23,15 +23,6 @@ from keras_segattn.data.captions import (
     shapes_captions,
     tfds_caption_dataset,
 )
-from keras_segattn.data.coco import (
-    COCO_CATEGORIES,
-    InstanceDatasetInfo,
-    coco_instances,
-    load_instance_dataset,
-    resize_instances,
-    shapes_instances,
-    tfds_coco_instances,
-)
 from keras_segattn.data.distortions import (
     DISTORTIONS,
     apply_distortion,
@@ -50,12 +41,23 @@ from keras_segattn.data.folders import (
     list_voc_files,
     voc_dataset,
 )
+from keras_segattn.data.instances import (
+    COCO_CATEGORIES,
+    InstanceDatasetInfo,
+    coco_instances,
+    instance_pipeline,
+    load_instance_dataset,
+    resize_instances,
+    shapes_instances,
+    tfds_coco_instances,
+)
 from keras_segattn.data.mnist import load_mnist, read_idx
 from keras_segattn.data.pipeline import (
     DatasetInfo,
     check_segmentation_labels,
     load_segmentation_dataset,
     median_frequency_weights,
+    patch_pipeline,
     segmentation_pipeline,
 )
 from keras_segattn.data.shapes import generate_shapes, shapes_dataset
@@ -65,6 +67,8 @@ __all__ = [
     "COCO_CATEGORIES",
     "InstanceDatasetInfo",
     "coco_instances",
+    "instance_pipeline",
+    "patch_pipeline",
     "load_instance_dataset",
     "resize_instances",
     "shapes_instances",

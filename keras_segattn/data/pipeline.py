@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.core.validation import check_int
 from keras_segattn.data import augment as augment_lib
 from keras_segattn.data import folders, shapes
 from keras_segattn.data import tfds as tfds_lib
@@ -205,6 +206,82 @@ def segmentation_pipeline(
             ),
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def patch_pipeline(
+    dataset,
+    batch_size,
+    patch_size,
+    num_classes,
+    ignore_class=255,
+    patches_per_image=64,
+    image_size=None,
+    augment=False,
+    shuffle=0,
+    seed=0,
+):
+    """Batches of `(patches, labels)` for a patch classifier (`patch_cnn`).
+
+    From each image (resized and augmented as `segmentation_pipeline`
+    does), `patches_per_image` labelled pixels are drawn at random,
+    reproducibly by `seed` and the image's position; each gives the
+    `patch_size` square whose pixel `(patch_size // 2, patch_size // 2)` it
+    is (zeros past the image border, as `DenseLabeller` labels densely with
+    its default `padding="zero"`) and its class. Ignored pixels are never
+    drawn; images without a labelled pixel give none.
+
+    Args:
+        dataset: unbatched dicts with `images` and `segmentation_masks`.
+        batch_size: int. Patches per batch.
+        patch_size: int. The classifier's (odd).
+        num_classes: int.
+        ignore_class: int or `None`.
+        patches_per_image: int. Defaults to `64`.
+        image_size: `(height, width)` or `None`: resize every image first.
+        augment: bool. Random flip, scale and crop (needs `image_size`).
+        shuffle: int. Shuffle buffer of the images, and of the patches.
+        seed: int.
+
+    Returns:
+        A `tf.data.Dataset` of `(uint8 (B, P, P, 3), int32 (B,))`.
+    """
+    patch_size = check_int(patch_size, "patch_size")
+    count = check_int(patches_per_image, "patches_per_image")
+    images = segmentation_pipeline(
+        dataset, 1, num_classes, ignore_class, image_size=image_size, augment=augment,
+        shuffle=shuffle, seed=seed,
+    ).unbatch()  # fmt: skip
+    half = patch_size // 2
+    offsets = tf.range(patch_size, dtype=tf.int64)
+
+    def labelled(image, mask):
+        return tf.reduce_any(mask != ignore_class) if ignore_class is not None else True
+
+    def sample(index, element):
+        image, mask = element
+        where = tf.where(mask != ignore_class if ignore_class is not None else mask >= 0)
+        pick = tf.random.stateless_uniform(
+            [count], tf.stack([tf.cast(seed, tf.int64), index]), 0, tf.shape(where, tf.int64)[0],
+            dtype=tf.int64,
+        )  # fmt: skip
+        centres = tf.gather(where, pick)
+        padded = tf.pad(image, [[half, patch_size - 1 - half]] * 2 + [[0, 0]])
+        rows = centres[:, 0:1] + offsets  # (count, P): padded rows of each patch
+        cols = centres[:, 1:2] + offsets
+        grid = tf.stack(
+            [
+                tf.broadcast_to(rows[:, :, None], [count, patch_size, patch_size]),
+                tf.broadcast_to(cols[:, None, :], [count, patch_size, patch_size]),
+            ],
+            axis=-1,
+        )
+        return tf.gather_nd(padded, grid), tf.gather_nd(mask, centres)
+
+    patches = images.filter(labelled).enumerate().map(sample, num_parallel_calls=tf.data.AUTOTUNE)
+    patches = patches.unbatch()
+    if shuffle:
+        patches = patches.shuffle(max(int(shuffle), count * 8), seed=seed)
+    return patches.batch(check_int(batch_size, "batch_size")).prefetch(tf.data.AUTOTUNE)
 
 
 def _iter_masks(dataset_or_masks):

@@ -8,7 +8,8 @@ pipelines can be exercised end to end in seconds.
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.validation import check_size
+from keras_segattn.core.instances import box_iou
+from keras_segattn.core.validation import check_size
 
 CLASS_NAMES = ("background", "circle", "square", "triangle")
 NUM_CLASSES = 4
@@ -69,17 +70,9 @@ def _place(rng, h, w, taken):
         cy = rng.uniform(half, h - half)
         cx = rng.uniform(half, w - half)
         box = (cy - half, cx - half, cy + half, cx + half)
-        if all(_box_iou(box, other) < 0.3 for other in taken):
+        if all(box_iou(box, other) < 0.3 for other in taken):
             break
     return extent, cy, cx, box
-
-
-def _box_iou(a, b):
-    ih = min(a[2], b[2]) - max(a[0], b[0])
-    iw = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(ih, 0.0) * max(iw, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
-    return inter / (union - inter)
 
 
 def _visible(masks):

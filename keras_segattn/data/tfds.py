@@ -66,6 +66,25 @@ TFDS_SEGMENTATION_DATASETS = {
 }
 
 
+def load_tfds(name, split, data_dir=None, download=True):
+    """`tfds.load` with the package's error: which dataset, split and folder,
+    and what to do on an offline machine. Every tfds route goes through it."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.load(
+            name, split=split, data_dir=data_dir, download=download, shuffle_files=False
+        )
+    except Exception as e:
+        raise RuntimeError(
+            f"Could not load tfds dataset {name!r} split {split!r} (data_dir={data_dir!r}, "
+            f"download={download}): tfds looked for prepared data there"
+            + (" and tried to download it" if download else "")
+            + ". If the machine is offline, prepare it elsewhere and copy the data_dir over. "
+            f"Cause: {type(e).__name__}: {e}"
+        ) from e
+
+
 def _spec(name):
     base = name.split("/")[0].split(":")[0]
     if base not in TFDS_SEGMENTATION_DATASETS:
@@ -135,18 +154,8 @@ def tfds_segmentation_dataset(name, split="train", data_dir=None):
     _spec(name)
     if split == "val":
         split = "validation"
-    import tensorflow_datasets as tfds
 
-    try:
-        dataset = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
-    except Exception as e:
-        raise RuntimeError(
-            f"Could not load tfds dataset {name!r} split {split!r} "
-            f"(data_dir={data_dir!r}): tfds looked for prepared data there and "
-            "tried to download and prepare it if absent. If the machine is "
-            "offline, prepare it elsewhere and copy the data_dir over. "
-            f"Cause: {type(e).__name__}: {e}"
-        ) from e
+    dataset = load_tfds(name, split, data_dir)
     return dataset.map(
         lambda ex: tfds_to_segmentation(ex, name),
         num_parallel_calls=tf.data.AUTOTUNE,

@@ -3,7 +3,7 @@ import os
 import keras
 import tensorflow as tf
 
-from keras_segattn.validation import check_int
+from keras_segattn.core.validation import check_int
 
 IMAGE_SIGNATURE = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
 

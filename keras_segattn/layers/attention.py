@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_segattn.validation import check_int
+from keras_segattn.core.validation import check_int
 
 
 def _large_negative(dtype):

@@ -1,8 +1,8 @@
 import keras
 import tensorflow as tf
 
+from keras_segattn.core.validation import check_size
 from keras_segattn.layers.window_utils import interleave_windows
-from keras_segattn.validation import check_size
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.validation import check_int, check_size
+from keras_segattn.core.validation import check_int, check_size
 
 
 def _check_iou_threshold(iou_threshold):

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.validation import check_int, check_size
+from keras_segattn.core.validation import check_int, check_size
 
 MODES = ("align", "max_pool")
 

@@ -3,12 +3,17 @@
 # Importing the families registers their builders.
 from keras_segattn.models import (  # noqa: F401
     captioning,
-    deconvnet,
-    fcn,
     instance,
-    scene,
+    semantic,
     spatial_transformer,
 )
-from keras_segattn.models.registry import create_model, get_model_spec, list_models, register_model
+from keras_segattn.models.registry import (
+    TASKS,
+    create_model,
+    get_model_spec,
+    list_models,
+    register_model,
+    task_of,
+)
 
-__all__ = ["create_model", "get_model_spec", "list_models", "register_model"]
+__all__ = ["TASKS", "create_model", "get_model_spec", "list_models", "register_model", "task_of"]

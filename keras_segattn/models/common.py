@@ -6,6 +6,7 @@ import os
 
 import keras
 
+from keras_segattn.core.saving import load_keras_file
 from keras_segattn.layers import CropToReference, ImagePreprocessing, PadToMultiple
 
 
@@ -27,7 +28,7 @@ def load_saved_weights(model, weights):
             f"an existing .weights.h5 or .keras file of this model; got weights={weights!r}."
         )
     if path.endswith(".keras"):
-        model.set_weights(keras.saving.load_model(path, compile=False).get_weights())
+        model.set_weights(load_keras_file(path, "weights").get_weights())
     else:
         model.load_weights(path)
     return model

@@ -5,6 +5,10 @@ from collections.abc import Callable
 
 _REGISTRY = {}
 
+# The tasks a registered model can have. "patch" is the patch classifier of
+# the scene-labelling family: trained on patches, scored densely.
+TASKS = ("semantic", "patch", "instance", "captioning", "classification")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
@@ -13,8 +17,8 @@ class ModelSpec:
     Attributes:
         name: str. The registry name, e.g. `"fcn8s"`.
         builder: callable. Returns a compiled-ready `keras.Model`.
-        task: str. `"semantic"`, `"instance"`, `"captioning"` or
-            `"classification"`: decides the export signature and the CLI.
+        task: str. One of `TASKS`: decides the recipe that trains it, how
+            it is scored, its export signature and its CLI commands.
         paper: str. The paper it reproduces.
         tiny: dict. Keyword arguments of a very small variant, used by the
             tests and the quick benchmarks.
@@ -29,6 +33,9 @@ class ModelSpec:
 
 def register_model(name, task, paper, tiny=None):
     """Decorator that adds a builder function to the registry under `name`."""
+
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}; got task={task!r} for {name!r}.")
 
     def decorator(builder):
         if name in _REGISTRY:
@@ -70,4 +77,27 @@ def create_model(name, **kwargs):
     model = keras_segattn.models.create_model("fcn8s", num_classes=11, width=0.25)
     ```
     """
-    return get_model_spec(name).builder(**kwargs)
+    model = get_model_spec(name).builder(**kwargs)
+    if model.name != name:  # task_of() finds a saved model's task by its name
+        raise RuntimeError(f"The builder of {name!r} returned a model named {model.name!r}.")
+    return model
+
+
+def task_of(model):
+    """The task of a model built by `create_model` (or loaded from one).
+
+    The registry is the one source of truth: a model keeps its registry
+    name as `model.name` through `.keras` files, and the name gives the
+    task.
+
+    Raises:
+        ValueError: for a model whose name is not registered (e.g. renamed
+            or built by hand).
+    """
+    name = getattr(model, "name", None)
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"model {name!r} is not a registered model (its name must be one of "
+            f"{', '.join(list_models())}); build it with create_model()."
+        )
+    return _REGISTRY[name].task

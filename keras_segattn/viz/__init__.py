@@ -1,5 +1,6 @@
-"""Pictures: label maps and instances drawn over their images."""
+"""Pictures: label maps, instances and attention drawn over their images."""
 
+from keras_segattn.viz.attention import attention_figure
 from keras_segattn.viz.instances import draw_instances
 from keras_segattn.viz.overlay import (
     CAMVID_PALETTE,
@@ -13,6 +14,7 @@ from keras_segattn.viz.overlay import (
 from keras_segattn.viz.transformer import save_transformer_grid
 
 __all__ = [
+    "attention_figure",
     "CAMVID_PALETTE",
     "colorize",
     "draw_instances",

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_segattn.data import coco
-from keras_segattn.data.coco import (
+from keras_segattn.data import instances as coco
+from keras_segattn.data.instances import (
     COCO_CATEGORIES,
     InstanceDatasetInfo,
     coco_instances,

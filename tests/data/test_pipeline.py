@@ -145,3 +145,28 @@ def test_label_check_without_ignore_class():
         next(iter(out))
     with pytest.raises(ValueError, match="ignore_class=None"):
         pipeline.segmentation_pipeline(_examples((4, 4)), 1, 4, ignore_class=None)
+
+
+def test_patch_pipeline_cuts_the_patch_around_a_labelled_pixel():
+    from keras_segattn.data import patch_pipeline
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(9, 11, 3)).astype(np.uint8)
+    mask = rng.integers(0, 3, size=(9, 11)).astype(np.int32)
+    mask[0, 0] = 255  # ignored: never drawn
+    data = tf.data.Dataset.from_tensors({"images": image, "segmentation_masks": mask})
+    patches, labels = next(iter(patch_pipeline(data, 40, 5, 3, patches_per_image=40, seed=1)))
+    assert patches.shape == (40, 5, 5, 3) and patches.dtype == tf.uint8
+    padded = np.pad(image, [(2, 2), (2, 2), (0, 0)])
+    for patch, label in zip(patches.numpy(), labels.numpy()):
+        # the centre pixel (2, 2) is the labelled one; find where it came from
+        where = [
+            (y, x)
+            for y in range(9)
+            for x in range(11)
+            if np.array_equal(padded[y : y + 5, x : x + 5], patch)
+        ]
+        assert where and any(mask[y, x] == label for y, x in where)
+        assert label != 255
+    again = next(iter(patch_pipeline(data, 40, 5, 3, patches_per_image=40, seed=1)))
+    np.testing.assert_array_equal(again[1], labels)  # reproducible by seed

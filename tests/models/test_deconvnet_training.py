@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from keras_segattn.data.augment import object_centred_crop
 from keras_segattn.models import create_model
-from keras_segattn.training import compile_segmenter, object_centred_dataset, two_stage_fit
+from keras_segattn.recipes.semantic import compile_segmenter, object_centred_dataset, two_stage_fit
 
 
 def example_with_one_object():

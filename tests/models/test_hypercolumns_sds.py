@@ -3,22 +3,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_segattn.data.coco import load_instance_dataset
-from keras_segattn.instance_metrics import evaluate_instances
+from keras_segattn.data.instances import load_instance_dataset
+from keras_segattn.evaluation.instance import evaluate_instances
 from keras_segattn.layers import roi_align
+from keras_segattn.models.backbones.vgg import transplant_vgg16_fc
+from keras_segattn.models.instance.common import check_boxes, paste_box_masks
 from keras_segattn.models.instance.hypercolumns import (
     LocationInterpolation,
     SelectClassGroup,
-    check_boxes,
-    crop_masks_to_boxes,
-    hypercolumn_examples,
     hypercolumns,
     location_weights,
-    paste_box_masks,
     resegment_detections,
     segment_boxes,
-    train_hypercolumns,
-    transplant_vgg16_fc,
 )
 from keras_segattn.models.instance.regions import (
     mask_iou,
@@ -30,12 +26,17 @@ from keras_segattn.models.instance.regions import (
 from keras_segattn.models.instance.sds import (
     GridAverage,
     area_weights,
-    label_regions,
     sds,
     sds_detect,
-    sds_examples,
 )
 from keras_segattn.models.registry import create_model, get_model_spec, list_models
+from keras_segattn.recipes.instance import (
+    crop_masks_to_boxes,
+    hypercolumn_examples,
+    label_regions,
+    sds_examples,
+    train_hypercolumns,
+)
 from keras_segattn.testing import run_model_test
 from tests import references
 
@@ -461,7 +462,7 @@ def test_bad_builder_arguments_are_rejected():
 
 
 def test_train_and_held_out_shapes_defaults_and_coco_resizing(tmp_path):
-    from keras_segattn.models.instance.train import train_and_held_out
+    from keras_segattn.recipes.instance import train_and_held_out
     from tests.data.test_coco import write_squares_layout
 
     train, held_out, info = train_and_held_out("shapes", 32, num_eval=3, shapes=(5, 40))

@@ -5,7 +5,7 @@ import pytest
 from keras_segattn.layers.image_pyramid import ImagePyramid
 from keras_segattn.losses import SegmentationCrossEntropy
 from keras_segattn.models.registry import create_model, get_model_spec, list_models
-from keras_segattn.models.scene.multiscale import multiscale_convnet, multiscale_tower
+from keras_segattn.models.semantic.multiscale import multiscale_convnet, multiscale_tower
 from keras_segattn.testing import run_model_test
 
 

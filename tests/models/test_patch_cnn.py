@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras_segattn.models.scene  # noqa: F401  (registers patch_cnn)
+import keras_segattn.models.semantic  # noqa: F401  (registers patch_cnn)
 from keras_segattn.export.tflite import convert_to_tflite, run_tflite
 from keras_segattn.models.registry import create_model, get_model_spec, list_models
-from keras_segattn.models.scene import (
+from keras_segattn.models.semantic import (
     brute_force_predict,
     dense_predict,
     patch_cnn,

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from keras_segattn.losses import SegmentationCrossEntropy
 from keras_segattn.models.registry import create_model, get_model_spec, list_models
-from keras_segattn.models.scene.recurrent import recurrent_cnn
+from keras_segattn.models.semantic.recurrent import recurrent_cnn
 from keras_segattn.testing import run_model_test
 
 

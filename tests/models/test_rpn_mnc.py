@@ -5,14 +5,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_segattn.data.coco import load_instance_dataset, resize_instances
+from keras_segattn.data.instances import (
+    instance_pipeline,
+    load_instance_dataset,
+    resize_instances,
+)
+from keras_segattn.evaluation.instance import predict_instances
 from keras_segattn.export import convert_to_tflite, export_saved_model, verify_export
 from keras_segattn.models.backbones.vgg import transplant_vgg16
 from keras_segattn.models.instance import (
     MultitaskNetworkCascade,
     RegionProposalNetwork,
     crop_and_resize_masks,
-    instance_pipeline,
     mnc,
     paste_masks,
     rpn,
@@ -22,8 +26,8 @@ from keras_segattn.models.instance.common import (
     rpn_losses,
     sample_rois,
 )
-from keras_segattn.models.instance.train import predict_instances, train_instance_model
 from keras_segattn.models.registry import create_model, get_model_spec, list_models
+from keras_segattn.recipes.instance import train_instance_model
 from keras_segattn.testing import run_model_test
 from tests.data.test_coco import write_squares_layout
 from tests.references import crop_and_resize_masks_reference, paste_masks_reference

@@ -155,7 +155,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from keras_segattn.evaluation import evaluate_segmentation
 from keras_segattn.models import create_model
-from keras_segattn.training import compile_segmenter
+from keras_segattn.recipes.semantic import compile_segmenter
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 assert strategy.num_replicas_in_sync == 2
 with strategy.scope():
@@ -198,3 +198,18 @@ def test_builds_and_fits_under_a_distribution_strategy(rng):
     labels[0, :5] = 255
     history = model.fit(images, labels, batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_the_registry_decides_a_models_task(tmp_path):
+    from keras_segattn.checkpoints import load_model, model_task
+    from keras_segattn.models import TASKS, list_models, task_of
+
+    for name in list_models():
+        assert get_model_spec(name).task in TASKS
+    model = create_model("patch_cnn", **get_model_spec("patch_cnn").tiny)
+    assert task_of(model) == "patch"
+    model.save(tmp_path / "m.keras")
+    assert model_task(load_model(tmp_path / "m.keras")) == "patch"  # the name survives saving
+    model.name = "renamed"
+    with pytest.raises(ValueError, match="'renamed' is not a registered model"):
+        task_of(model)

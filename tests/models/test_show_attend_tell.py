@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_segattn.core.vocabulary import CaptionVocabulary
 from keras_segattn.export import convert_to_tflite, export_saved_model, run_tflite, verify_export
 from keras_segattn.export.saved_model import captioning_serving_fn
 from keras_segattn.models.backbones.vgg import transplant_vgg16
@@ -96,14 +97,25 @@ def test_encoder_trainable_false_freezes_the_encoder():
     assert any(p.startswith("decoder/") for p in frozen)
 
 
-def test_encode_captions():
+def test_encode_captions_uses_the_one_vocabulary():
+    # <pad> 0, <unk> 1, <start> 2, <end> 3: the ids of data.CaptionVocabulary.
     vocabulary = get_model_spec("show_attend_tell").tiny["vocabulary"]
-    input_ids, targets = encode_captions(["a red square", ["a", "zebra"], ""], vocabulary, 4)
-    np.testing.assert_array_equal(input_ids, [[1, 4, 5, 8], [1, 4, 3, 0], [1, 0, 0, 0]])
-    np.testing.assert_array_equal(targets, [[4, 5, 8, 2], [4, 3, 2, 0], [2, 0, 0, 0]])
+    assert vocabulary[:4] == list(CaptionVocabulary.build(["a red square"]).words[:4])
+    input_ids, targets = encode_captions(["a red square", "A zebra!"], vocabulary, 4)
+    np.testing.assert_array_equal(input_ids, [[2, 4, 5, 8], [2, 4, 1, 0]])
+    np.testing.assert_array_equal(targets, [[4, 5, 8, 3], [4, 1, 3, 0]])
     input_ids, targets = encode_captions(["a red square on grass"], vocabulary, 3)
-    np.testing.assert_array_equal(input_ids, [[1, 4, 5]])
-    np.testing.assert_array_equal(targets, [[4, 5, 2]])
+    np.testing.assert_array_equal(input_ids, [[2, 4, 5]])
+    np.testing.assert_array_equal(targets, [[4, 5, 3]])
+    with pytest.raises(ValueError, match="index 1"):
+        encode_captions(["a red square", ""], vocabulary, 4)
+
+
+def test_vocabulary_in_another_order_is_refused():
+    tiny = get_model_spec("show_attend_tell").tiny
+    swapped = ["<pad>", "<start>", "<end>", "<unk>", *tiny["vocabulary"][4:]]
+    with pytest.raises(ValueError, match="vocabulary must start with the special tokens"):
+        create_model("show_attend_tell", **{**tiny, "vocabulary": swapped})
 
 
 @pytest.mark.parametrize("attention", ["soft", "hard"])

@@ -1,10 +1,12 @@
+import os
+
 import pytest
 import tensorflow as tf
 
 from keras_segattn.export import convert_to_tflite, export_saved_model, verify_export
 from keras_segattn.export.saved_model import classification_serving_fn
 from keras_segattn.models import create_model, list_models
-from keras_segattn.models.spatial_transformer.reproduce import format_table, train_cell
+from keras_segattn.recipes.stn import format_table, train_cell
 from keras_segattn.testing import run_model_test
 
 ROWS = [("cnn", {}), ("fcn", {})] + [
@@ -64,7 +66,8 @@ def test_table_cell_trains_tests_saves_and_resumes(shared_data, tmp_path):
     kwargs = dict(epochs=1, batch_size=64, output=str(tmp_path), source=mnist, limit=256, verbose=0)
     result = train_cell("st_cnn:affine", "R", **kwargs)
     assert 0 <= result["test_error"] <= 100 and result["paper_error"] == 0.7
-    assert (tmp_path / "st_cnn_affine_R.json").exists()
+    cell = tmp_path / "st_cnn_affine_R"  # one run folder per cell
+    assert {"run.json", "metrics.json", "last.keras", "history.csv"} <= set(os.listdir(cell))
     assert train_cell("st_cnn:affine", "R", **kwargs) == result  # resumed, not retrained
     table = format_table({("st_cnn:affine", "R"): result}, ["R"])
     assert "paper 0.7" in table
@@ -75,7 +78,7 @@ def test_table_cell_trains_tests_saves_and_resumes(shared_data, tmp_path):
 def test_transformer_figure(shared_data, tmp_path):
     from PIL import Image
 
-    from keras_segattn.models.spatial_transformer.reproduce import transformer_figure
+    from keras_segattn.recipes.stn import transformer_figure
 
     model_path = str(tmp_path / "st.keras")
     create_model("st_cnn", input_size=42).save(model_path)

@@ -119,3 +119,25 @@ def load_weights(model, weights, width=1.0, include_fc=True):
         transplant_vgg16(source, model, include_fc=include_fc)
         return model
     return load_saved_weights(model, weights)
+
+
+def transplant_vgg16_fc(source, model):
+    """Copies a `keras.applications.VGG16`'s `fc1`/`fc2` into `fc6`/`fc7`.
+
+    Both are `Dense` here (on a flattened 7x7 RoIAlign of `block5_conv3`,
+    in the same row-major, channels-last order as VGG16's `Flatten` of
+    pool5), so the kernels move unchanged. Returns the names filled.
+    """
+    loaded = []
+    for src, dst in (("fc1", "fc6"), ("fc2", "fc7")):
+        kernel, bias = source.get_layer(src).get_weights()
+        layer = model.get_layer(dst)
+        if tuple(layer.kernel.shape) != kernel.shape:
+            raise ValueError(
+                f"{src} of the source has a {kernel.shape} kernel but {dst} has "
+                f"{tuple(layer.kernel.shape)}: ImageNet fc weights need width=1.0 and "
+                "fc_units=4096."
+            )
+        layer.set_weights([kernel, bias])
+        loaded.append(dst)
+    return loaded

@@ -31,6 +31,17 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_segattn.core.saving import load_keras_file
+from keras_segattn.core.validation import check_int
+from keras_segattn.core.vocabulary import (  # noqa: F401  (encode_captions: public here)
+    END,
+    PAD,
+    SPECIAL_TOKENS,
+    START,
+    UNK,
+    check_vocabulary,
+    encode_captions,
+)
 from keras_segattn.layers import BahdanauVisualAttention, ImagePreprocessing
 from keras_segattn.layers.image_preprocessing import check_image_shape
 from keras_segattn.models.backbones.vgg import VGG16_BLOCKS, conv_bn_relu
@@ -44,21 +55,18 @@ from keras_segattn.models.captioning.losses import (
 )
 from keras_segattn.models.common import load_saved_weights
 from keras_segattn.models.registry import register_model
-from keras_segattn.validation import check_int
 
 PAPER = (
     "Xu, Ba, Kiros, Cho, Courville, Salakhutdinov, Zemel and Bengio, Show, Attend and Tell: "
     "Neural Image Caption Generation with Visual Attention, ICML 2015"
 )
-PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
-SPECIAL_TOKENS = (PAD, START, END, UNK)
 ENCODERS = ("light", "vgg16")
 ATTENTIONS = ("soft", "hard")
 METHODS = ("greedy", "beam")
 # 3x3 convolution stages of the light encoder; a 2x2 max-pooling follows
 # every stage but the last: a 7x7 grid of 256-d annotations at 224x224.
 LIGHT_FILTERS = (32, 64, 128, 256, 256, 256)
-TINY_VOCABULARY = (PAD, START, END, UNK, "a", "red", "blue", "green", "square", "circle", "on",
+TINY_VOCABULARY = (*SPECIAL_TOKENS, "a", "red", "blue", "green", "square", "circle", "on",
                    "grass")  # fmt: skip
 TINY = {
     "vocabulary": list(TINY_VOCABULARY),
@@ -73,66 +81,6 @@ TINY = {
 # Added to the logits of <pad> and <start> when decoding: neither is ever a
 # target, so generated captions never contain them.
 _FORBIDDEN = -1e9
-
-
-def check_vocabulary(vocabulary):
-    """Returns `vocabulary` as a list of str, or raises a ValueError.
-
-    Index = token id; `"<pad>"` must be id 0 and `"<start>"`, `"<end>"`,
-    `"<unk>"` present; words are unique.
-    """
-    if isinstance(vocabulary, (str, bytes)) or not isinstance(vocabulary, (list, tuple)):
-        raise ValueError(
-            "vocabulary must be a list of words where index = token id; got "
-            f"vocabulary of type {type(vocabulary).__name__}."
-        )
-    words = list(vocabulary)
-    bad = [w for w in words if not isinstance(w, str) or not w]
-    if bad:
-        raise ValueError(f"vocabulary must hold non-empty str words; got {bad[:3]!r}.")
-    if not words or words[0] != PAD:
-        raise ValueError(
-            f"vocabulary[0] must be {PAD!r} (token id 0 is padding); got "
-            f"{(words[0] if words else None)!r}."
-        )
-    missing = [t for t in SPECIAL_TOKENS if t not in words]
-    if missing:
-        raise ValueError(f"vocabulary must contain {list(SPECIAL_TOKENS)}; missing {missing}.")
-    if len(set(words)) != len(words):
-        duplicates = sorted({w for w in words if words.count(w) > 1})
-        raise ValueError(f"vocabulary words must be unique; repeated: {duplicates[:5]}.")
-    if len(words) <= len(SPECIAL_TOKENS):
-        raise ValueError("vocabulary has no word besides the special tokens.")
-    return words
-
-
-def encode_captions(captions, vocabulary, max_length):
-    """Teacher-forcing arrays for a batch of captions.
-
-    A caption of words `w_1 .. w_n` gives `input_ids = [<start>, w_1, ..,
-    w_n]` and `targets = [w_1, .., w_n, <end>]`, both padded with
-    `<pad>` (0) to `max_length`; captions longer than `max_length - 1`
-    words are cut. Unknown words become `<unk>`.
-
-    Args:
-        captions: list of str (split on whitespace) or of word lists.
-        vocabulary: list of str, index = token id.
-        max_length: int. The model's `max_length`.
-
-    Returns:
-        `(input_ids, targets)`, two int32 arrays `(len(captions),
-        max_length)`.
-    """
-    vocabulary = check_vocabulary(vocabulary)
-    ids = {w: i for i, w in enumerate(vocabulary)}
-    input_ids = np.zeros((len(captions), max_length), np.int32)
-    targets = np.zeros((len(captions), max_length), np.int32)
-    for row, caption in enumerate(captions):
-        words = caption.split() if isinstance(caption, str) else list(caption)
-        tokens = [ids.get(w, ids[UNK]) for w in words][: max_length - 1]
-        input_ids[row, : len(tokens) + 1] = [ids[START], *tokens]
-        targets[row, : len(tokens) + 1] = [*tokens, ids[END]]
-    return input_ids, targets
 
 
 def _fraction(value, name, closed=True):
@@ -776,22 +724,7 @@ def show_attend_tell(
     vocabulary,
     encoder="light",
     weights=None,
-    encoder_trainable=True,
-    image_size=(224, 224),
-    embedding_dim=512,
-    units=1024,
-    attention_units=512,
-    attention="soft",
-    gating=True,
-    doubly_stochastic=1.0,
-    max_length=20,
-    dropout=0.5,
-    encoder_filters=LIGHT_FILTERS,
-    reinforce_weight=1.0,
-    entropy_weight=0.002,
-    baseline_decay=0.9,
-    expected_context_rate=0.5,
-    name="show_attend_tell",
+    **kwargs,
 ):
     """Builds the Show, Attend and Tell image captioner (Xu et al., 2015).
 
@@ -875,22 +808,7 @@ def show_attend_tell(
     model = ShowAttendTell(
         vocabulary,
         encoder=encoder,
-        encoder_filters=encoder_filters,
-        encoder_trainable=encoder_trainable,
-        image_size=image_size,
-        embedding_dim=embedding_dim,
-        units=units,
-        attention_units=attention_units,
-        attention=attention,
-        gating=gating,
-        doubly_stochastic=doubly_stochastic,
-        max_length=max_length,
-        dropout=dropout,
-        reinforce_weight=reinforce_weight,
-        entropy_weight=entropy_weight,
-        baseline_decay=baseline_decay,
-        expected_context_rate=expected_context_rate,
-        name=name,
+        **kwargs,
     )
     if weights == "imagenet":
         load_vgg16_weights(model.encoder, "imagenet", include_fc=False)
@@ -906,7 +824,7 @@ def load_captioner_weights(model, weights):
         return model
     path = os.fspath(weights)
     if path.endswith(".keras") and os.path.exists(path):
-        saved = keras.saving.load_model(path, compile=False)
+        saved = load_keras_file(path, "weights")
         saved_words = list(getattr(saved, "vocabulary", []))
         if saved_words != model.vocabulary:
             raise ValueError(

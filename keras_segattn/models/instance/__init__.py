@@ -1,13 +1,20 @@
 """Instance segmentation: Faster R-CNN's region proposal network, Multi-task
-Network Cascades (Dai, He and Sun, CVPR 2016), Hypercolumns and SDS."""
+Network Cascades (Dai, He and Sun, CVPR 2016), Hypercolumns and SDS.
 
-# Importing the modules registers "hypercolumns", "sds", "rpn" and "mnc".
-from keras_segattn.models.instance import hypercolumns, sds  # noqa: F401
+Builders and host-side inference only; training lives in
+`keras_segattn.recipes.instance`, scoring in `keras_segattn.evaluation.instance`,
+the `(images, targets)` pipeline in `keras_segattn.data.instance_pipeline`.
+"""
+
 from keras_segattn.models.instance.common import (
     ProposalLayer,
     crop_and_resize_masks,
-    instance_pipeline,
     paste_masks,
+)
+from keras_segattn.models.instance.hypercolumns import (
+    hypercolumns,
+    resegment_detections,
+    segment_boxes,
 )
 from keras_segattn.models.instance.mnc import (
     DetectionLayer,
@@ -17,14 +24,12 @@ from keras_segattn.models.instance.mnc import (
     RefineBoxes,
     mnc,
 )
+from keras_segattn.models.instance.presets import COCO_LIGHT_MNC, SHAPES_MNC
 from keras_segattn.models.instance.rpn import RegionProposalNetwork, rpn
-from keras_segattn.models.instance.train import (
-    evaluate_instance_model,
-    predict_instances,
-    train_instance_model,
-)
+from keras_segattn.models.instance.sds import sds, sds_detect
 
 __all__ = [
+    "COCO_LIGHT_MNC",
     "DetectionLayer",
     "MaskHead",
     "MaskedClassifierHead",
@@ -32,12 +37,14 @@ __all__ = [
     "ProposalLayer",
     "RefineBoxes",
     "RegionProposalNetwork",
+    "SHAPES_MNC",
     "crop_and_resize_masks",
-    "evaluate_instance_model",
-    "instance_pipeline",
+    "hypercolumns",
     "mnc",
     "paste_masks",
-    "predict_instances",
+    "resegment_detections",
     "rpn",
-    "train_instance_model",
+    "sds",
+    "sds_detect",
+    "segment_boxes",
 ]

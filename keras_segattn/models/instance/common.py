@@ -1,6 +1,6 @@
 """Pieces the instance-segmentation models share: backbones, the proposal
 layer, target assignment and losses, mask crop-and-resize and pasting, and
-the tf.data pipeline from instance dicts to `(images, targets)` batches.
+the host-side checks of boxes and classes.
 
 Boxes are `"xyxy"` in image pixels with pixel edges at integers, as in
 `keras_segattn.layers.anchors` (a box covering columns 0..15 is `[0, 16]`).
@@ -11,7 +11,8 @@ Ground truth reaches the models as a dict of padded tensors:
 - `masks`: uint8 or float `(batch, G, H, W)` at the image's resolution
   (needed by `mnc`, ignored by `rpn`).
 
-`instance_pipeline` builds such batches from `load_instance_dataset`.
+`keras_segattn.data.instance_pipeline` builds such batches from
+`load_instance_dataset`.
 """
 
 import math
@@ -20,10 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.data.coco import (
-    check_instance_dataset,
-    resize_instance_arrays,
-)
+from keras_segattn.core.validation import check_int
 from keras_segattn.layers import (
     ImagePreprocessing,
     PadToMultiple,
@@ -36,7 +34,6 @@ from keras_segattn.layers import (
 )
 from keras_segattn.layers.roi_align import _align_axis
 from keras_segattn.models.backbones.vgg import VGG16_BLOCKS, conv_bn_relu, scaled
-from keras_segattn.validation import check_int, check_size
 
 BACKBONES = ("vgg16", "light")
 # Channels of the light CNN's stages (two 3x3 ReLU convolutions each, a 2x2
@@ -383,7 +380,7 @@ def prepare_ground_truth(images, boxes, labels, masks=None):
 
     A box is usable when its label is a class id (>= 1) and it keeps a
     positive width and height after clipping (degenerate and out-of-image
-    boxes are dropped, as `keras_segattn.data.coco` does). The appended
+    boxes are dropped, as `keras_segattn.data.instances` does). The appended
     all-padding instance keeps every gather defined when `G = 0`.
 
     Returns:
@@ -661,134 +658,81 @@ def box_masks(boxes, image_size):
 # ---------------------------------------------------------------------------
 
 
-def instance_pipeline(
-    dataset,
-    batch_size,
-    image_size=None,
-    max_instances=None,
-    shuffle=None,
-    flip=False,
-    seed=None,
-    drop_remainder=False,
-):
-    """Turns instance dicts into `(images, targets)` batches for `model.fit`.
+def paste_box_masks(masks, boxes, image_size, threshold=None):
+    """Pastes one image's box-grid masks `(N, M_h, M_w)` at `image_size`.
 
-    Each element of `dataset` (an unbatched instance dataset of
-    `keras_segattn.data.coco.load_instance_dataset`: `images`,
-    `bounding_boxes`, `instance_masks`, optionally `num_instances` and
-    `is_crowd`) becomes:
-
-    - `images`: uint8 `(h, w, 3)`, resized (bilinear) to `image_size`;
-    - `targets["masks"]`: uint8 `(G, h, w)`, resized together with the
-      image (nearest);
-    - `targets["boxes"]`: float32 `(G, 4)`, scaled with the image and
-      clipped to it;
-    - `targets["labels"]`: int32 `(G,)`.
-
-    Instances kept are the real ones (among the first `num_instances`,
-    label >= 1), not crowd regions (COCO `iscrowd`, which no RoI should
-    learn as one object), with a non-empty box after resizing and
-    clipping; at most `max_instances` of them, in dataset order.
-    Batches pad `G` to `max_instances` (or the batch's largest count when
-    `None`) with label -1, box -1 and empty masks; without `image_size`,
-    images and masks are padded bottom and right to the batch's largest.
+    A thin wrapper of the instance package's shared
+    `keras_segattn.models.instance.common.paste_masks` (Detectron2's
+    bilinear `paste_masks_in_image`, two `BATCH_MATMUL`s, builtin in
+    TFLite), which takes batches `(B, N, M_h, M_w)`.
 
     Args:
-        dataset: `tf.data.Dataset` of unbatched instance dicts.
-        batch_size: int.
-        image_size: `None`, int or `(height, width)`. Defaults to `None`
-            (keep each image's size).
-        max_instances: int or `None`. Defaults to `None`.
-        shuffle: int or `None`. Shuffle buffer, applied before batching.
-            Defaults to `None` (no shuffling).
-        flip: bool. Random horizontal flips of image, masks and boxes.
-            Defaults to `False`.
-        seed: int or `None`. Seed of the shuffling and flips.
-        drop_remainder: bool. Passed to `padded_batch`.
+        masks: float `(N, M_h, M_w)` probabilities.
+        boxes: float `(N, 4)` `"xyxy"` pixels.
+        image_size: `(height, width)`.
+        threshold: float or `None`. If given, returns uint8 `value >
+            threshold`. Defaults to `None`.
 
     Returns:
-        A `tf.data.Dataset` of `(images, {"boxes", "labels", "masks"})`.
+        NumPy `(N, height, width)`, float32 or uint8.
+    """
+    masks = np.asarray(masks, np.float32)
+    height, width = (int(s) for s in image_size)
+    if len(masks) == 0:
+        dtype = np.float32 if threshold is None else np.uint8
+        return np.zeros((0, height, width), dtype)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    pasted = paste_masks(masks[None], boxes[None], (height, width)).numpy()[0]
+    if threshold is not None:
+        return (pasted > threshold).astype(np.uint8)
+    return pasted
+
+
+def check_boxes(boxes, image_shape, name="boxes", tolerance=1e-3):
+    """Returns `boxes` as float32 `(N, 4)`, checking them against the image.
 
     Raises:
-        ValueError: bad `batch_size`, `image_size` or `max_instances`, or
-            elements without `instance_masks`.
+        ValueError: for a shape other than `(N, 4)`, a non-finite
+            coordinate, a degenerate box (`x2 <= x1` or `y2 <= y1`) or a box
+            reaching outside the image, naming the first bad box.
     """
-    batch_size = check_int(batch_size, "batch_size")
-    size = check_size(image_size, "image_size", none_ok=True)
-    if max_instances is not None:
-        max_instances = check_int(max_instances, "max_instances")
-    check_instance_dataset(dataset)
-
-    def convert(example):
-        image = example["images"]
-        boxes = tf.reshape(tf.cast(example["bounding_boxes"]["boxes"], tf.float32), [-1, 4])
-        labels = tf.reshape(tf.cast(example["bounding_boxes"]["labels"], tf.int32), [-1])
-        masks = tf.cast(example["instance_masks"], tf.uint8)
-        count = tf.shape(labels)[0]
-        keep = labels >= 1
-        if "num_instances" in example:
-            keep &= tf.range(count) < tf.cast(example["num_instances"], tf.int32)
-        if "is_crowd" in example:
-            keep &= ~tf.reshape(tf.cast(example["is_crowd"], tf.bool), [-1])
-        if size is not None:
-            image, boxes, masks = resize_instance_arrays(image, boxes, masks, size)
-        height = tf.cast(tf.shape(image)[0], tf.float32)
-        width = tf.cast(tf.shape(image)[1], tf.float32)
-        boxes = tf.clip_by_value(boxes, 0.0, tf.stack([width, height, width, height]))
-        keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        boxes = tf.boolean_mask(boxes, keep)
-        labels = tf.boolean_mask(labels, keep)
-        masks = tf.boolean_mask(masks, keep)
-        if max_instances is not None:
-            boxes, labels = boxes[:max_instances], labels[:max_instances]
-            masks = masks[:max_instances]
-        return image, {"boxes": boxes, "labels": labels, "masks": masks}
-
-    def random_flip(element, coin):
-        # One coin per element from a seeded sequence zipped in order: a
-        # stateful random op in a parallel map would not be reproducible.
-        image, targets = element
-        flip_it = tf.equal(coin % 2, 0)
-        width = tf.cast(tf.shape(image)[1], tf.float32)
-        boxes = targets["boxes"]
-        flipped = tf.stack(
-            [width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1
+    boxes = np.asarray(boxes, np.float32)
+    if boxes.ndim == 1 and boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(
+            f"{name} must be (num_boxes, 4) as (x1, y1, x2, y2); got {name}.shape={boxes.shape}."
         )
-        return (
-            tf.where(flip_it, image[:, ::-1], image),
-            {
-                "boxes": tf.where(flip_it, flipped, boxes),
-                "labels": targets["labels"],
-                "masks": tf.where(flip_it, targets["masks"][:, :, ::-1], targets["masks"]),
-            },
-        )
+    height, width = image_shape[:2]
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        if not np.all(np.isfinite((x1, y1, x2, y2))):
+            raise ValueError(f"{name}[{i}] = {boxes[i].tolist()} has a non-finite coordinate.")
+        if x2 <= x1 or y2 <= y1:
+            raise ValueError(
+                f"{name}[{i}] = {boxes[i].tolist()} is degenerate: (x1, y1, x2, y2) needs "
+                "x2 > x1 and y2 > y1."
+            )
+        if x1 < -tolerance or y1 < -tolerance or x2 > width + tolerance or y2 > height + tolerance:
+            raise ValueError(
+                f"{name}[{i}] = {boxes[i].tolist()} reaches outside the image of height "
+                f"{height} and width {width}; boxes must lie within [0, {width}] x "
+                f"[0, {height}] (clip them with keras.utils.bounding_boxes.clip_to_image_size)."
+            )
+    return boxes
 
-    if shuffle:
-        dataset = dataset.shuffle(check_int(shuffle, "shuffle"), seed=seed)
-    dataset = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-    if flip:
-        coins = tf.data.Dataset.random(seed=seed)
-        dataset = tf.data.Dataset.zip((dataset, coins)).map(
-            random_flip, num_parallel_calls=tf.data.AUTOTUNE
+
+def check_classes(classes, num_classes, count, name="classes"):
+    """Returns `classes` as int32 `(count,)`, each in `1..num_classes - 1`."""
+    values = np.asarray(classes)
+    if values.shape != (count,):
+        raise ValueError(f"{name} must have shape ({count},), one per box; got {values.shape}.")
+    if values.size and not np.all(np.equal(np.mod(values, 1), 0)):
+        raise ValueError(f"{name} must be integer class ids; got {values.tolist()[:5]}.")
+    values = values.astype(np.int64)
+    bad = sorted({int(v) for v in values if not 1 <= v < num_classes})
+    if bad:
+        raise ValueError(
+            f"{name} {bad} are out of range: expected object class ids 1..{num_classes - 1} "
+            f"(num_classes={num_classes}, 0 is the background)."
         )
-    height, width = size if size is not None else (None, None)
-    return dataset.padded_batch(
-        batch_size,
-        padded_shapes=(
-            [height, width, 3],
-            {
-                "boxes": [max_instances, 4],
-                "labels": [max_instances],
-                "masks": [max_instances, height, width],
-            },
-        ),
-        padding_values=(
-            tf.constant(0, tf.uint8),
-            {
-                "boxes": tf.constant(-1.0, tf.float32),
-                "labels": tf.constant(-1, tf.int32),
-                "masks": tf.constant(0, tf.uint8),
-            },
-        ),
-        drop_remainder=drop_remainder,
-    )
+    return values.astype(np.int32)

@@ -61,19 +61,25 @@ boxes do (ground truth jittered to IoU >= 0.7 for training, as the paper's
 "boxes overlapping a ground truth by 70%", or SDS's detections).
 """
 
-import os
-import time
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.layers import ImagePreprocessing, PadToMultiple, RoIAlign, roi_align
-from keras_segattn.models.backbones.vgg import VGG16_BLOCKS, conv_bn_relu, scaled
+from keras_segattn.core.validation import check_int
+from keras_segattn.layers import ImagePreprocessing, PadToMultiple, RoIAlign
+from keras_segattn.models.backbones.vgg import (
+    VGG16_BLOCKS,
+    conv_bn_relu,
+    scaled,
+    transplant_vgg16_fc,
+)
 from keras_segattn.models.common import load_saved_weights
-from keras_segattn.models.instance.common import box_masks, paste_masks
+from keras_segattn.models.instance.common import (
+    check_boxes,
+    check_classes,
+    paste_box_masks,
+)
 from keras_segattn.models.registry import register_model
-from keras_segattn.validation import check_int
 
 PAPER = (
     "Hariharan, Arbeláez, Girshick and Malik, Hypercolumns for Object Segmentation and "
@@ -266,28 +272,6 @@ def _block_of(tap):
     return int(tap[len("pool") :]) if tap.startswith("pool") else int(tap[5])
 
 
-def transplant_vgg16_fc(source, model):
-    """Copies a `keras.applications.VGG16`'s `fc1`/`fc2` into `fc6`/`fc7`.
-
-    Both are `Dense` here (on a flattened 7x7 RoIAlign of `block5_conv3`,
-    in the same row-major, channels-last order as VGG16's `Flatten` of
-    pool5), so the kernels move unchanged. Returns the names filled.
-    """
-    loaded = []
-    for src, dst in (("fc1", "fc6"), ("fc2", "fc7")):
-        kernel, bias = source.get_layer(src).get_weights()
-        layer = model.get_layer(dst)
-        if tuple(layer.kernel.shape) != kernel.shape:
-            raise ValueError(
-                f"{src} of the source has a {kernel.shape} kernel but {dst} has "
-                f"{tuple(layer.kernel.shape)}: ImageNet fc weights need width=1.0 and "
-                "fc_units=4096."
-            )
-        layer.set_weights([kernel, bias])
-        loaded.append(dst)
-    return loaded
-
-
 def _load_weights(model, weights, width, fc_units, taps):
     if weights is None:
         return model
@@ -461,86 +445,6 @@ def hypercolumns(
 # ---------------------------------------------------------------------------
 
 
-def paste_box_masks(masks, boxes, image_size, threshold=None):
-    """Pastes one image's box-grid masks `(N, M_h, M_w)` at `image_size`.
-
-    A thin wrapper of the instance package's shared
-    `keras_segattn.models.instance.common.paste_masks` (Detectron2's
-    bilinear `paste_masks_in_image`, two `BATCH_MATMUL`s, builtin in
-    TFLite), which takes batches `(B, N, M_h, M_w)`.
-
-    Args:
-        masks: float `(N, M_h, M_w)` probabilities.
-        boxes: float `(N, 4)` `"xyxy"` pixels.
-        image_size: `(height, width)`.
-        threshold: float or `None`. If given, returns uint8 `value >
-            threshold`. Defaults to `None`.
-
-    Returns:
-        NumPy `(N, height, width)`, float32 or uint8.
-    """
-    masks = np.asarray(masks, np.float32)
-    height, width = (int(s) for s in image_size)
-    if len(masks) == 0:
-        dtype = np.float32 if threshold is None else np.uint8
-        return np.zeros((0, height, width), dtype)
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    pasted = paste_masks(masks[None], boxes[None], (height, width)).numpy()[0]
-    if threshold is not None:
-        return (pasted > threshold).astype(np.uint8)
-    return pasted
-
-
-def check_boxes(boxes, image_shape, name="boxes", tolerance=1e-3):
-    """Returns `boxes` as float32 `(N, 4)`, checking them against the image.
-
-    Raises:
-        ValueError: for a shape other than `(N, 4)`, a non-finite
-            coordinate, a degenerate box (`x2 <= x1` or `y2 <= y1`) or a box
-            reaching outside the image, naming the first bad box.
-    """
-    boxes = np.asarray(boxes, np.float32)
-    if boxes.ndim == 1 and boxes.size == 0:
-        boxes = boxes.reshape(0, 4)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(
-            f"{name} must be (num_boxes, 4) as (x1, y1, x2, y2); got {name}.shape={boxes.shape}."
-        )
-    height, width = image_shape[:2]
-    for i, (x1, y1, x2, y2) in enumerate(boxes):
-        if not np.all(np.isfinite((x1, y1, x2, y2))):
-            raise ValueError(f"{name}[{i}] = {boxes[i].tolist()} has a non-finite coordinate.")
-        if x2 <= x1 or y2 <= y1:
-            raise ValueError(
-                f"{name}[{i}] = {boxes[i].tolist()} is degenerate: (x1, y1, x2, y2) needs "
-                "x2 > x1 and y2 > y1."
-            )
-        if x1 < -tolerance or y1 < -tolerance or x2 > width + tolerance or y2 > height + tolerance:
-            raise ValueError(
-                f"{name}[{i}] = {boxes[i].tolist()} reaches outside the image of height "
-                f"{height} and width {width}; boxes must lie within [0, {width}] x "
-                f"[0, {height}] (clip them with keras.utils.bounding_boxes.clip_to_image_size)."
-            )
-    return boxes
-
-
-def check_classes(classes, num_classes, count, name="classes"):
-    """Returns `classes` as int32 `(count,)`, each in `1..num_classes - 1`."""
-    values = np.asarray(classes)
-    if values.shape != (count,):
-        raise ValueError(f"{name} must have shape ({count},), one per box; got {values.shape}.")
-    if values.size and not np.all(np.equal(np.mod(values, 1), 0)):
-        raise ValueError(f"{name} must be integer class ids; got {values.tolist()[:5]}.")
-    values = values.astype(np.int64)
-    bad = sorted({int(v) for v in values if not 1 <= v < num_classes})
-    if bad:
-        raise ValueError(
-            f"{name} {bad} are out of range: expected object class ids 1..{num_classes - 1} "
-            f"(num_classes={num_classes}, 0 is the background)."
-        )
-    return values.astype(np.int32)
-
-
 def model_num_classes(model):
     """Classes (background included) of a class-specific hypercolumns model,
     or `None` for a class-agnostic one."""
@@ -556,7 +460,7 @@ def segment_boxes(model, image, boxes, classes=None, scores=None, image_id=0, th
 
     Checks the inputs, runs the model, pastes the masks at image
     resolution, and returns them in the format of
-    `keras_segattn.instance_metrics.evaluate_instances`.
+    `keras_segattn.evaluation.instance.evaluate_instances`.
 
     Args:
         model: a `hypercolumns` model.
@@ -654,347 +558,3 @@ def resegment_detections(model, image, detections, threshold=0.5):
     )
     result.pop("probabilities")
     return result
-
-
-# ---------------------------------------------------------------------------
-# Training data and a short run
-# ---------------------------------------------------------------------------
-
-
-def _box_iou_np(a, b):
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def jitter_box(box, image_shape, rng, min_iou=0.7, scale=0.1, tries=50):
-    """A random box around `box` with IoU >= `min_iou` with it, inside the image.
-
-    Centre shifts of `N(0, scale)` box sizes and log-size changes of `N(0,
-    scale)`, redrawn until the IoU holds (the box itself after `tries`).
-    Stands in for detector boxes, as the paper trained on detections
-    overlapping a ground truth by 70% or more.
-    """
-    height, width = image_shape[:2]
-    x1, y1, x2, y2 = (float(v) for v in box)
-    w, h = x2 - x1, y2 - y1
-    for _ in range(tries):
-        cx = (x1 + x2) / 2 + rng.normal(0, scale) * w
-        cy = (y1 + y2) / 2 + rng.normal(0, scale) * h
-        nw, nh = w * np.exp(rng.normal(0, scale)), h * np.exp(rng.normal(0, scale))
-        new = (
-            max(0.0, cx - nw / 2),
-            max(0.0, cy - nh / 2),
-            min(float(width), cx + nw / 2),
-            min(float(height), cy + nh / 2),
-        )
-        if new[2] - new[0] >= 1 and new[3] - new[1] >= 1 and _box_iou_np(new, box) >= min_iou:
-            return np.array(new, np.float32)
-    return np.array(box, np.float32)
-
-
-def crop_masks_to_boxes(masks, boxes, mask_size):
-    """Each instance mask resampled to the grid of its box, thresholded at 0.5.
-
-    Uses the same RoIAlign sampling as the network's taps (2 x 2 samples
-    per grid cell, half-pixel centres), so targets line up with outputs.
-
-    Args:
-        masks: `(N, H, W)` binary masks.
-        boxes: `(N, 4)` `"xyxy"` pixels, box `n` for mask `n`.
-        mask_size: int or `(M_h, M_w)`.
-
-    Returns:
-        float32 `(N, M_h, M_w)` in `{0, 1}`.
-    """
-    masks = np.asarray(masks, np.float32)
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    size = (mask_size, mask_size) if isinstance(mask_size, (int, np.integer)) else mask_size
-    if len(masks) == 0:
-        return np.zeros((0, *size), np.float32)
-    # One feature map per mask; box n reads channel n only.
-    features = masks.transpose(1, 2, 0)[None]
-    crops = roi_align(features, boxes[None], size, sampling_ratio=2, spatial_scale=1.0)
-    crops = crops.numpy()[0]  # (N, M_h, M_w, N)
-    index = np.arange(len(masks))
-    return (crops[index, :, :, index] >= 0.5).astype(np.float32)
-
-
-def _instances(example):
-    labels = np.asarray(example["bounding_boxes"]["labels"]).reshape(-1)
-    count = int(example.get("num_instances", len(labels)))
-    keep = np.flatnonzero((np.arange(len(labels)) < count) & (labels > 0))
-    if "is_crowd" in example:
-        keep = keep[~np.asarray(example["is_crowd"]).reshape(-1)[keep]]
-    boxes = np.asarray(example["bounding_boxes"]["boxes"], np.float32).reshape(-1, 4)[keep]
-    masks = np.asarray(example["instance_masks"])[keep]
-    return boxes, labels[keep].astype(np.int32), masks
-
-
-def hypercolumn_examples(
-    dataset, mask_size, copies=2, min_iou=0.7, max_boxes=None, num_images=None, seed=0
-):
-    """Training arrays for `model.fit` from an instance dataset.
-
-    Every non-crowd instance gives `copies` boxes jittered to IoU >=
-    `min_iou` with its ground-truth box (`jitter_box`); the target is the
-    instance's mask on the box grid (`crop_masks_to_boxes`). Each copy is
-    a separate example image with its own jittered boxes; boxes are padded
-    to `max_boxes` with weight 0.
-
-    Args:
-        dataset: `tf.data.Dataset` of unbatched instance dicts (see
-            `keras_segattn.data.coco`), with equal-size images.
-        mask_size: int or `(M_h, M_w)`, the model's.
-        copies: int. Jittered copies of each image. Defaults to `2`.
-        min_iou: float. Defaults to `0.7`.
-        max_boxes: int or `None`. Boxes per example (the most instances of
-            an image when `None`).
-        num_images: int or `None`. Images read. Defaults to all.
-        seed: int. Defaults to `0`.
-
-    Returns:
-        `(inputs, targets, sample_weights)`: `inputs` a dict with `images`
-        uint8 `(E, H, W, 3)`, `boxes` `(E, N, 4)`, `classes` int32 `(E,
-        N)`; `targets` `(E, N, M_h, M_w)`; `sample_weights` `(E, N, 1)`, 0
-        on padding (what `fit` needs for `(E, N, M, M)` outputs under
-        binary cross-entropy).
-    """
-    rng = np.random.default_rng(seed)
-    size = (mask_size, mask_size) if isinstance(mask_size, (int, np.integer)) else mask_size
-    records = []
-    for index, example in enumerate(dataset.as_numpy_iterator()):
-        if num_images is not None and index >= num_images:
-            break
-        image = example["images"]
-        boxes, labels, masks = _instances(example)
-        for _ in range(copies):
-            jittered = np.array(
-                [jitter_box(b, image.shape, rng, min_iou) for b in boxes], np.float32
-            ).reshape(-1, 4)
-            records.append((image, jittered, labels, crop_masks_to_boxes(masks, jittered, size)))
-    if not records:
-        raise ValueError("dataset yielded no images")
-    count = max_boxes or max(1, max(len(r[1]) for r in records))
-    num = len(records)
-    height, width = records[0][0].shape[:2]
-    images = np.stack([r[0] for r in records]).astype(np.uint8)
-    boxes = np.tile(np.array([0.0, 0.0, 1.0, 1.0], np.float32), (num, count, 1))
-    classes = np.ones((num, count), np.int32)
-    targets = np.zeros((num, count, *size), np.float32)
-    weights = np.zeros((num, count, 1), np.float32)
-    for i, (_, b, lab, t) in enumerate(records):
-        n = min(len(b), count)
-        boxes[i, :n], classes[i, :n], targets[i, :n], weights[i, :n] = b[:n], lab[:n], t[:n], 1.0
-    inputs = {"images": images, "boxes": boxes, "classes": classes}
-    return inputs, targets, weights
-
-
-def oracle_predictions(model, dataset, num_images=None, min_iou=0.7, seed=1, threshold=0.5):
-    """Segments jittered ground-truth boxes of each image with their true classes.
-
-    "Oracle" detections isolate the segmentation quality from detection:
-    every instance is found, with a box of IoU >= `min_iou`, so mAP^r
-    measures how many of the masks reach each IoU (scores rank them by the
-    network's confidence, `segment_boxes`). Also returns the same
-    detections with the whole box as the mask, the baseline the paper
-    compares against.
-
-    Returns:
-        `(predictions, box_predictions)`: lists of per-image dicts for
-        `evaluate_instances`.
-    """
-    rng = np.random.default_rng(seed)
-    predictions, box_predictions = [], []
-    for index, example in enumerate(dataset.as_numpy_iterator()):
-        if num_images is not None and index >= num_images:
-            break
-        image = example["images"]
-        boxes, labels, _ = _instances(example)
-        jittered = np.array(
-            [jitter_box(b, image.shape, rng, min_iou) for b in boxes], np.float32
-        ).reshape(-1, 4)
-        classes = labels if model_num_classes(model) is not None else None
-        prediction = segment_boxes(
-            model, image, jittered, classes, image_id=int(example["image_id"]), threshold=threshold
-        )
-        prediction["labels"] = labels
-        prediction.pop("probabilities")
-        predictions.append(prediction)
-        whole_boxes = box_masks(jittered[None], image.shape[:2]).numpy()[0]
-        box_predictions.append(
-            {
-                "image_id": int(example["image_id"]),
-                "boxes": jittered,
-                "scores": np.ones(len(jittered), np.float32),
-                "labels": labels,
-                "masks": whole_boxes,
-            }
-        )
-    return predictions, box_predictions
-
-
-def train_hypercolumns(
-    dataset="shapes",
-    num_train_images=None,
-    num_eval_images=None,
-    eval_split=None,
-    image_size=64,
-    epochs=6,
-    batch_size=8,
-    width=0.25,
-    mask_size=28,
-    grid_size=5,
-    fc_units=64,
-    learning_rate=1e-3,
-    copies=2,
-    detector=None,
-    seed=0,
-    verbose=0,
-):
-    """Trains a small hypercolumns model and evaluates it (CPU).
-
-    Data from `train_and_held_out`: by default the shapes (300 train
-    images, 40 held-out ones from `"test"`); any other instance spec (e.g.
-    `"coco:<root>"`) is resized to `image_size` and held out from `"val"`.
-    Boxes are ground truth jittered to IoU >= 0.7 (`hypercolumn_examples`,
-    `oracle_predictions`). Adam on binary cross-entropy. The defaults take
-    about 1.5 to 3 minutes on 2 CPU cores.
-
-    Args:
-        dataset: str. `load_instance_dataset` spec. Defaults to `"shapes"`.
-        num_train_images: int or `None`. Training images (each used
-            `copies` times). Defaults to `300` shapes, or all.
-        num_eval_images: int or `None`. Held-out images. Defaults to `40`
-            shapes, or all.
-        eval_split: str or `None`. Split of the held-out images. Defaults
-            to `"test"` for the shapes, `"val"` otherwise.
-        image_size: int or `(height, width)`. Size of the shapes images, or
-            the size other images are resized to. Defaults to `64`.
-        epochs, batch_size, learning_rate: of `fit` (Adam). Default to
-            `6`, `8` and `1e-3`.
-        width, mask_size, grid_size, fc_units: of `hypercolumns`. Default
-            to `0.25`, `28`, `5` and `64`.
-        copies: int. Jittered copies of each training image. Defaults to
-            `2`.
-        detector: a trained `sds` model, a `.keras` path to one, or `None`.
-            With one, the full detector is scored as well: the paper's
-            pipeline, the detector's boxes, labels and scores with the
-            hypercolumn masks (`sds_detect`, `resegment_detections`), under
-            `detector_metrics`, and the detector's own under
-            `detector_only_metrics`. Its classes must be the dataset's.
-            Defaults to `None`.
-        seed: int. Defaults to `0`.
-        verbose: int. `fit`'s verbosity. Defaults to `0`.
-
-    Returns:
-        A dict: `model`, `history` (Keras history dict), `metrics` and
-        `box_metrics` (`evaluate_instances` "segm" results of the network's
-        masks and of whole-box masks on the same boxes), `mean_iou` and
-        `box_mean_iou` (mean mask IoU with the matched ground truth),
-        `data_seconds`, `train_seconds`, `eval_seconds`; with a `detector`
-        also `detector_metrics` and `detector_only_metrics`.
-
-    Raises:
-        ValueError: a `detector` that is not an `sds` model of the
-            dataset's classes.
-    """
-    from keras_segattn.instance_metrics import evaluate_instances
-    from keras_segattn.models.instance.train import fit_arrays, train_and_held_out
-
-    start = time.perf_counter()
-    keras.utils.set_random_seed(seed)
-    train, held_out, info = train_and_held_out(
-        dataset, image_size, num_train_images, num_eval_images, eval_split, shapes=(300, 40)
-    )
-    detector = _sds_detector(detector, info.num_classes)
-    inputs, targets, weights = hypercolumn_examples(train, mask_size, copies=copies, seed=seed)
-    data_seconds = time.perf_counter() - start
-
-    model = hypercolumns(
-        num_classes=info.num_classes,
-        width=width,
-        mask_size=mask_size,
-        grid_size=grid_size,
-        fc_units=fc_units,
-    )
-    history, train_seconds = fit_arrays(
-        model,
-        "binary_crossentropy",
-        inputs,
-        targets,
-        weights,
-        batch_size,
-        epochs,
-        learning_rate,
-        verbose,
-    )
-
-    start = time.perf_counter()
-    predictions, box_predictions = oracle_predictions(model, held_out, seed=seed + 1)
-    metrics = evaluate_instances(predictions, held_out, num_classes=info.num_classes)
-    box_metrics = evaluate_instances(box_predictions, held_out, num_classes=info.num_classes)
-    eval_seconds = time.perf_counter() - start
-    full = {}
-    if detector is not None:
-        from keras_segattn.models.instance.sds import sds_detect
-
-        examples = list(held_out.as_numpy_iterator())
-        found = [sds_detect(detector, e["images"], int(e["image_id"])) for e in examples]
-        masks = [resegment_detections(model, e["images"], d) for e, d in zip(examples, found)]
-        full = {
-            "detector_metrics": evaluate_instances(masks, held_out, num_classes=info.num_classes),
-            "detector_only_metrics": evaluate_instances(
-                found, held_out, num_classes=info.num_classes
-            ),
-        }
-    return {
-        **full,
-        "model": model,
-        "history": history,
-        "metrics": metrics,
-        "box_metrics": box_metrics,
-        "mean_iou": _mean_matched_iou(predictions, held_out),
-        "box_mean_iou": _mean_matched_iou(box_predictions, held_out),
-        "data_seconds": data_seconds,
-        "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
-    }
-
-
-def _sds_detector(detector, num_classes):
-    """`detector` (`None`, an `sds` model or a `.keras` path) checked against
-    the dataset's classes."""
-    if detector is None:
-        return None
-    if isinstance(detector, str):
-        import keras_segattn  # noqa: F401  (registers the custom objects)
-
-        if not detector.endswith(".keras"):
-            raise ValueError(f"detector must be an sds model or a .keras path; got {detector!r}.")
-        if not os.path.isfile(detector):
-            raise ValueError(f"detector {detector!r} is not a file (train one with train_sds).")
-        detector = keras.saving.load_model(detector, compile=False)
-    names = {layer.name for layer in getattr(detector, "layers", [])}
-    if not {"classifier", "mask_on_grid"} <= names:
-        raise ValueError(f"detector must be an sds model (see sds.sds); got {detector!r}.")
-    classes = detector.get_layer("classifier").units
-    if classes != num_classes:
-        raise ValueError(
-            f"detector scores {classes} classes but the dataset has {num_classes}; train both "
-            "on the same data."
-        )
-    return detector
-
-
-def _mean_matched_iou(predictions, dataset):
-    """Mean IoU of prediction `k` with ground-truth instance `k` (oracle order)."""
-    ious = []
-    for prediction, example in zip(predictions, dataset.as_numpy_iterator()):
-        _, _, masks = _instances(example)
-        for predicted, truth in zip(prediction["masks"], masks):
-            union = np.logical_or(predicted, truth).sum()
-            ious.append(np.logical_and(predicted, truth).sum() / union if union else 0.0)
-    return float(np.mean(ious)) if ious else float("nan")

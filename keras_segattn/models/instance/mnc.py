@@ -59,11 +59,10 @@ Differences from the paper, and why:
 import keras
 import tensorflow as tf
 
+from keras_segattn.core.validation import check_int
 from keras_segattn.layers import RoIAlign, decode_boxes, encode_boxes, non_max_suppression
-from keras_segattn.layers.anchors import DEFAULT_ASPECT_RATIOS
 from keras_segattn.layers.image_preprocessing import check_image_shape
 from keras_segattn.models.instance.common import (
-    LIGHT_FILTERS,
     ROI_BOX_WEIGHTS,
     check_num_classes,
     check_targets,
@@ -87,7 +86,6 @@ from keras_segattn.models.instance.rpn import (
     rpn_loss_terms,
 )
 from keras_segattn.models.registry import register_model
-from keras_segattn.validation import check_int
 
 PAPER = (
     "Dai, He and Sun, Instance-aware Semantic Segmentation via Multi-task Network Cascades, "
@@ -611,38 +609,7 @@ def mnc(
     num_classes=21,
     backbone="vgg16",
     weights=None,
-    width=1.0,
-    light_filters=LIGHT_FILTERS,
-    rpn_channels=None,
-    anchor_scales=None,
-    aspect_ratios=DEFAULT_ASPECT_RATIOS,
-    pre_nms_top_n=6000,
-    post_nms_top_n=300,
-    rpn_nms_iou=0.7,
-    min_size=0.0,
-    batch_size_per_image=256,
-    positive_fraction=0.5,
-    positive_iou=0.7,
-    negative_iou=0.3,
-    allowed_border=None,
-    rpn_smooth_l1_beta=1.0 / 9.0,
-    roi_size=14,
-    roi_sampling_ratio=2,
-    mask_size=28,
-    mask_units=256,
-    fc_units=4096,
-    rois_per_image=64,
-    foreground_fraction=0.25,
-    foreground_iou=0.5,
-    background_iou=(0.0, 0.5),
-    max_detections=100,
-    nms_iou=0.3,
-    score_threshold=0.0,
-    class_agnostic_nms=True,
-    refine=False,
-    mask_threshold=0.5,
-    loss_weights=None,
-    name="mnc",
+    **kwargs,
 ):
     """Builds the Multi-task Network Cascade for instance segmentation.
 
@@ -709,37 +676,6 @@ def mnc(
     model = MultitaskNetworkCascade(
         num_classes=num_classes,
         backbone=backbone,
-        width=width,
-        light_filters=light_filters,
-        rpn_channels=rpn_channels,
-        anchor_scales=anchor_scales,
-        aspect_ratios=aspect_ratios,
-        pre_nms_top_n=pre_nms_top_n,
-        post_nms_top_n=post_nms_top_n,
-        rpn_nms_iou=rpn_nms_iou,
-        min_size=min_size,
-        batch_size_per_image=batch_size_per_image,
-        positive_fraction=positive_fraction,
-        positive_iou=positive_iou,
-        negative_iou=negative_iou,
-        allowed_border=allowed_border,
-        rpn_smooth_l1_beta=rpn_smooth_l1_beta,
-        roi_size=roi_size,
-        roi_sampling_ratio=roi_sampling_ratio,
-        mask_size=mask_size,
-        mask_units=mask_units,
-        fc_units=fc_units,
-        rois_per_image=rois_per_image,
-        foreground_fraction=foreground_fraction,
-        foreground_iou=foreground_iou,
-        background_iou=background_iou,
-        max_detections=max_detections,
-        nms_iou=nms_iou,
-        score_threshold=score_threshold,
-        class_agnostic_nms=class_agnostic_nms,
-        refine=refine,
-        mask_threshold=mask_threshold,
-        loss_weights=loss_weights,
-        name=name,
+        **kwargs,
     )
     return load_backbone_weights(model, weights)

@@ -37,7 +37,8 @@ import heapq
 
 import numpy as np
 
-from keras_segattn.validation import check_int
+from keras_segattn.core.instances import mask_iou  # noqa: F401  (public here too)
+from keras_segattn.core.validation import check_int
 
 HISTOGRAM_BINS = 25
 COLOR_SPACES = ("rgb", "hsv", "lab")
@@ -95,28 +96,6 @@ def masks_to_boxes(masks):
         if rows.size:
             boxes[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
     return boxes
-
-
-def mask_iou(masks1, masks2):
-    """Pairwise intersection over union of two sets of bool masks.
-
-    Args:
-        masks1: `(A, H, W)` masks (bool, or numbers where non-zero is inside).
-        masks2: `(B, H, W)` masks.
-
-    Returns:
-        float64 `(A, B)`; two empty masks have IoU 0.
-    """
-    a = np.asarray(masks1).reshape(len(masks1), -1) != 0
-    b = np.asarray(masks2).reshape(len(masks2), -1) != 0
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(
-            "masks1 and masks2 must have the same height and width; got "
-            f"{np.shape(masks1)} and {np.shape(masks2)}."
-        )
-    intersection = a.astype(np.float32) @ b.T.astype(np.float32)
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - intersection
-    return np.where(union > 0, intersection / np.maximum(union, 1), 0.0).astype(np.float64)
 
 
 def _color_channels(image, color_space):

@@ -26,6 +26,7 @@ unless `allowed_border` is set (the paper ignores them, `allowed_border=0`).
 import keras
 import tensorflow as tf
 
+from keras_segattn.core.validation import check_int
 from keras_segattn.layers import AnchorGenerator
 from keras_segattn.layers.anchors import DEFAULT_ASPECT_RATIOS, MNC_SCALES
 from keras_segattn.layers.image_preprocessing import check_image_shape
@@ -48,7 +49,6 @@ from keras_segattn.models.instance.common import (
     valid_slots,
 )
 from keras_segattn.models.registry import register_model
-from keras_segattn.validation import check_int
 
 PAPER = (
     "Ren, He, Girshick and Sun, Faster R-CNN: Towards Real-Time Object Detection with Region "
@@ -342,24 +342,8 @@ class RegionProposalNetwork(InstanceModelMixin, keras.Model):
 def rpn(
     backbone="vgg16",
     weights=None,
-    width=1.0,
-    light_filters=LIGHT_FILTERS,
-    rpn_channels=None,
-    anchor_scales=None,
-    aspect_ratios=DEFAULT_ASPECT_RATIOS,
-    pre_nms_top_n=6000,
-    post_nms_top_n=300,
-    rpn_nms_iou=0.7,
-    min_size=0.0,
-    batch_size_per_image=256,
-    positive_fraction=0.5,
-    positive_iou=0.7,
-    negative_iou=0.3,
-    allowed_border=None,
-    rpn_smooth_l1_beta=1.0 / 9.0,
-    loss_weights=None,
     num_classes=None,
-    name="rpn",
+    **kwargs,
 ):
     """Builds Faster R-CNN's region proposal network.
 
@@ -429,23 +413,7 @@ def rpn(
         )
     model = RegionProposalNetwork(
         backbone=backbone,
-        width=width,
-        light_filters=light_filters,
-        rpn_channels=rpn_channels,
-        anchor_scales=anchor_scales,
-        aspect_ratios=aspect_ratios,
-        pre_nms_top_n=pre_nms_top_n,
-        post_nms_top_n=post_nms_top_n,
-        rpn_nms_iou=rpn_nms_iou,
-        min_size=min_size,
-        batch_size_per_image=batch_size_per_image,
-        positive_fraction=positive_fraction,
-        positive_iou=positive_iou,
-        negative_iou=negative_iou,
-        allowed_border=allowed_border,
-        rpn_smooth_l1_beta=rpn_smooth_l1_beta,
-        loss_weights=loss_weights,
-        name=name,
+        **kwargs,
     )
     return load_backbone_weights(model, weights)
 

@@ -45,7 +45,7 @@ by a CNN that looks at each region twice, and the winners are refined.
    weights. The grid covers the region's box exactly (no enlargement).
 
 `sds_detect` runs 1-5 on one image and returns the per-image dict
-`keras_segattn.instance_metrics.evaluate_instances` takes.
+`keras_segattn.evaluation.instance.evaluate_instances` takes.
 `sds_examples` builds training examples from an instance dataset (regions
 with mask IoU >= 0.5 with a ground-truth instance are positives of its
 class, < 0.3 background, in between unused; ground-truth masks are added
@@ -53,32 +53,29 @@ as positives as in R-CNN), and `train_sds` is a short CPU run on the
 shapes.
 """
 
-import time
-
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.core.validation import check_int
 from keras_segattn.layers import ImagePreprocessing, roi_align
-from keras_segattn.models.backbones.vgg import VGG16_BLOCKS, scaled, vgg16_encoder
-from keras_segattn.models.common import load_saved_weights
-from keras_segattn.models.instance.hypercolumns import (
-    _instances,
-    check_boxes,
-    paste_box_masks,
+from keras_segattn.models.backbones.vgg import (
+    VGG16_BLOCKS,
+    scaled,
     transplant_vgg16_fc,
+    vgg16_encoder,
 )
+from keras_segattn.models.common import load_saved_weights
+from keras_segattn.models.instance.common import check_boxes, paste_box_masks
 from keras_segattn.models.instance.regions import (
     _check_image,
     check_masks,
-    mask_iou,
     mask_nms,
     masks_to_boxes,
     propose_regions,
     superpixel_refine,
 )
 from keras_segattn.models.registry import register_model
-from keras_segattn.validation import check_int
 
 PAPER = (
     "Hariharan, Arbeláez, Girshick and Malik, Simultaneous Detection and Segmentation, ECCV 2014"
@@ -474,258 +471,4 @@ def sds_detect(
         "labels": labels,
         "masks": final.astype(np.uint8),
         "region_indices": regions,
-    }
-
-
-# ---------------------------------------------------------------------------
-# Training data and a short run
-# ---------------------------------------------------------------------------
-
-
-def label_regions(region_masks, gt_masks, gt_labels, positive_iou=0.5, negative_iou=0.3):
-    """Class and matched instance of each region by mask IoU.
-
-    Returns:
-        `(labels, matches)`: int32 `(R,)`, the class of the best-overlapping
-        instance where its IoU is `>= positive_iou`, 0 (background) where
-        the best IoU is `< negative_iou`, -1 (unused) in between; int64
-        `(R,)`, that instance's index (-1 without instances).
-    """
-    if not 0.0 <= negative_iou <= positive_iou <= 1.0:
-        raise ValueError(
-            "Expected 0 <= negative_iou <= positive_iou <= 1; got "
-            f"negative_iou={negative_iou!r}, positive_iou={positive_iou!r}."
-        )
-    count = len(region_masks)
-    if len(gt_masks) == 0:
-        return np.zeros(count, np.int32), -np.ones(count, np.int64)
-    ious = mask_iou(region_masks, gt_masks)
-    matches = ious.argmax(axis=1)
-    best = ious[np.arange(count), matches]
-    labels = np.full(count, -1, np.int32)
-    labels[best >= positive_iou] = np.asarray(gt_labels)[matches[best >= positive_iou]]
-    labels[best < negative_iou] = 0
-    return labels, matches.astype(np.int64)
-
-
-def sds_examples(
-    dataset,
-    crop_size,
-    grid_size,
-    num_images=None,
-    proposal_kwargs=None,
-    positive_iou=0.5,
-    negative_iou=0.3,
-    negatives_per_positive=3,
-    include_ground_truth=True,
-    seed=0,
-):
-    """Training arrays for an `sds` model from an instance dataset.
-
-    Per image: the proposals (`propose_regions(**proposal_kwargs)`) plus,
-    with `include_ground_truth`, the ground-truth masks themselves; labels
-    by `label_regions`; at most `negatives_per_positive` background
-    regions per positive (at least that many per image), drawn at random.
-    A positive's figure-ground target is its instance's mask averaged over
-    the `grid_size x grid_size` cells of the region's box; background
-    regions have weight 0 on that output.
-
-    Args:
-        dataset: `tf.data.Dataset` of unbatched instance dicts.
-        crop_size: int. The model's crop size.
-        grid_size: int. The model's refinement grid.
-        num_images: int or `None`. Defaults to all.
-        proposal_kwargs: dict or `None`. Defaults to `None`.
-        positive_iou: float. Defaults to `0.5`.
-        negative_iou: float. Defaults to `0.3`.
-        negatives_per_positive: int. Defaults to `3`.
-        include_ground_truth: bool. Defaults to `True`.
-        seed: int. Defaults to `0`.
-
-    Returns:
-        `(inputs, targets, sample_weights)` for `fit`: `inputs` a dict with
-        `box_crops` uint8 `(E, S, S, 3)` and `region_masks` `(E, S, S)`;
-        `targets` a tuple `(labels (E,), figure_ground (E, G, G))`;
-        `sample_weights` a tuple `(ones (E,), positive (E, 1))` (the
-        figure-ground loss is `(E, G)` before weighting).
-    """
-    rng = np.random.default_rng(seed)
-    crops, crop_masks, labels, targets, weights = [], [], [], [], []
-    for index, example in enumerate(dataset.as_numpy_iterator()):
-        if num_images is not None and index >= num_images:
-            break
-        image = example["images"]
-        _, gt_labels, gt_masks = _instances(example)
-        gt_masks = gt_masks.astype(bool)
-        masks, _ = propose_regions(image, **(proposal_kwargs or {}))
-        if include_ground_truth and len(gt_masks):
-            masks = np.concatenate([gt_masks, masks]) if len(masks) else gt_masks
-        if len(masks) == 0:
-            continue
-        region_labels, matches = label_regions(
-            masks, gt_masks, gt_labels, positive_iou, negative_iou
-        )
-        positives = np.flatnonzero(region_labels > 0)
-        negatives = np.flatnonzero(region_labels == 0)
-        limit = negatives_per_positive * max(len(positives), 1)
-        if len(negatives) > limit:
-            negatives = rng.choice(negatives, limit, replace=False)
-        chosen = np.concatenate([positives, negatives]).astype(np.int64)
-        if chosen.size == 0:
-            continue
-        boxes = masks_to_boxes(masks[chosen])
-        box_crops, region_crops = crop_regions(image, masks[chosen], boxes, crop_size)
-        grid = np.zeros((len(chosen), grid_size, grid_size), np.float32)
-        is_positive = region_labels[chosen] > 0
-        if is_positive.any() and len(gt_masks):
-            matched = gt_masks[matches[chosen[is_positive]]].astype(np.float32)[..., None]
-            sampled = roi_align(
-                matched,
-                boxes[is_positive][:, None],
-                grid_size,
-                sampling_ratio=max(2, -(-crop_size // grid_size)),
-                spatial_scale=1.0,
-            )
-            grid[is_positive] = sampled.numpy()[:, 0, :, :, 0]
-        crops.append(box_crops)
-        crop_masks.append(region_crops)
-        labels.append(region_labels[chosen])
-        targets.append(grid)
-        weights.append(is_positive.astype(np.float32))
-    if not crops:
-        raise ValueError("dataset gave no training regions")
-    labels = np.concatenate(labels).astype(np.int32)
-    inputs = {"box_crops": np.concatenate(crops), "region_masks": np.concatenate(crop_masks)}
-    return (
-        inputs,
-        (labels, np.concatenate(targets)),
-        (np.ones(len(labels), np.float32), np.concatenate(weights)[:, None]),
-    )
-
-
-def proposal_recall(dataset, proposals, thresholds=(0.5, 0.7)):
-    """Fraction of ground-truth instances whose best proposal reaches each IoU."""
-    best = []
-    for example, (masks, _) in zip(dataset.as_numpy_iterator(), proposals):
-        _, _, gt_masks = _instances(example)
-        if len(gt_masks) == 0:
-            continue
-        if len(masks) == 0:
-            best.extend([0.0] * len(gt_masks))
-            continue
-        best.extend(mask_iou(gt_masks, masks).max(axis=1))
-    best = np.asarray(best)
-    return {
-        f"recall@{t}": float(np.mean(best >= t)) if best.size else float("nan") for t in thresholds
-    }
-
-
-def train_sds(
-    dataset="shapes",
-    num_train_images=None,
-    num_eval_images=None,
-    eval_split=None,
-    image_size=64,
-    crop_size=32,
-    width=0.125,
-    fc_units=64,
-    grid_size=10,
-    shared=False,
-    dropout=0.0,
-    epochs=8,
-    batch_size=32,
-    learning_rate=1e-3,
-    proposal_kwargs=None,
-    seed=0,
-    verbose=0,
-):
-    """Trains a small SDS and evaluates it on held-out images (CPU).
-
-    Data from `train_and_held_out`: by default the shapes (150 train
-    images, 40 held-out ones from `"test"`: the refinement's superpixel
-    setting was chosen on `"val"`); any other instance spec (e.g.
-    `"coco:<root>"`) is resized to `image_size` and held out from `"val"`.
-    Adam on the sum of the class cross-entropy and the figure-ground
-    binary cross-entropy (positives only). Evaluation runs `sds_detect`
-    with and without refinement on the same proposals. The defaults take
-    about 2 to 2.5 minutes on 2 CPU cores.
-
-    Args:
-        dataset: str. `load_instance_dataset` spec. Defaults to `"shapes"`.
-        num_train_images: int or `None`. Defaults to `150` shapes, or all.
-        num_eval_images: int or `None`. Held-out images. Defaults to `40`
-            shapes, or all.
-        eval_split: str or `None`. Split of the held-out images. Defaults
-            to `"test"` for the shapes, `"val"` otherwise.
-        image_size: int or `(height, width)`. Size of the shapes images, or
-            the size other images are resized to. Defaults to `64`.
-        crop_size, width, fc_units, grid_size, shared, dropout: of `sds`.
-            Default to `32`, `0.125`, `64`, `10`, `False` and `0.0`.
-        epochs, batch_size, learning_rate: of `fit` (Adam). Default to
-            `8`, `32` and `1e-3`.
-        proposal_kwargs: dict of `propose_regions` options. Defaults to
-            `None`.
-        seed: int. Defaults to `0`.
-        verbose: int. `fit`'s verbosity. Defaults to `0`.
-
-    Returns:
-        A dict: `model`, `history`, `metrics` and `metrics_unrefined`
-        (`evaluate_instances` "segm" results), `proposal_recall`,
-        `num_examples`, `data_seconds`, `train_seconds`, `eval_seconds`.
-    """
-    from keras_segattn.instance_metrics import evaluate_instances
-    from keras_segattn.models.instance.train import fit_arrays, train_and_held_out
-
-    start = time.perf_counter()
-    keras.utils.set_random_seed(seed)
-    train, held_out, info = train_and_held_out(
-        dataset, image_size, num_train_images, num_eval_images, eval_split, shapes=(150, 40)
-    )
-    inputs, targets, weights = sds_examples(
-        train, crop_size, grid_size, proposal_kwargs=proposal_kwargs, seed=seed
-    )
-    data_seconds = time.perf_counter() - start
-
-    model = sds(
-        num_classes=info.num_classes,
-        crop_size=crop_size,
-        width=width,
-        fc_units=fc_units,
-        shared=shared,
-        grid_size=grid_size,
-        dropout=dropout,
-    )
-    history, train_seconds = fit_arrays(
-        model,
-        ["sparse_categorical_crossentropy", "binary_crossentropy"],
-        inputs,
-        targets,
-        weights,
-        batch_size,
-        epochs,
-        learning_rate,
-        verbose,
-    )
-
-    start = time.perf_counter()
-    examples = list(held_out.as_numpy_iterator())
-    proposals = [propose_regions(e["images"], **(proposal_kwargs or {})) for e in examples]
-    results = {}
-    for refine in (True, False):
-        predictions = [
-            sds_detect(model, e["images"], int(e["image_id"]), proposals=p, refine=refine)
-            for e, p in zip(examples, proposals)
-        ]
-        results[refine] = evaluate_instances(predictions, held_out, num_classes=info.num_classes)
-    eval_seconds = time.perf_counter() - start
-    return {
-        "model": model,
-        "history": history,
-        "metrics": results[True],
-        "metrics_unrefined": results[False],
-        "proposal_recall": proposal_recall(held_out, proposals),
-        "num_examples": int(len(targets[0])),
-        "data_seconds": data_seconds,
-        "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
     }

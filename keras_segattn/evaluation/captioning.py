@@ -436,3 +436,80 @@ def attention_localization(
 
 
 __all__ = ["attention_localization", "grid_coverage", "score_captions"]
+
+
+def evaluate_captioner(
+    model, dataset, beam_width=3, objects=None, nouns=None, batch_size=32, examples=5
+):
+    """Captions every image of `dataset` and scores the captions.
+
+    Args:
+        model: a `ShowAttendTell`.
+        dataset: unbatched caption dataset (`images`, `captions`,
+            `image_id`; plus what `objects` reads).
+        beam_width: int. 1 decodes greedily, more runs beam search.
+        objects: callable or `None`. With a function from an example to
+            its named objects (`{"masks", "names", "colors"}`, e.g.
+            `keras_segattn.data.shapes_caption_objects` for the built-in
+            shapes), attention localisation is scored too.
+        nouns: list of str. The object nouns of `objects` (for the shapes,
+            `keras_segattn.data.shapes.CLASS_NAMES[1:]`).
+        batch_size: int. Images per `generate` call.
+        examples: int. How many (reference, generated) pairs to keep.
+
+    Returns:
+        A dict: `BLEU-1`..`BLEU-4`, `METEOR`, `CIDEr`, `num_images`,
+        `exact_match` (share of captions equal to a reference), with
+        `objects` the localisation `score`, `uniform_score`, `count` and
+        `unmatched`, and a few `examples`.
+    """
+    method = "greedy" if beam_width == 1 else "beam"
+    references, candidates, exact = {}, {}, []
+    attention_maps, words, masks, names, colors = [], [], [], [], []
+    for batch in _batches(dataset, batch_size):
+        # Images of any sizes, resized to the model's as `generate` would.
+        images = np.stack([model.resize_images(e["images"][None])[0] for e in batch])
+        generated = model.generate(images, method=method, beam_width=beam_width)
+        for example, caption, row_words, maps in zip(
+            batch, generated["captions"], generated["words"], generated["attention"]
+        ):
+            image_id = int(example["image_id"])
+            refs = [c.decode() for c in example["captions"]]
+            references[image_id], candidates[image_id] = refs, caption
+            exact.append(caption in refs)
+            if objects is not None:
+                found = objects(example)
+                attention_maps.append(maps[: max(len(row_words), 1)])
+                words.append(row_words)
+                masks.append(found["masks"])
+                names.append(found["names"])
+                colors.append(found["colors"])
+    scores = score_captions(references, candidates)
+    report = {k: float(v) for k, v in scores.items()}
+    report.update(num_images=len(candidates), exact_match=float(np.mean(exact)))
+    if objects is not None:
+        localization = attention_localization(
+            attention_maps, words, masks, names, colors, nouns=nouns
+        )
+        report.update(
+            localization=float(localization["score"]),
+            localization_uniform=float(localization["uniform_score"]),
+            localization_pairs=int(localization["count"]),
+            hallucinated_nouns=int(localization["unmatched"]),
+        )
+    report["examples"] = [
+        {"image_id": i, "generated": candidates[i], "references": references[i]}
+        for i in list(candidates)[:examples]
+    ]
+    return report
+
+
+def _batches(dataset, batch_size):
+    batch = []
+    for example in dataset.as_numpy_iterator():
+        batch.append(example)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

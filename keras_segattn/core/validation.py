@@ -58,3 +58,11 @@ def check_size(value, name, minimum=1, none_ok=False):
     raise ValueError(
         f"{name} must be {expected} or a (height, width) pair of them; got {name}={value!r}."
     )
+
+
+def optional_size(value, name):
+    """`None`, an int, or a `[side]` / `[height, width]` sequence (as argparse's
+    `nargs="+"` and `run.json` give them) as `None` or an int pair."""
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]
+    return check_size(value, name, none_ok=True)

@@ -34,9 +34,9 @@ from keras_segattn.layers import CropToReference, ImagePreprocessing, PadToMulti
 from keras_segattn.layers.image_preprocessing import check_image_shape
 from keras_segattn.models.common import check_common_arguments, load_saved_weights
 from keras_segattn.models.registry import register_model
-from keras_segattn.models.scene.multiscale import UpsampleByFactor
-from keras_segattn.models.scene.patch_cnn import POOL, scaled_filters
-from keras_segattn.models.scene.shift_and_stitch import DenseLabeller, trunk_geometry
+from keras_segattn.models.semantic.multiscale import UpsampleByFactor
+from keras_segattn.models.semantic.patch_cnn import POOL, scaled_filters
+from keras_segattn.models.semantic.shift_and_stitch import DenseLabeller, trunk_geometry
 
 PAPER = (
     "Pinheiro and Collobert, Recurrent Convolutional Neural Networks for Scene Labeling, ICML 2014"

@@ -8,6 +8,13 @@ import os
 
 import numpy as np
 
+from keras_segattn.checkpoints import load_model
+from keras_segattn.data.pipeline import load_segmentation_dataset
+from keras_segattn.evaluation.semantic import predict_scores
+from keras_segattn.export.flow import export_checkpoint
+from keras_segattn.recipes.semantic import train_segmenter
+from keras_segattn.viz import label_palette, save_panels
+
 DEMO_MODEL = "fcn8s"
 DEMO_NAME = "fcn8s_shapes"
 
@@ -24,31 +31,19 @@ def run_demo(output="saved_models", run_dir=None, quick=False):
     """Trains, evaluates, exports and draws; returns a dict of what went where."""
     # A quick run must not resume (BackupAndRestore) the state of a full one.
     run_dir = run_dir or ("runs/demo_quick" if quick else "runs/demo")
-    from keras_segattn.cli import build_parser, export, train
-    from keras_segattn.data import load_segmentation_dataset
-    from keras_segattn.evaluation import predict_scores
-    from keras_segattn.viz import label_palette, save_panels
-
-    epochs, num_images = ("1", "64") if quick else ("12", "1000")
-    args = build_parser().parse_args(
-        ["train", "--model", DEMO_MODEL, "--data", "shapes", "--num-images", num_images,
-         "--epochs", epochs, "--batch-size", "16", "--width", "0.25", "--batch-norm",
-         "--output", run_dir, "--verbose", "2"]
+    epochs, num_images = (1, 64) if quick else (12, 1000)
+    summary = train_segmenter(
+        DEMO_MODEL, "shapes", run_dir, epochs=epochs, batch_size=16, width=0.25,
+        model_kwargs={"batch_norm": True}, num_images=num_images, verbose=2,
     )  # fmt: skip
-    summary = train(args)
 
     checkpoint = os.path.join(run_dir, "best.keras")
     if not os.path.exists(checkpoint):  # validation never improved on NaN
         checkpoint = os.path.join(run_dir, "last.keras")
     version = next_version(os.path.join(output, DEMO_NAME))
-    export_args = build_parser().parse_args(
-        ["export", "--model-path", checkpoint, "--output", output, "--name", DEMO_NAME,
-         "--version", str(version), "--tflite", "float32"]
-    )  # fmt: skip
-    saved_model_path, parity = export(export_args)
-
-    from keras_segattn.cli import load_model
-
+    saved_model_path, parity = export_checkpoint(
+        checkpoint, output, name=DEMO_NAME, version=version, tflite=["float32"]
+    )
     model = load_model(checkpoint)
     test, _ = load_segmentation_dataset("shapes", "test", num_images=6)
     test = next(iter(test.batch(6)))

@@ -35,8 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.core.validation import check_int
 from keras_segattn.layers.image_preprocessing import ImagePreprocessing, check_image_shape
-from keras_segattn.validation import check_int
 
 METHODS = ("shift_and_stitch", "shifted_pooling")
 PADDINGS = ("reflect", "zero")
@@ -431,3 +431,32 @@ class DenseLabeller(keras.layers.Layer):
             }
         )
         return config
+
+
+def dense_model(patch_model, method="shifted_pooling", padding="zero"):
+    """A patch classifier as a model labelling every pixel of any image.
+
+    `images (batch, h, w, 3) -> logits (batch, h, w, num_classes)`, through
+    a `DenseLabeller` on the patch model's trunk (its weights are shared,
+    not copied): what scoring, `segattn evaluate` and export use for
+    `patch_cnn`.
+
+    Args:
+        patch_model: a patch classifier holding its trunk as layer
+            `"trunk"` (e.g. `patch_cnn`).
+        method, padding: as `DenseLabeller`'s.
+
+    Returns:
+        A `keras.Model` named `"<patch model name>_dense"`.
+    """
+    try:
+        trunk = patch_model.get_layer("trunk")
+    except (ValueError, AttributeError):
+        raise ValueError(
+            f"patch_model must be a patch classifier with a 'trunk' layer (patch_cnn); "
+            f"got {getattr(patch_model, 'name', patch_model)!r}."
+        ) from None
+    inputs = keras.Input(shape=(None, None, 3), name="images")
+    logits = DenseLabeller(trunk, method=method, padding=padding, name="dense")(inputs)
+    outputs = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
+    return keras.Model(inputs, outputs, name=f"{patch_model.name}_dense")

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.core.validation import check_int
 from keras_segattn.layers.image_pyramid import ImagePyramid, replicate
 from keras_segattn.models.common import (
     check_common_arguments,
@@ -39,7 +40,6 @@ from keras_segattn.models.common import (
     segmentation_head,
 )
 from keras_segattn.models.registry import register_model
-from keras_segattn.validation import check_int
 
 PAPER = (
     "Farabet, Couprie, Najman and LeCun, Learning Hierarchical Features for Scene Labeling, "

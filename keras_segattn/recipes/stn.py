@@ -1,9 +1,10 @@
 """Reproduces Table 1 of Spatial Transformer Networks on distorted MNIST.
 
-`segattn stn-table` trains one cell (model x distortion) after another,
-writes each result to `<output>/<cell>.json` as soon as it is measured, and
-skips cells already measured with the same settings, so an interrupted run
-resumes where it stopped. It prints the measured error beside the paper's.
+`segattn stn-table` trains one cell (model x distortion) after another, each
+in its own run folder `<output>/<cell>/` (`keras_segattn.recipes.runs`),
+writes its `metrics.json` as soon as it is measured, and skips cells
+already measured with the same settings, so an interrupted run resumes
+where it stopped. It prints the measured error beside the paper's.
 """
 
 import json
@@ -15,8 +16,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.data import DISTORTIONS, distorted_mnist, distortion_image_size, load_mnist
+from keras_segattn.checkpoints import load_model
+from keras_segattn.data.distortions import DISTORTIONS, distorted_mnist, distortion_image_size
+from keras_segattn.data.mnist import load_mnist
 from keras_segattn.models.registry import create_model
+from keras_segattn.models.spatial_transformer.mnist_models import transformer_outputs
+from keras_segattn.recipes.runs import METRICS, RunFolder
+from keras_segattn.viz import save_transformer_grid
 
 # Table 1 of the paper, test error in %, columns R, RTS, P, E.
 PAPER_ERRORS = {
@@ -60,6 +66,10 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, s
                output="runs/stn", source=None, limit=None, verbose=2):  # fmt: skip
     """Trains and tests one table cell; returns (and saves) its result dict.
 
+    Each cell is a run folder `<output>/<row>_<distortion>/` (run.json,
+    history.csv, last.keras, the resume state, logs/, metrics.json): a cell
+    measured with the same settings is read back instead of retrained, and
+    an interrupted one resumes from its last finished epoch.
     `source` is the MNIST source of `load_mnist`; `limit` keeps only the
     first `limit` training and test digits (for smoke runs).
     """
@@ -69,12 +79,14 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, s
     settings = {"row": row, "distortion": distortion, "epochs": epochs,
                 "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                 "limit": limit, "source": source}  # fmt: skip
-    path = os.path.join(output, f"{row.replace(':', '_')}_{distortion}.json")
+    run = RunFolder(cell_folder(output, row, distortion))
+    path = run.file(METRICS)
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
         if saved.get("settings") == settings:
             return saved
+    run.write_config(settings)
 
     keras.utils.set_random_seed(seed)
     train_mnist = tuple(a[:limit] for a in load_mnist(source, "train"))
@@ -93,7 +105,7 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, s
     start = time.time()
     model.fit(
         training_data(distortion, epochs, batch_size, seed, train_mnist),
-        epochs=epochs, steps_per_epoch=steps, verbose=verbose,
+        epochs=epochs, steps_per_epoch=steps, verbose=verbose, callbacks=run.callbacks(),
     )  # fmt: skip
     seconds = time.time() - start
     test = distorted_mnist("test", distortion, seed=seed, source=test_mnist)
@@ -107,11 +119,14 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, s
         "test_images": int(len(test_mnist[1])),
         "parameters": int(model.count_params()),
     }
-    os.makedirs(output, exist_ok=True)
-    model.save(os.path.join(output, f"{row.replace(':', '_')}_{distortion}.keras"))
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
+    run.save_last(model)
+    run.write_metrics(result)
     return result
+
+
+def cell_folder(output, row, distortion):
+    """The run folder of one table cell, e.g. `runs/stn/st_cnn_affine_RTS`."""
+    return os.path.join(output, f"{row.replace(':', '_')}_{distortion}")
 
 
 def format_table(results, distortions):
@@ -150,10 +165,7 @@ def run_table(rows, distortions, **kwargs):
 
 def transformer_figure(model_path, distortion, path, count=8, seed=0, source=None):
     """Draws `count` distorted test digits above the transformer's outputs."""
-    from keras_segattn.models.spatial_transformer.mnist_models import transformer_outputs
-    from keras_segattn.viz import save_transformer_grid
-
-    model = keras.saving.load_model(model_path, compile=False)
+    model = load_model(model_path)
     digits = tuple(a[:count] for a in load_mnist(source, "test"))
     images, _ = next(iter(distorted_mnist("test", distortion, seed, source=digits).batch(count)))
     _, warped, _ = transformer_outputs(model)(images * 255.0)

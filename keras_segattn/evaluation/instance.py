@@ -2,7 +2,7 @@
 
 `evaluate_instances` runs `pycocotools`' `COCOeval` on per-image
 predictions against ground truth given as a COCO JSON, a `COCO` object or
-an instance dataset (`keras_segattn.data.coco`), and reports COCO's AP
+an instance dataset (`keras_segattn.data.instances`), and reports COCO's AP
 together with the mean region AP at IoU 0.5 and 0.7 (mAP^r) of SDS
 (Hariharan et al., ECCV 2014) and MNC (Dai, He and Sun, CVPR 2016).
 """
@@ -13,9 +13,20 @@ import io
 import math
 import numbers
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
+
+from keras_segattn.core.instances import box_iou, mask_iou, real_instance_indices, real_instances
+from keras_segattn.core.validation import check_int
+from keras_segattn.models.instance.common import box_masks
+from keras_segattn.models.instance.hypercolumns import (
+    model_num_classes,
+    resegment_detections,
+    segment_boxes,
+)
+from keras_segattn.models.instance.sds import sds_detect
 
 IOU_TYPES = ("segm", "bbox")
 # COCOeval's default IoU thresholds, np.linspace(0.5, 0.95, 10); the mAP^r
@@ -75,7 +86,7 @@ def build_coco_ground_truth(dataset, num_classes):
 
     Example:
 
-    >>> from keras_segattn.data.coco import shapes_instances
+    >>> from keras_segattn.data.instances import shapes_instances
     >>> ds, info = shapes_instances(2, image_size=32)
     >>> gt = build_coco_ground_truth(ds, info.num_classes)
     >>> sorted(gt.getImgIds())
@@ -104,8 +115,8 @@ def build_coco_ground_truth(dataset, num_classes):
         boxes = np.asarray(example["bounding_boxes"]["boxes"], np.float64).reshape(-1, 4)
         labels = np.asarray(example["bounding_boxes"]["labels"]).astype(np.int64).reshape(-1)
         count = int(example.get("num_instances", len(labels)))
-        keep = np.flatnonzero((np.arange(len(labels)) < count) & (labels >= 0))
-        bad = sorted({int(v) for v in labels[keep] if not 1 <= v < num_classes})
+        bad = sorted({int(v) for v in labels[:count] if v != -1 and not 1 <= v < num_classes})
+        keep = real_instance_indices(labels, count, keep_crowd=True)
         if bad:
             raise ValueError(
                 f"Ground truth of image_id {image_id} has labels {bad}; expected class ids "
@@ -165,7 +176,7 @@ def _ground_truth(ground_truth, num_classes):
             "ground_truth must be a COCO JSON path, a pycocotools COCO object or a "
             f"tf.data.Dataset of instance dicts; got {type(ground_truth).__name__}"
         )
-    # The same contiguous ids as keras_segattn.data.coco: rank of the id.
+    # The same contiguous ids as keras_segattn.data.instances: rank of the id.
     category_ids = (0,) + tuple(sorted(coco.getCatIds()))
     if num_classes is not None and _check_num_classes(num_classes) != len(category_ids):
         raise ValueError(
@@ -331,7 +342,7 @@ def evaluate_instances(
     Args:
         predictions: list of dicts, one per image: `image_id`, `scores`
             `(K,)`, `labels` `(K,)` class ids `1..num_classes - 1` (for a
-            COCO JSON, the contiguous ids of `keras_segattn.data.coco`: the
+            COCO JSON, the contiguous ids of `keras_segattn.data.instances`: the
             rank of the category id), `boxes` `(K, 4)` `"xyxy"` pixels (for
             `"bbox"`) and `masks` `(K, H, W)` at the image's resolution
             (for `"segm"`; floats are thresholded at 0.5, other types at 0).
@@ -364,7 +375,7 @@ def evaluate_instances(
 
     Example:
 
-    >>> from keras_segattn.data.coco import shapes_instances
+    >>> from keras_segattn.data.instances import shapes_instances
     >>> ds, info = shapes_instances(1, image_size=32)
     >>> ex = next(ds.as_numpy_iterator())
     >>> n = ex["num_instances"]
@@ -434,3 +445,210 @@ def evaluate_instances(
         )
     metrics["per_class_AP"] = per_class
     return metrics
+
+
+def predict_instances(model, dataset, batch_size=16, score_threshold=0.0):
+    """Runs `model.detect` over an instance dataset; returns per-image predictions.
+
+    Args:
+        model: an `rpn` or `mnc` model.
+        dataset: unbatched instance dicts with `images` and `image_id`.
+            Images of one static size are batched by `batch_size`, others
+            one at a time.
+        batch_size: int. Defaults to `16`.
+        score_threshold: float. Detections scoring at or below it are
+            dropped. Defaults to `0`.
+
+    Returns:
+        A list of dicts `{"image_id", "boxes" (K, 4), "scores" (K,),
+        "labels" (K,), "masks" (K, H, W) uint8}`, the format of
+        `evaluate_instances`.
+    """
+    batch_size = check_int(batch_size, "batch_size")
+    static = dataset.element_spec["images"].shape.is_fully_defined()
+    # Only the images and ids are batched: instance counts differ per image.
+    images = dataset.map(lambda e: {"images": e["images"], "image_id": e["image_id"]})
+    batches = images.batch(batch_size if static else 1)
+    detect = tf.function(model.detect, reduce_retracing=True)
+    predictions = []
+    for example in batches:
+        outputs = {k: v.numpy() for k, v in detect(example["images"]).items()}
+        for row, image_id in enumerate(example["image_id"].numpy()):
+            count = int(outputs["num_detections"][row])
+            keep = np.flatnonzero(outputs["scores"][row, :count] > score_threshold)
+            predictions.append(
+                {
+                    "image_id": int(image_id),
+                    "boxes": outputs["boxes"][row, keep],
+                    "scores": outputs["scores"][row, keep],
+                    "labels": outputs["classes"][row, keep],
+                    "masks": outputs["masks"][row, keep],
+                }
+            )
+    return predictions
+
+
+def evaluate_instance_model(model, dataset, num_classes, batch_size=16):
+    """COCO-style scores of `model` on an instance dataset.
+
+    Returns:
+        A dict: `mask_AP`, `mAPr@0.5`, `mAPr@0.7` (mask IoU), `box_AP`,
+        `box_AP50`, `seconds` (prediction and evaluation time),
+        `predict_seconds_per_image` (`detect`, its masks pasted at image
+        resolution, copied to NumPy).
+    """
+    start = time.perf_counter()
+    predictions = predict_instances(model, dataset, batch_size)
+    predict_seconds = time.perf_counter() - start
+    scores = coco_scores(predictions, dataset, num_classes)
+    scores["seconds"] = time.perf_counter() - start
+    scores["predict_seconds_per_image"] = predict_seconds / max(1, len(predictions))
+    return scores
+
+
+def coco_scores(predictions, dataset, num_classes):
+    """The five numbers the README's instance tables report: mask AP, mAP^r
+    at 0.5 and 0.7, box AP and box AP50 (`evaluate_instances`, both types)."""
+    segm = evaluate_instances(predictions, dataset, "segm", num_classes)
+    bbox = evaluate_instances(predictions, dataset, "bbox", num_classes)
+    return {
+        "mask_AP": segm["AP"],
+        "mAPr@0.5": segm["mAPr@0.5"],
+        "mAPr@0.7": segm["mAPr@0.7"],
+        "box_AP": bbox["AP"],
+        "box_AP50": bbox["AP50"],
+    }
+
+
+def mean_matched_iou(predictions, dataset):
+    """Mean IoU of prediction `k` with ground-truth instance `k` (oracle order)."""
+    ious = []
+    for prediction, example in zip(predictions, dataset.as_numpy_iterator()):
+        _, _, masks = real_instances(example)
+        for predicted, truth in zip(prediction["masks"], masks):
+            union = np.logical_or(predicted, truth).sum()
+            ious.append(np.logical_and(predicted, truth).sum() / union if union else 0.0)
+    return float(np.mean(ious)) if ious else float("nan")
+
+
+def proposal_recall(dataset, proposals, thresholds=(0.5, 0.7)):
+    """Fraction of ground-truth instances whose best proposal reaches each IoU."""
+    best = []
+    for example, (masks, _) in zip(dataset.as_numpy_iterator(), proposals):
+        _, _, gt_masks = real_instances(example)
+        if len(gt_masks) == 0:
+            continue
+        if len(masks) == 0:
+            best.extend([0.0] * len(gt_masks))
+            continue
+        best.extend(mask_iou(gt_masks, masks).max(axis=1))
+    best = np.asarray(best)
+    return {
+        f"recall@{t}": float(np.mean(best >= t)) if best.size else float("nan") for t in thresholds
+    }
+
+
+def jitter_box(box, image_shape, rng, min_iou=0.7, scale=0.1, tries=50):
+    """A random box around `box` with IoU >= `min_iou` with it, inside the image.
+
+    Centre shifts of `N(0, scale)` box sizes and log-size changes of `N(0,
+    scale)`, redrawn until the IoU holds (the box itself after `tries`).
+    Stands in for detector boxes, as the paper trained on detections
+    overlapping a ground truth by 70% or more.
+    """
+    height, width = image_shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = x2 - x1, y2 - y1
+    for _ in range(tries):
+        cx = (x1 + x2) / 2 + rng.normal(0, scale) * w
+        cy = (y1 + y2) / 2 + rng.normal(0, scale) * h
+        nw, nh = w * np.exp(rng.normal(0, scale)), h * np.exp(rng.normal(0, scale))
+        new = (
+            max(0.0, cx - nw / 2),
+            max(0.0, cy - nh / 2),
+            min(float(width), cx + nw / 2),
+            min(float(height), cy + nh / 2),
+        )
+        if new[2] - new[0] >= 1 and new[3] - new[1] >= 1 and box_iou(new, box) >= min_iou:
+            return np.array(new, np.float32)
+    return np.array(box, np.float32)
+
+
+def oracle_predictions(model, dataset, num_images=None, min_iou=0.7, seed=1, threshold=0.5):
+    """Segments jittered ground-truth boxes of each image with their true classes.
+
+    "Oracle" detections isolate the segmentation quality from detection:
+    every instance is found, with a box of IoU >= `min_iou`, so mAP^r
+    measures how many of the masks reach each IoU (scores rank them by the
+    network's confidence, `segment_boxes`). Also returns the same
+    detections with the whole box as the mask, the baseline the paper
+    compares against.
+
+    Returns:
+        `(predictions, box_predictions)`: lists of per-image dicts for
+        `evaluate_instances`.
+    """
+    rng = np.random.default_rng(seed)
+    predictions, box_predictions = [], []
+    for index, example in enumerate(dataset.as_numpy_iterator()):
+        if num_images is not None and index >= num_images:
+            break
+        image = example["images"]
+        boxes, labels, _ = real_instances(example)
+        jittered = np.array(
+            [jitter_box(b, image.shape, rng, min_iou) for b in boxes], np.float32
+        ).reshape(-1, 4)
+        classes = labels if model_num_classes(model) is not None else None
+        prediction = segment_boxes(
+            model, image, jittered, classes, image_id=int(example["image_id"]), threshold=threshold
+        )
+        prediction["labels"] = labels
+        prediction.pop("probabilities")
+        predictions.append(prediction)
+        whole_boxes = box_masks(jittered[None], image.shape[:2]).numpy()[0]
+        box_predictions.append(
+            {
+                "image_id": int(example["image_id"]),
+                "boxes": jittered,
+                "scores": np.ones(len(jittered), np.float32),
+                "labels": labels,
+                "masks": whole_boxes,
+            }
+        )
+    return predictions, box_predictions
+
+
+def evaluate_instance_checkpoint(model, dataset, num_classes, batch_size=16, detector=None):
+    """COCO scores of any instance model, as `segattn evaluate` reports them.
+
+    `rpn` / `mnc`: their own detections (`evaluate_instance_model`).
+    `sds`: `sds_detect` on every image (regions, scores, refinement).
+    `hypercolumns`: with a `detector` (an `sds` model), the full Hypercolumn
+    detector (the detector's boxes, the model's masks); without one, the
+    masks of jittered ground-truth boxes (`oracle_predictions`), the
+    protocol of its table row.
+
+    Returns:
+        A dict with `mask_AP`, `mAPr@0.5`, `mAPr@0.7`, `box_AP`, `box_AP50`
+        and `predict_seconds_per_image`.
+    """
+    name = model.name
+    if name in ("rpn", "mnc"):
+        return evaluate_instance_model(model, dataset, num_classes, batch_size)
+    if name not in ("sds", "hypercolumns"):
+        raise ValueError(f"model must be an rpn, mnc, sds or hypercolumns model; got {name!r}.")
+    if detector is not None and name != "hypercolumns":
+        raise ValueError("detector applies to hypercolumns models only.")
+    start = time.perf_counter()
+    examples = list(dataset.as_numpy_iterator())
+    if name == "sds":
+        predictions = [sds_detect(model, e["images"], int(e["image_id"])) for e in examples]
+    elif detector is not None:
+        found = [sds_detect(detector, e["images"], int(e["image_id"])) for e in examples]
+        predictions = [resegment_detections(model, e["images"], d) for e, d in zip(examples, found)]
+    else:
+        predictions, _ = oracle_predictions(model, dataset)
+    seconds = time.perf_counter() - start
+    scores = coco_scores(predictions, dataset, num_classes)
+    scores["predict_seconds_per_image"] = seconds / max(1, len(examples))
+    return scores

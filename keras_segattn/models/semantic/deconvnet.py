@@ -52,7 +52,7 @@ def build_deconvnet(num_classes=21, width=1.0, weights=None, activation=None, na
         A `keras.Model` mapping `(batch, h, w, 3)` RGB pixels in [0, 255]
         (any h, w >= 32) to `(batch, h, w, num_classes)` scores.
 
-    The paper's two-stage training is `keras_segattn.training.two_stage_fit`
+    The paper's two-stage training is `keras_segattn.recipes.semantic.two_stage_fit`
     (`segattn train --stage1-epochs N`).
     """
     check_common_arguments(num_classes, width)

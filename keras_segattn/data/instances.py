@@ -32,11 +32,12 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.core.validation import check_int, check_size
 from keras_segattn.data import shapes
 from keras_segattn.data.captions import _decode_image_or_raise
 from keras_segattn.data.folders import _read_header
 from keras_segattn.data.pipeline import parse_dataset_spec, shapes_split_options
-from keras_segattn.validation import check_size
+from keras_segattn.data.tfds import load_tfds
 
 # The 80 COCO 2014/2017 "thing" categories: (category id, name).
 COCO_CATEGORIES = (
@@ -72,7 +73,7 @@ class InstanceDatasetInfo:
         category_ids: tuple of int. The dataset's own category id of each
             class id (`category_ids[label]`); entry 0 is 0.
         annotation_file: str or `None`. The COCO JSON the data came from,
-            which `keras_segattn.instance_metrics.evaluate_instances` can
+            which `keras_segattn.evaluation.instance.evaluate_instances` can
             use directly as ground truth.
         image_ids: tuple of int or `None`. The images the dataset yields,
             when it is a subset of those in `annotation_file` (images
@@ -473,20 +474,7 @@ def tfds_coco_instances(name="coco/2017", split="train", data_dir=None, download
         )
     if split == "val":
         split = "validation"
-    import tensorflow_datasets as tfds
-
-    try:
-        dataset = tfds.load(
-            name, split=split, data_dir=data_dir, download=download, shuffle_files=False
-        )
-    except Exception as e:
-        raise RuntimeError(
-            f"Could not load tfds dataset {name!r} split {split!r} (data_dir={data_dir!r}, "
-            f"download={download}): tfds looked for prepared data there"
-            + (" and tried to download it" if download else "")
-            + ". If the machine is offline, prepare it elsewhere and copy the data_dir over. "
-            f"Cause: {type(e).__name__}: {e}"
-        ) from e
+    dataset = load_tfds(name, split, data_dir, download)
 
     info = _categories_info(COCO_CATEGORIES, has_masks=False)
     return dataset.map(_tfds_to_instances, num_parallel_calls=tf.data.AUTOTUNE), info
@@ -656,3 +644,136 @@ def load_instance_dataset(spec, split="train", **kwargs):
         options = take("data_dir", "download")
         return tfds_coco_instances(arg, split, **options)
     raise ValueError(f"Unknown instance dataset spec {spec!r}; expected {accepted}")
+
+
+def instance_pipeline(
+    dataset,
+    batch_size,
+    image_size=None,
+    max_instances=None,
+    shuffle=None,
+    flip=False,
+    seed=None,
+    drop_remainder=False,
+):
+    """Turns instance dicts into `(images, targets)` batches for `model.fit`.
+
+    Each element of `dataset` (an unbatched instance dataset of
+    `keras_segattn.data.instances.load_instance_dataset`: `images`,
+    `bounding_boxes`, `instance_masks`, optionally `num_instances` and
+    `is_crowd`) becomes:
+
+    - `images`: uint8 `(h, w, 3)`, resized (bilinear) to `image_size`;
+    - `targets["masks"]`: uint8 `(G, h, w)`, resized together with the
+      image (nearest);
+    - `targets["boxes"]`: float32 `(G, 4)`, scaled with the image and
+      clipped to it;
+    - `targets["labels"]`: int32 `(G,)`.
+
+    Instances kept are the real ones (among the first `num_instances`,
+    label >= 1), not crowd regions (COCO `iscrowd`, which no RoI should
+    learn as one object), with a non-empty box after resizing and
+    clipping; at most `max_instances` of them, in dataset order.
+    Batches pad `G` to `max_instances` (or the batch's largest count when
+    `None`) with label -1, box -1 and empty masks; without `image_size`,
+    images and masks are padded bottom and right to the batch's largest.
+
+    Args:
+        dataset: `tf.data.Dataset` of unbatched instance dicts.
+        batch_size: int.
+        image_size: `None`, int or `(height, width)`. Defaults to `None`
+            (keep each image's size).
+        max_instances: int or `None`. Defaults to `None`.
+        shuffle: int or `None`. Shuffle buffer, applied before batching.
+            Defaults to `None` (no shuffling).
+        flip: bool. Random horizontal flips of image, masks and boxes.
+            Defaults to `False`.
+        seed: int or `None`. Seed of the shuffling and flips.
+        drop_remainder: bool. Passed to `padded_batch`.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, {"boxes", "labels", "masks"})`.
+
+    Raises:
+        ValueError: bad `batch_size`, `image_size` or `max_instances`, or
+            elements without `instance_masks`.
+    """
+    batch_size = check_int(batch_size, "batch_size")
+    size = check_size(image_size, "image_size", none_ok=True)
+    if max_instances is not None:
+        max_instances = check_int(max_instances, "max_instances")
+    check_instance_dataset(dataset)
+
+    def convert(example):
+        image = example["images"]
+        boxes = tf.reshape(tf.cast(example["bounding_boxes"]["boxes"], tf.float32), [-1, 4])
+        labels = tf.reshape(tf.cast(example["bounding_boxes"]["labels"], tf.int32), [-1])
+        masks = tf.cast(example["instance_masks"], tf.uint8)
+        count = tf.shape(labels)[0]
+        keep = labels >= 1
+        if "num_instances" in example:
+            keep &= tf.range(count) < tf.cast(example["num_instances"], tf.int32)
+        if "is_crowd" in example:
+            keep &= ~tf.reshape(tf.cast(example["is_crowd"], tf.bool), [-1])
+        if size is not None:
+            image, boxes, masks = resize_instance_arrays(image, boxes, masks, size)
+        height = tf.cast(tf.shape(image)[0], tf.float32)
+        width = tf.cast(tf.shape(image)[1], tf.float32)
+        boxes = tf.clip_by_value(boxes, 0.0, tf.stack([width, height, width, height]))
+        keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes = tf.boolean_mask(boxes, keep)
+        labels = tf.boolean_mask(labels, keep)
+        masks = tf.boolean_mask(masks, keep)
+        if max_instances is not None:
+            boxes, labels = boxes[:max_instances], labels[:max_instances]
+            masks = masks[:max_instances]
+        return image, {"boxes": boxes, "labels": labels, "masks": masks}
+
+    def random_flip(element, coin):
+        # One coin per element from a seeded sequence zipped in order: a
+        # stateful random op in a parallel map would not be reproducible.
+        image, targets = element
+        flip_it = tf.equal(coin % 2, 0)
+        width = tf.cast(tf.shape(image)[1], tf.float32)
+        boxes = targets["boxes"]
+        flipped = tf.stack(
+            [width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1
+        )
+        return (
+            tf.where(flip_it, image[:, ::-1], image),
+            {
+                "boxes": tf.where(flip_it, flipped, boxes),
+                "labels": targets["labels"],
+                "masks": tf.where(flip_it, targets["masks"][:, :, ::-1], targets["masks"]),
+            },
+        )
+
+    if shuffle:
+        dataset = dataset.shuffle(check_int(shuffle, "shuffle"), seed=seed)
+    dataset = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    if flip:
+        coins = tf.data.Dataset.random(seed=seed)
+        dataset = tf.data.Dataset.zip((dataset, coins)).map(
+            random_flip, num_parallel_calls=tf.data.AUTOTUNE
+        )
+    height, width = size if size is not None else (None, None)
+    return dataset.padded_batch(
+        batch_size,
+        padded_shapes=(
+            [height, width, 3],
+            {
+                "boxes": [max_instances, 4],
+                "labels": [max_instances],
+                "masks": [max_instances, height, width],
+            },
+        ),
+        padding_values=(
+            tf.constant(0, tf.uint8),
+            {
+                "boxes": tf.constant(-1.0, tf.float32),
+                "labels": tf.constant(-1, tf.int32),
+                "masks": tf.constant(0, tf.uint8),
+            },
+        ),
+        drop_remainder=drop_remainder,
+    )

@@ -1,0 +1,40 @@
+"""Loading what the package saved: models and the run configs beside them.
+
+`load_model` is the one loader of `.keras` checkpoints for the recipes, the
+command line, the export flow and users; `model_task` says which task a
+loaded model belongs to, from the registry alone.
+"""
+
+import json
+import os
+
+import keras_segattn.models  # noqa: F401  (registers every custom object)
+from keras_segattn.core.saving import load_keras_file
+from keras_segattn.models.registry import task_of
+
+
+def load_model(path, argument="model_path"):
+    """Loads a `.keras` checkpoint saved by this package, uncompiled.
+
+    Raises:
+        ValueError: naming `argument` and the path, if it is not a file or
+            not a Keras model.
+    """
+    return load_keras_file(path, argument)
+
+
+def model_task(model):
+    """The registry's task of a built or loaded model (see `task_of`)."""
+    return task_of(model)
+
+
+def read_run_config(model_path):
+    """The `run.json` of the run folder holding `model_path` (or its parent),
+    or `{}` for a model saved elsewhere."""
+    directory = os.path.dirname(os.path.abspath(model_path))
+    for candidate in (directory, os.path.dirname(directory)):
+        path = os.path.join(candidate, "run.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+    return {}

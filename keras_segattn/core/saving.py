@@ -1,0 +1,37 @@
+"""The one reader of `.keras` files.
+
+`keras_segattn.checkpoints.load_model` (what the recipes, the CLI and users
+call) and the builders' `weights=<path>` both go through `load_keras_file`,
+so a missing or unreadable file gets the same message everywhere. The
+package's custom objects must be registered first, which importing
+`keras_segattn.models` does (the builders are there already when they load
+weights).
+"""
+
+import os
+
+import keras
+
+
+def load_keras_file(path, argument="model_path"):
+    """Loads a whole `.keras` model, uncompiled.
+
+    Args:
+        path: str or path-like. A `.keras` file.
+        argument: str. The name the caller knows the path by, used in the
+            error message (e.g. `"weights"`, `"--model-path"`).
+
+    Returns:
+        The `keras.Model`.
+
+    Raises:
+        ValueError: if `path` is not a file, or Keras cannot read it (the
+            message names `argument`, the path and Keras' reason).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{argument} {path!r} is not a file; expected a .keras model file.")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001  (reported with the file's name, not swallowed)
+        raise ValueError(f"could not load {argument} {path!r} as a Keras model: {error}") from error

@@ -1,0 +1,34 @@
+"""One protocol for scoring, a module per task: `semantic` (accuracy and IoU
+from one confusion matrix, at the labels' resolution), `instance` (COCOeval
+mask and box AP, mAP^r at 0.5 and 0.7), `captioning` (BLEU / METEOR / CIDEr
+and attention localisation)."""
+
+from keras_segattn.evaluation.captioning import (
+    attention_localization,
+    evaluate_captioner,
+    score_captions,
+)
+from keras_segattn.evaluation.instance import (
+    evaluate_instance_model,
+    evaluate_instances,
+    predict_instances,
+)
+from keras_segattn.evaluation.semantic import (
+    evaluate_segmentation,
+    format_report,
+    output_probabilities,
+    predict_scores,
+)
+
+__all__ = [
+    "attention_localization",
+    "evaluate_captioner",
+    "evaluate_instance_model",
+    "evaluate_instances",
+    "evaluate_segmentation",
+    "format_report",
+    "output_probabilities",
+    "predict_instances",
+    "predict_scores",
+    "score_captions",
+]

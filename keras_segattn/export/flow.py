@@ -1,0 +1,135 @@
+"""Export and verify a trained checkpoint: what `segattn export` runs.
+
+`export_checkpoint` loads a `.keras` file, writes the SavedModel in the TF
+Serving layout with the signature of its task (decided by the registry),
+converts it to TFLite, and checks every artifact against Keras on a few
+real images of the data it was trained on.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_segattn.checkpoints import load_model, model_task, read_run_config
+from keras_segattn.core.validation import optional_size
+from keras_segattn.export.saved_model import SERVING_FUNCTIONS, export_saved_model
+from keras_segattn.export.tflite import convert_to_tflite
+from keras_segattn.export.verify import verify_export
+from keras_segattn.models.semantic import dense_model
+
+# Largest difference from Keras accepted for a float32 export (probabilities,
+# and the fraction of differing class ids).
+EXPORT_TOLERANCE = 1e-3
+
+
+def resize_uint8(image, size):
+    """Resizes one uint8 image (bilinear, rounded back to uint8)."""
+    resized = tf.image.resize(tf.cast(image, tf.float32), size)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+
+
+def sample_images(model, task, data_spec, image_size, count=32):
+    """`count` uint8 batches of one image each, for calibration and checks."""
+    if task == "captioning":
+        from keras_segattn.data import load_caption_dataset
+
+        spec = data_spec or "shapes"
+        kwargs = {"num_images": count, "image_size": model.image_size} if spec == "shapes" else {}
+        data = load_caption_dataset(spec, "val", **kwargs).take(count)
+        size = tuple(model.image_size)
+        return [np.asarray(resize_uint8(e["images"].numpy(), size))[None] for e in data]
+    if task == "instance":
+        from keras_segattn.data import load_instance_dataset
+
+        spec = data_spec or "shapes"
+        kwargs = {"num_images": count, "image_size": image_size or 64} if spec == "shapes" else {}
+        data, _ = load_instance_dataset(spec, "val", **kwargs)
+        return [e["images"].numpy()[None] for e in data.take(count)]
+    if task == "classification":
+        from keras_segattn.data import distorted_mnist, load_mnist
+
+        size = model.input.shape[1]
+        digits = tuple(a[:count] for a in load_mnist(data_spec, "test"))
+        data = distorted_mnist("test", "RTS" if size == 42 else "R", source=digits)
+        return [np.round(x.numpy()[None] * 255).astype(np.uint8) for x, _ in data]
+    from keras_segattn.data import load_segmentation_dataset, segmentation_pipeline
+
+    data, info = load_segmentation_dataset(data_spec or "shapes", "val")
+    batches = segmentation_pipeline(
+        data.take(count), 1, info.num_classes, info.ignore_class, image_size=image_size
+    )
+    return [x.numpy() for x, _ in batches]
+
+
+def export_checkpoint(
+    model_path, output="saved_models", name=None, version=1, tflite=("float32",), data=None,
+    log=print,
+):  # fmt: skip
+    """Exports a checkpoint to a SavedModel and TFLite files, verified.
+
+    Args:
+        model_path: str. A `.keras` file saved by the package.
+        output: str. The TF Serving base folder.
+        name: str or `None`. The model's folder; defaults to the run's model
+            name (`run.json`) or the model's.
+        version: int. The TF Serving version.
+        tflite: iterable of `"float32"`, `"float16"`, `"dynamic"`, `"int8"`.
+        data: str or `None`. Images for int8 calibration and the parity
+            check: a dataset spec (default: the run's training data) or an
+            MNIST source.
+        log: callable taking one str. Defaults to `print`.
+
+    Returns:
+        `(saved_model_path, report)`: `report` maps each artifact to its
+        largest differences from Keras.
+
+    Raises:
+        ValueError: if a float32 artifact differs from Keras by more than
+            `EXPORT_TOLERANCE` (the file is named), or for a bad checkpoint.
+    """
+    model = load_model(model_path, "model_path")
+    run = read_run_config(model_path)
+    task = model_task(model)
+    if task == "patch":  # served as what it is used for: a dense labeller
+        model, task = dense_model(model), "semantic"
+    name = name or run.get("model") or model.name
+    path = export_saved_model(model, output, name=name, version=version, task=task)
+    log(f"SavedModel (TF Serving layout): {path}")
+
+    images = sample_images(
+        model,
+        task,
+        data or run.get("data"),
+        optional_size(run.get("image_size"), "image_size of run.json"),
+    )
+    reference = {k: v.numpy() for k, v in SERVING_FUNCTIONS[task](model)(images[0]).items()}
+    report = verify_export(reference, images[0], saved_model_dir=path)
+    log_parity(report, log)
+    # String outputs (captions) are not TFLite builtins: a captioner's
+    # TFLite model is its "tokens" signature (token ids and attention).
+    signature = "tokens" if task == "captioning" else "serving_default"
+    for quantization in tflite:
+        suffix = "" if quantization == "float32" else f"_{quantization}"
+        tflite_path = os.path.join(output, name, f"{name}{suffix}.tflite")
+        convert_to_tflite(
+            path, tflite_path, quantization, representative_images=images,
+            signature_key=signature,
+        )  # fmt: skip
+        check = verify_export(reference, images[0], tflite_model=tflite_path)["tflite"]
+        report[f"tflite_{quantization}"] = check
+        log(f"TFLite {quantization}: {tflite_path} ({os.path.getsize(tflite_path) / 1e6:.1f} MB)")
+        log_parity({"tflite": check}, log)
+        if quantization == "float32" and max(check.values()) > EXPORT_TOLERANCE:
+            raise ValueError(
+                f"the float32 TFLite model differs from Keras by {max(check.values()):.2e}"
+                f" (> {EXPORT_TOLERANCE}); {tflite_path} is not usable."
+            )
+    if max(report["saved_model"].values()) > EXPORT_TOLERANCE:
+        raise ValueError(f"the SavedModel differs from Keras: {report['saved_model']}")
+    return path, report
+
+
+def log_parity(report, log=print):
+    for artifact, diffs in report.items():
+        log(f"  {artifact} vs Keras: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))

@@ -1,0 +1,49 @@
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_segattn.recipes.runs import RunFolder, json_ready, save_model, write_json
+
+
+def test_json_ready_makes_numpy_and_nan_plain():
+    value = {"a": np.float32(0.5), 1: [np.int64(3), np.array([1.0, np.nan])], "b": math.nan}
+    assert json_ready(value) == {"a": 0.5, "1": [3, [1.0, None]], "b": None}
+    json.dumps(json_ready(value), allow_nan=False)  # strict JSON
+
+
+def test_files_are_moved_into_place_whole(tmp_path, monkeypatch):
+    path = str(tmp_path / "metrics.json")
+    write_json(path, {"x": 1})
+
+    def crash(*args, **kwargs):  # a kill while the new file is being written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dump", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_json(path, {"x": 2})
+    monkeypatch.undo()
+    assert json.loads(open(path).read()) == {"x": 1}  # the old file, whole
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = save_model(model, str(tmp_path / "last.keras"))
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(reloaded.get_weights()[0], model.get_weights()[0])
+    assert not [f for f in os.listdir(tmp_path) if "last" in f and f != "last.keras"]
+
+
+def test_every_task_gets_the_same_folder_and_callbacks(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    names = [type(c).__name__ for c in run.callbacks(monitor="val_loss", mode="min")]
+    assert names == ["ModelCheckpoint", "TensorBoard", "CSVLogger", "BackupAndRestore"]
+    assert [type(c).__name__ for c in run.callbacks(backup=False, tensorboard=False)] == [
+        "CSVLogger"
+    ]
+    run.write_config({"epochs": 2})
+    assert json.loads(open(run.file("run.json")).read()) == {"epochs": 2}
+    assert os.path.dirname(run.best) == run.path and run.history.endswith("history.csv")
+    with pytest.raises(ValueError, match="output"):
+        RunFolder("")

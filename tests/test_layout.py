@@ -1,0 +1,172 @@
+"""The package's floors: every import points down, and no module imports
+itself back through a cycle (README, "Layout").
+
+The test reads the source with `ast` (nothing is imported), so a violation
+is reported with its file and line even when it sits inside a function.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_segattn"
+
+# The floor of each top-level module or subpackage of keras_segattn. A module
+# may import from a lower floor and from its own subpackage, never from a
+# higher floor or from another subpackage of the same floor.
+FLOORS = {
+    "core": 0,
+    "layers": 1,
+    "initializers": 1,
+    "losses": 1,
+    "metrics": 2,
+    "models": 2,
+    "postprocess": 2,
+    "data": 3,
+    "evaluation": 3,
+    "checkpoints": 3,
+    "export": 4,
+    "viz": 4,
+    "recipes": 5,
+    "testing": 5,
+    "cli": 6,
+}
+
+
+def module_name(path):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def resolve(node, module, is_package):
+    """The absolute names one import statement brings in."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if node.level:
+        base = module.split(".")
+        base = base[: len(base) - node.level + (1 if is_package else 0)]
+        prefix = ".".join(base + ([node.module] if node.module else []))
+    else:
+        prefix = node.module
+    # `from pkg import sub` imports the submodule `pkg.sub` when it is one.
+    names = []
+    for alias in node.names:
+        candidate = f"{prefix}.{alias.name}"
+        names.append(candidate if candidate in MODULES else prefix)
+    return names
+
+
+def internal_imports():
+    """{module: [(imported module, line)]} for every module of the package."""
+    graph = {}
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        edges = []
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for name in resolve(node, module, path.name == "__init__.py"):
+                    if name == "keras_segattn" or name.startswith("keras_segattn."):
+                        edges.append((name, node.lineno))
+        graph[module] = edges
+    return graph
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def top(module):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def test_every_top_level_module_has_a_floor():
+    tops = {top(m) for m in MODULES} - {None}
+    assert tops == set(FLOORS), (
+        f"modules without a floor: {sorted(tops - set(FLOORS))}; "
+        f"floors without a module: {sorted(set(FLOORS) - tops)}"
+    )
+
+
+def test_imports_point_down():
+    upward = []
+    for module, edges in internal_imports().items():
+        source = top(module)
+        if source is None:  # the package's lazy __init__ imports nothing
+            assert not edges, f"keras_segattn/__init__.py imports {edges} at import time"
+            continue
+        for target_module, line in edges:
+            target = top(target_module)
+            if target is None:
+                upward.append(f"{module}:{line} imports the whole package")
+            elif target != source and FLOORS[target] >= FLOORS[source]:
+                upward.append(
+                    f"{module}:{line} -> {target_module} "
+                    f"(floor {FLOORS[source]} {source} -> floor {FLOORS[target]} {target})"
+                )
+    assert not upward, "imports that do not point down:\n" + "\n".join(upward)
+
+
+def test_models_never_load_data_score_or_draw():
+    forbidden = ("data", "evaluation", "recipes", "export", "viz", "postprocess", "checkpoints")
+    found = [
+        f"{module}:{line} -> {target}"
+        for module, edges in internal_imports().items()
+        if top(module) == "models"
+        for target, line in edges
+        if top(target) in forbidden
+    ]
+    assert not found, "\n".join(found)
+
+
+def find_cycle(graph):
+    """One import cycle of `graph` as a list of modules, or `None`."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for target in graph.get(node, ()):
+            if state.get(target) == "open":
+                return stack[stack.index(target) :] + [target]
+            if target not in state:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_no_import_cycles():
+    graph = {
+        m: sorted({t for t, _ in edges if t in MODULES}) for m, edges in internal_imports().items()
+    }
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": ["b"], "b": [], "c": ["a"]}) is None
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from keras_segattn.models import registry", ["keras_segattn.models.registry"]),
+        ("from keras_segattn.data import load_mnist", ["keras_segattn.data"]),
+        ("import keras_segattn.layers", ["keras_segattn.layers"]),
+        ("from . import registry", ["keras_segattn.models.registry"]),
+    ],
+)
+def test_imports_are_resolved(source, expected):
+    node = ast.parse(source).body[0]
+    assert resolve(node, "keras_segattn.models", is_package=True) == expected
