@@ -62,7 +62,7 @@ def train(args):
         learning_rate=args.learning_rate, class_weights=args.class_weights,
         num_images=args.num_images, val_split=args.val_split, eval_split=args.eval_split,
         stage1_epochs=args.stage1_epochs, patches_per_image=args.patches_per_image,
-        seed=args.seed, verbose=args.verbose, config=_config(args),
+        seed=args.seed, verbose=args.verbose, config=_config(args), overwrite=args.overwrite,
     )  # fmt: skip
 
 
@@ -180,7 +180,7 @@ def instance_train(args):
         num_train=args.num_train, num_val=args.num_val, max_instances=args.max_instances,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         model_kwargs=_model_args(args.model_arg), seed=args.seed, verbose=args.verbose,
-        config=_config(args),
+        config=_config(args), overwrite=args.overwrite,
     )  # fmt: skip
     for key in ("mAPr@0.5", "mAPr@0.7", "mask_AP", "box_AP"):
         if key in summary:
@@ -199,6 +199,7 @@ def caption_train(args):
         learning_rate=args.learning_rate, output=args.output, val_split=args.val_split,
         eval_split=args.eval_split, beam_width=args.beam_width, seed=args.seed,
         model_kwargs=_model_args(args.model_arg), verbose=args.verbose, config=_config(args),
+        overwrite=args.overwrite,
     )  # fmt: skip
     print_caption_report(metrics)
     print(f"\ntrained in {metrics['train_seconds']:.0f} s; checkpoints, metrics in {args.output}")
@@ -338,6 +339,11 @@ def build_parser():
     p.add_argument("--eval-split", default="test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1, help="1 progress bar, 2 one line an epoch")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="empty --output and train afresh (by default a finished run is reported, an "
+        "interrupted one resumed, and a folder of another run refused)",
+    )  # fmt: skip
     p.set_defaults(func=train)
 
     p = commands.add_parser(
@@ -414,6 +420,11 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="runs/instance")
     p.add_argument("--verbose", type=int, default=2)
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="empty --output and train afresh (by default a finished run is reported, an "
+        "interrupted one resumed, and a folder of another run refused)",
+    )  # fmt: skip
     p.set_defaults(func=instance_train)
 
     p = commands.add_parser("caption-train", help="train and score a Show-Attend-Tell captioner")
@@ -434,6 +445,11 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="runs/caption")
     p.add_argument("--verbose", type=int, default=2)
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="empty --output and train afresh (by default a finished run is reported, an "
+        "interrupted one resumed, and a folder of another run refused)",
+    )  # fmt: skip
     p.set_defaults(func=caption_train)
 
     p = commands.add_parser("caption-evaluate", help="BLEU/METEOR/CIDEr of a captioner")

@@ -80,8 +80,8 @@ def test_export_writes_serving_layout_and_tflite(trained, tmp_path, capsys):
     main(["export", "--model-path", str(trained / "best.keras"), "--output", str(tmp_path),
           "--name", "demo", "--tflite", "float32", "float16"])  # fmt: skip
     assert os.path.isfile(tmp_path / "demo" / "1" / "saved_model.pb")
-    assert os.path.isfile(tmp_path / "demo" / "demo.tflite")
-    assert os.path.isfile(tmp_path / "demo" / "demo_float16.tflite")
+    assert os.path.isfile(tmp_path / "demo" / "demo_v1.tflite")
+    assert os.path.isfile(tmp_path / "demo" / "demo_v1_float16.tflite")
     assert "tflite vs Keras" in capsys.readouterr().out
 
 
@@ -102,7 +102,7 @@ def test_export_of_a_spatial_transformer_model(tmp_path, shared_data, capsys):
     out = capsys.readouterr().out
     assert "transformed_images" in out and "transform" in out
     assert os.path.isfile(tmp_path / "out" / "st_cnn" / "1" / "saved_model.pb")
-    assert os.path.isfile(tmp_path / "out" / "st_cnn" / "st_cnn_int8.tflite")
+    assert os.path.isfile(tmp_path / "out" / "st_cnn" / "st_cnn_v1_int8.tflite")
 
 
 def test_instance_train_and_export(tmp_path, capsys):
@@ -189,12 +189,13 @@ def test_instance_train_keeps_every_coco_instance_by_default(monkeypatch, tmp_pa
 
     monkeypatch.setattr(train, "instance_pipeline", capture)
     root = write_squares_layout(str(tmp_path / "coco"))
-    light = ["--model-arg", "backbone='light'", "--output", str(tmp_path / "x")]
-    for data, expected in ((f"coco:{root}", None), ("shapes", 3)):
+    light = ["--model-arg", "backbone='light'"]
+    for i, (data, expected) in enumerate(((f"coco:{root}", None), ("shapes", 3))):
         with pytest.raises(KeyboardInterrupt):
             main(["instance-train", "--data", data, "--num-train", "2", "--num-val", "2",
-                  "--image-size", "64", *light])  # fmt: skip
+                  "--image-size", "64", *light, "--output", str(tmp_path / str(i))])  # fmt: skip
         assert seen["max_instances"] == expected
     with pytest.raises(KeyboardInterrupt):
-        main(["instance-train", "--data", f"coco:{root}", "--max-instances", "7", *light])
+        main(["instance-train", "--data", f"coco:{root}", "--max-instances", "7", *light,
+              "--output", str(tmp_path / "2")])  # fmt: skip
     assert seen["max_instances"] == 7

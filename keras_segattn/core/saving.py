@@ -12,6 +12,24 @@ import os
 
 import keras
 
+# Fault injection for the kill tests: "<point>:<count>" kills the process
+# (SIGKILL) the count-th time it reaches that point.
+CRASH_VARIABLE = "KERAS_SEGATTN_CRASH_AT"
+_crash_counts = {}
+
+
+def crash_point(name):
+    """Kills the process here when `$KERAS_SEGATTN_CRASH_AT` names this point
+    (the tests' fault injection; a no-op otherwise)."""
+    wanted = os.environ.get(CRASH_VARIABLE)
+    if not wanted or not wanted.startswith(name + ":"):
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] == int(wanted.rsplit(":", 1)[1]):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 def load_keras_file(path, argument="model_path"):
     """Loads a whole `.keras` model, uncompiled.

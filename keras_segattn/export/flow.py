@@ -7,13 +7,20 @@ real images of the data it was trained on.
 """
 
 import os
+import shutil
 
 import numpy as np
 import tensorflow as tf
 
 from keras_segattn.checkpoints import load_model, model_task, read_run_config
+from keras_segattn.core.saving import crash_point
 from keras_segattn.core.validation import optional_size
-from keras_segattn.export.saved_model import SERVING_FUNCTIONS, export_saved_model
+from keras_segattn.export.saved_model import (
+    SERVING_FUNCTIONS,
+    publish,
+    stage_saved_model,
+    version_path,
+)
 from keras_segattn.export.tflite import convert_to_tflite
 from keras_segattn.export.verify import verify_export
 from keras_segattn.models.semantic import dense_model
@@ -80,13 +87,22 @@ def export_checkpoint(
             MNIST source.
         log: callable taking one str. Defaults to `print`.
 
+    The SavedModel is written to a hidden staging folder and the TFLite
+    files to staging names, all verified against Keras, and only then
+    published: the version folder appears in one rename, the TFLite files
+    (`<name>_v<version>[_<quantization>].tflite`, so versions never
+    overwrite each other) in one `os.replace` each. A failed check, or a
+    kill, publishes nothing.
+
     Returns:
         `(saved_model_path, report)`: `report` maps each artifact to its
-        largest differences from Keras.
+        largest differences from Keras, and `"tflite_files"` to the
+        published TFLite paths by quantization.
 
     Raises:
         ValueError: if a float32 artifact differs from Keras by more than
-            `EXPORT_TOLERANCE` (the file is named), or for a bad checkpoint.
+            `EXPORT_TOLERANCE` (nothing is published), an existing version,
+            or a bad checkpoint.
     """
     model = load_model(model_path, "model_path")
     run = read_run_config(model_path)
@@ -94,39 +110,51 @@ def export_checkpoint(
     if task == "patch":  # served as what it is used for: a dense labeller
         model, task = dense_model(model), "semantic"
     name = name or run.get("model") or model.name
-    path = export_saved_model(model, output, name=name, version=version, task=task)
-    log(f"SavedModel (TF Serving layout): {path}")
-
+    path = version_path(output, name, version)
     images = sample_images(
-        model,
-        task,
-        data or run.get("data"),
+        model, task, data or run.get("data"),
         optional_size(run.get("image_size"), "image_size of run.json"),
-    )
+    )  # fmt: skip
     reference = {k: v.numpy() for k, v in SERVING_FUNCTIONS[task](model)(images[0]).items()}
-    report = verify_export(reference, images[0], saved_model_dir=path)
-    log_parity(report, log)
-    # String outputs (captions) are not TFLite builtins: a captioner's
-    # TFLite model is its "tokens" signature (token ids and attention).
-    signature = "tokens" if task == "captioning" else "serving_default"
-    for quantization in tflite:
-        suffix = "" if quantization == "float32" else f"_{quantization}"
-        tflite_path = os.path.join(output, name, f"{name}{suffix}.tflite")
-        convert_to_tflite(
-            path, tflite_path, quantization, representative_images=images,
-            signature_key=signature,
-        )  # fmt: skip
-        check = verify_export(reference, images[0], tflite_model=tflite_path)["tflite"]
-        report[f"tflite_{quantization}"] = check
-        log(f"TFLite {quantization}: {tflite_path} ({os.path.getsize(tflite_path) / 1e6:.1f} MB)")
-        log_parity({"tflite": check}, log)
-        if quantization == "float32" and max(check.values()) > EXPORT_TOLERANCE:
-            raise ValueError(
-                f"the float32 TFLite model differs from Keras by {max(check.values()):.2e}"
-                f" (> {EXPORT_TOLERANCE}); {tflite_path} is not usable."
-            )
-    if max(report["saved_model"].values()) > EXPORT_TOLERANCE:
-        raise ValueError(f"the SavedModel differs from Keras: {report['saved_model']}")
+    # Everything is written to staging names, verified, and only then published.
+    staging = stage_saved_model(model, path, task)
+    staged_tflite = f"{staging}-tflite"  # removed with it if a later export finds it stale
+    try:
+        report = verify_export(reference, images[0], saved_model_dir=staging)
+        log_parity(report, log)
+        if max(report["saved_model"].values()) > EXPORT_TOLERANCE:
+            raise ValueError(f"the SavedModel differs from Keras: {report['saved_model']}")
+        files = {}
+        # String outputs (captions) are not TFLite builtins: a captioner's
+        # TFLite model is its "tokens" signature (token ids and attention).
+        signature = "tokens" if task == "captioning" else "serving_default"
+        for quantization in tflite:
+            suffix = "" if quantization == "float32" else f"_{quantization}"
+            final = os.path.join(output, name, f"{name}_v{version}{suffix}.tflite")
+            staged = os.path.join(staged_tflite, os.path.basename(final))
+            convert_to_tflite(
+                staging, staged, quantization, representative_images=images,
+                signature_key=signature,
+            )  # fmt: skip
+            check = verify_export(reference, images[0], tflite_model=staged)["tflite"]
+            report[f"tflite_{quantization}"] = check
+            log(f"TFLite {quantization}: {final} ({os.path.getsize(staged) / 1e6:.1f} MB)")
+            log_parity({"tflite": check}, log)
+            if quantization == "float32" and max(check.values()) > EXPORT_TOLERANCE:
+                raise ValueError(
+                    f"the float32 TFLite model differs from Keras by {max(check.values()):.2e}"
+                    f" (> {EXPORT_TOLERANCE}); nothing was published."
+                )
+            files[quantization] = (staged, final)
+        crash_point("publish")  # verified, nothing published yet
+        publish(staging, path)
+        for staged, final in files.values():
+            os.replace(staged, final)
+    finally:
+        for leftover in (staging, staged_tflite):
+            shutil.rmtree(leftover, ignore_errors=True)
+    log(f"SavedModel (TF Serving layout): {path}")
+    report["tflite_files"] = {q: final for q, (_, final) in files.items()}
     return path, report
 
 

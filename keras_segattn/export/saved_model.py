@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import keras
 import tensorflow as tf
@@ -173,12 +174,42 @@ def export_saved_model(model, export_dir, name=None, version=1, task="semantic")
     Returns:
         The path of the version folder.
     """
+    path = version_path(export_dir, name or model.name, version)
+    staging = stage_saved_model(model, path, task)
+    return publish(staging, path)
+
+
+def version_path(export_dir, name, version):
+    """`<export_dir>/<name>/<version>`, refused if that version exists."""
     version = check_int(version, "version")
-    path = os.path.join(os.fspath(export_dir), name or model.name, str(version))
+    path = os.path.join(os.fspath(export_dir), name, str(version))
     if os.path.exists(path):
         raise ValueError(
             f"Export path {path!r} already exists; TF Serving versions are "
             "immutable, so pass a new version."
         )
-    serving_module(model, task).write_out(path, verbose=False)
+    return path
+
+
+def stage_saved_model(model, path, task="semantic"):
+    """Writes the SavedModel of `path` (a version folder) to a hidden staging
+    folder beside it, which TF Serving never loads (not a number), and
+    returns the staging folder. Stale staging folders of the same version
+    (a killed export) are removed first."""
+    parent, version = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    for stale in os.listdir(parent):
+        if stale.startswith(f".staging-{version}-"):
+            shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
+    staging = os.path.join(parent, f".staging-{version}-{os.getpid()}")
+    serving_module(model, task).write_out(staging, verbose=False)
+    return staging
+
+
+def publish(staging, path):
+    """Moves a fully written staging folder to its version folder in one
+    rename: a reader sees no version folder, or a whole one."""
+    if not os.path.isfile(os.path.join(staging, "saved_model.pb")):
+        raise ValueError(f"{staging!r} holds no saved_model.pb; nothing to publish.")
+    os.rename(staging, path)
     return path

@@ -62,9 +62,13 @@ def convert_to_tflite(
         ]
     flatbuffer = converter.convert()
     if output_path is not None:
+        # Written beside its name, then moved into place: never half a file.
         os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-        with open(output_path, "wb") as f:
+        folder, name = os.path.split(os.path.abspath(output_path))
+        temporary = os.path.join(folder, f".{name}.partial-{os.getpid()}")
+        with open(temporary, "wb") as f:
             f.write(flatbuffer)
+        os.replace(temporary, output_path)
     return flatbuffer
 
 

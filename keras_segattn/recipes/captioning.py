@@ -67,6 +67,7 @@ def train_captioner(
     model_kwargs=None,
     verbose=2,
     config=None,
+    overwrite=False,
 ):
     """Trains a captioner, keeps the best checkpoint, evaluates it.
 
@@ -90,14 +91,18 @@ def train_captioner(
         verbose: int. `fit` verbosity.
         config: dict or `None`. What `run.json` records (the CLI's
             arguments); defaults to this call's arguments.
+        overwrite: bool. Start afresh in `output` (see `RunFolder.start`).
 
     Returns:
         The metrics dict written to `output/metrics.json`.
     """
-    arguments = {k: v for k, v in locals().items() if k != "config"}
+    arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite")}
     keras.utils.set_random_seed(seed)
     run = RunFolder(output)
-    run.write_config(config if config is not None else arguments)
+    finished = run.start(config if config is not None else arguments, overwrite=overwrite)
+    if finished is not None:
+        print(f"{output} holds this run, finished (pass --overwrite to train it again).")
+        return finished
     size = (image_size, image_size)
     train = load_caption_dataset(data, "train", **_spec_kwargs(data, "train", num_images, size))
     val = load_caption_dataset(data, val_split, **_spec_kwargs(data, val_split, num_images, size))

@@ -61,7 +61,7 @@ def run_demo(output="saved_models", run_dir=None, quick=False):
             zip(test["images"].numpy(), class_maps, test["segmentation_masks"].numpy())
         )
     ]
-    tflite_path = os.path.join(output, DEMO_NAME, f"{DEMO_NAME}.tflite")
+    tflite_path = parity["tflite_files"]["float32"]
     print(
         "\n== keras_segattn demo ==\n"
         f"held-out mean IoU ({summary['split']}, 200 images): {summary['mean_iou']:.3f}"

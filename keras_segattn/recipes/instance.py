@@ -712,6 +712,7 @@ def train_instances(
     seed=0,
     verbose=2,
     config=None,
+    overwrite=False,
 ):
     """What `segattn instance-train` runs: any instance model, one run folder.
 
@@ -725,12 +726,15 @@ def train_instances(
     Returns:
         The dict written to `<output>/metrics.json`.
     """
-    arguments = {k: v for k, v in locals().items() if k != "config"}
+    arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite")}
     task = get_model_spec(model).task
     if task != "instance":
         raise ValueError(f"train_instances trains instance models; {model!r} is a {task} model.")
     run = RunFolder(output)
-    run.write_config(config if config is not None else arguments)
+    finished = run.start(config if config is not None else arguments, overwrite=overwrite)
+    if finished is not None:
+        print(f"{output} holds this run, finished (pass --overwrite to train it again).")
+        return finished
     kwargs = dict(SHAPES_MNC) if model == "mnc" and data == "shapes" else {}
     kwargs.update(model_kwargs or {})
     extra = {}

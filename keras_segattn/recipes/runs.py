@@ -6,7 +6,7 @@
   history.csv    one row per epoch (Keras' CSVLogger)
   best.keras     the best checkpoint by the recipe's validation metric
   last.keras     the model at the end of training
-  backup/        the resume state (BackupAndRestore) of an interrupted run
+  backup/        the resume state: state.json and the weights it names
   logs/          TensorBoard
   metrics.json   the held-out scores and the training time
 ```
@@ -14,18 +14,39 @@
 Every file is written under a temporary name in the same folder and moved
 into place (`os.replace`), so a kill leaves either the old file or the new
 one, never half of one.
+
+The rules of a run (`RunFolder.start` and `RunCheckpoints`):
+
+- an interrupted run resumes from its last complete epoch, with the best
+  validation value so far restored, so `best.keras` only ever improves;
+- `history.csv` holds each epoch exactly once (rows of epochs that are
+  trained again after a kill are dropped on resume);
+- a finished run (its `metrics.json` written) is not trained again by the
+  same command; `overwrite=True` (`--overwrite`) empties the folder and
+  starts afresh;
+- a folder whose `run.json` records other arguments is refused, naming
+  them, unless `overwrite=True`.
 """
 
+import csv
+import io
 import json
 import math
 import numbers
 import os
+import shutil
 
 import keras
 import numpy as np
 
+from keras_segattn.checkpoints import load_model
+from keras_segattn.core.saving import crash_point
+
 RUN_CONFIG = "run.json"
 METRICS = "metrics.json"
+STATE = "state.json"
+# Arguments that do not change what a run computes: a rerun may differ in them.
+NOT_COMPARED = ("verbose", "overwrite", "func")
 
 
 def json_ready(value):
@@ -48,27 +69,128 @@ def json_ready(value):
 def _temporary(path):
     """A name beside `path` with the same extension (Keras checks it)."""
     folder, name = os.path.split(path)
-    stem, extension = os.path.splitext(name)
+    extension = ".weights.h5" if name.endswith(".weights.h5") else os.path.splitext(name)[1]
+    stem = name[: len(name) - len(extension)]
     return os.path.join(folder, f".{stem}.partial-{os.getpid()}{extension}")
+
+
+def _publish(temporary, path):
+    crash_point(os.path.basename(path))  # the new file is whole, the old one in place
+    os.replace(temporary, path)
+    return path
+
+
+def write_text(path, text):
+    """Writes `text` to `path` atomically; returns `path`."""
+    temporary = _temporary(path)
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    return _publish(temporary, path)
 
 
 def write_json(path, value):
     """Writes `value` as JSON to `path` atomically; returns `path`."""
-    temporary = _temporary(path)
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(json_ready(value), f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-    return path
+    return write_text(path, json.dumps(json_ready(value), indent=2))
 
 
 def save_model(model, path):
     """`model.save(path)` atomically; returns `path`."""
     temporary = _temporary(path)
     model.save(temporary)
-    os.replace(temporary, path)
-    return path
+    return _publish(temporary, path)
+
+
+def save_weights(model, path):
+    """`model.save_weights(path)` atomically (optimizer state included)."""
+    temporary = _temporary(path)
+    model.save_weights(temporary)
+    return _publish(temporary, path)
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def config_differences(saved, new):
+    """The arguments whose values differ between two `run.json` records."""
+    keys = (set(saved) | set(new)) - set(NOT_COMPARED)
+    missing = object()
+    return sorted(
+        k for k in keys if json_ready(saved.get(k, missing)) != json_ready(new.get(k, missing))
+    )
+
+
+class RunCheckpoints(keras.callbacks.Callback):
+    """The resume state and the best checkpoint of a run, written atomically.
+
+    After every epoch: the weights (optimizer state included) to
+    `backup/epoch-<n>.weights.h5`, `best.keras` if `monitor` improved, then
+    `backup/state.json` (the epoch, the best value and its epoch), which is
+    the commit point: a kill before it leaves the previous state, whole. At
+    the start of `fit`, a saved state is restored: weights, the epoch to go
+    on from, the best value so far; and `history.csv` loses the rows of any
+    epoch that will be trained again.
+
+    Args:
+        run: the `RunFolder`.
+        monitor: str or `None`. The validation metric that picks
+            `best.keras`; `None` keeps no best checkpoint.
+        mode: `"max"` or `"min"`.
+    """
+
+    def __init__(self, run, monitor=None, mode="max"):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min'; got mode={mode!r}.")
+        self.run = run
+        self.monitor = monitor
+        self.mode = mode
+        self.best = None
+        self.best_epoch = None
+
+    @property
+    def state_path(self):
+        return os.path.join(self.run.backup, STATE)
+
+    def _improved(self, value):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return False
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_train_begin(self, logs=None):
+        if not os.path.exists(self.state_path):
+            self.run.trim_history(0)  # rows of a run killed before its first commit
+            return
+        state = read_json(self.state_path)
+        weights = os.path.join(self.run.backup, state["weights"])
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(weights)
+        self.model._initial_epoch = state["epoch"]  # what BackupAndRestore sets, too
+        self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+        self.run.trim_history(state["epoch"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.run.backup, exist_ok=True)
+        name = f"epoch-{epoch + 1}.weights.h5"
+        save_weights(self.model, os.path.join(self.run.backup, name))
+        value = None if self.monitor is None else (logs or {}).get(self.monitor)
+        if self.monitor is not None and self._improved(None if value is None else float(value)):
+            save_model(self.model, self.run.best)
+            self.best, self.best_epoch = float(value), epoch + 1
+        write_json(
+            self.state_path,
+            {"epoch": epoch + 1, "weights": name, "monitor": self.monitor,
+             "best": self.best, "best_epoch": self.best_epoch},
+        )  # fmt: skip
+        for old in os.listdir(self.run.backup):  # older epochs' weights: not needed now
+            if old.endswith(".weights.h5") and old != name:
+                os.remove(os.path.join(self.run.backup, old))
 
 
 class RunFolder:
@@ -131,38 +253,82 @@ class RunFolder:
     def save_last(self, model):
         return save_model(model, self.last)
 
-    def callbacks(self, monitor=None, mode="auto", backup=True, tensorboard=True):
-        """The callbacks every recipe trains with.
+    def start(self, config, overwrite=False):
+        """Checks the folder against this run's arguments, then records them.
+
+        Returns:
+            The saved `metrics.json` of a finished run with the same
+            arguments (the caller reports it instead of training), else
+            `None`: a new run, or one to resume.
+
+        Raises:
+            ValueError: if the folder holds a run of other arguments (named),
+                unless `overwrite`.
+        """
+        config = json_ready(config)
+        for folder in (self.path, self.backup):  # temporary files of a killed run
+            if os.path.isdir(folder):
+                for name in os.listdir(folder):
+                    if name.startswith(".") and ".partial-" in name:
+                        os.remove(os.path.join(folder, name))
+        if overwrite:
+            for name in os.listdir(self.path):
+                target = self.file(name)
+                shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+        saved_path = self.file(RUN_CONFIG)
+        if os.path.exists(saved_path):
+            saved = read_json(saved_path)
+            differing = config_differences(saved, config)
+            if differing:
+                details = ", ".join(
+                    f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in differing
+                )
+                raise ValueError(
+                    f"output {self.path!r} holds a run with other arguments ({details}); "
+                    "choose another output folder, or pass --overwrite (overwrite=True) to "
+                    "start afresh there."
+                )
+            if os.path.exists(self.file(METRICS)):
+                return read_json(self.file(METRICS))
+        self.write_config(config)
+        return None
+
+    def trim_history(self, epochs):
+        """Keeps the header and the rows of epochs `< epochs` in `history.csv`."""
+        if not os.path.exists(self.history):
+            return
+        with open(self.history, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return
+        kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < epochs]
+        if len(kept) != len(rows):
+            text = io.StringIO()
+            csv.writer(text).writerows(kept)
+            write_text(self.history, text.getvalue())
+
+    def callbacks(self, monitor=None, mode="max", tensorboard=True):
+        """The callbacks every recipe trains with: `RunCheckpoints` (the
+        resume state and, with a `monitor`, `best.keras`), TensorBoard logs
+        in `logs/` and `history.csv`.
 
         Args:
             monitor: str or `None`. With a validation metric, the best
                 epoch is kept in `best.keras`. Defaults to `None`.
-            mode: `"min"`, `"max"` or `"auto"`, of `monitor`.
-            backup: bool. Keep a `BackupAndRestore` state in `backup/`, so
-                that an interrupted run resumes. Defaults to `True`.
-            tensorboard: bool. TensorBoard logs in `logs/`. Defaults to
-                `True`.
+            mode: `"max"` or `"min"`, of `monitor`.
+            tensorboard: bool. Defaults to `True`.
 
         Returns:
-            A list of `keras.callbacks.Callback`.
+            A list of `keras.callbacks.Callback`, `RunCheckpoints` first (it
+            restores a saved state before the others start).
         """
-        callbacks = []
-        if monitor is not None:
-            callbacks.append(
-                keras.callbacks.ModelCheckpoint(
-                    self.best, monitor=monitor, mode=mode, save_best_only=True
-                )
-            )
+        callbacks = [RunCheckpoints(self, monitor, mode)]
         if tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(self.logs))
         # append: a resumed run, and DeconvNet's second stage, add to the log.
         callbacks.append(keras.callbacks.CSVLogger(self.history, append=True))
-        if backup:
-            callbacks.append(keras.callbacks.BackupAndRestore(self.backup))
         return callbacks
 
     def best_model(self, fallback):
         """The model of `best.keras` if one was written, else `fallback`."""
-        from keras_segattn.checkpoints import load_model
-
         return load_model(self.best) if os.path.exists(self.best) else fallback

@@ -7,7 +7,6 @@ patches (`patch_pipeline`) and scored densely (`dense_model`, shift-and-stitch
 by shifted pooling) like the others.
 """
 
-import os
 import time
 
 import keras
@@ -69,15 +68,15 @@ def object_centred_dataset(dataset, crop_size, ignore_class=255, background_clas
     )
 
 
-def two_stage_fit(
-    model, stage1_data, stage2_data, stage1_epochs, epochs, backup_dir=None, **fit_kwargs
-):
+def two_stage_fit(model, stage1_data, stage2_data, stage1_epochs, epochs, **fit_kwargs):
     """DeconvNet's two-stage training (Noh et al. 2015, section 4.2).
 
     Stage 1 trains on easy, object-centred crops (see
     `object_centred_dataset`); stage 2 continues on full images. Both stages
     share the optimizer and the callbacks; epochs are numbered on, so
-    TensorBoard shows one run.
+    TensorBoard, `history.csv` and a run folder's resume state
+    (`RunCheckpoints`) see one run: a resumed run goes on in the stage and
+    epoch it stopped in.
 
     Args:
         model: a compiled `keras.Model`.
@@ -85,46 +84,20 @@ def two_stage_fit(
         stage2_data: batched `(images, masks)` of full images.
         stage1_epochs: int. Epochs of stage 1.
         epochs: int. Total epochs, stage 1 included.
-        backup_dir: str or `None`. With a folder, each stage keeps a
-            `BackupAndRestore` state there and a finished stage 1 is
-            recorded, so an interrupted run resumes in the stage it stopped.
         **fit_kwargs: passed to both `fit` calls (callbacks,
             validation_data, verbose, ...).
 
     Returns:
-        The two `History` objects (the first is `None` when a resumed run
-        had already finished stage 1).
+        The two `History` objects.
     """
     if not 0 <= stage1_epochs <= epochs:
         raise ValueError(f"stage1_epochs must be in [0, epochs={epochs}]; got {stage1_epochs}.")
-    callbacks = list(fit_kwargs.pop("callbacks", None) or [])
-
-    def stage_callbacks(stage):
-        if backup_dir is None:
-            return callbacks
-        path = os.path.join(backup_dir, stage)
-        return callbacks + [keras.callbacks.BackupAndRestore(path)]
-
-    stage1_weights = backup_dir and os.path.join(backup_dir, "stage1.weights.h5")
-    first = None
-    if stage1_weights and os.path.exists(stage1_weights):
-        model.load_weights(stage1_weights)
-    else:
-        first = model.fit(
-            stage1_data, epochs=stage1_epochs, callbacks=stage_callbacks("stage1"), **fit_kwargs
-        )
-        if stage1_weights:
-            model.save_weights(stage1_weights)
-    # A restored backup leaves the epoch it resumed from on the model, and
-    # fit() prefers it to initial_epoch: stage 2 must count from stage 1's end.
+    first = model.fit(stage1_data, epochs=stage1_epochs, **fit_kwargs)
+    # A restored state leaves the epoch it resumed from on the model, and
+    # fit() prefers it to initial_epoch: stage 2 must count from stage 1's end
+    # (or from the restored epoch, which RunCheckpoints sets again).
     model._initial_epoch = None
-    second = model.fit(
-        stage2_data,
-        initial_epoch=stage1_epochs,
-        epochs=epochs,
-        callbacks=stage_callbacks("stage2"),
-        **fit_kwargs,
-    )
+    second = model.fit(stage2_data, initial_epoch=stage1_epochs, epochs=epochs, **fit_kwargs)
     return first, second
 
 
@@ -150,6 +123,7 @@ def train_segmenter(
     seed=0,
     verbose=1,
     config=None,
+    overwrite=False,
 ):
     """Trains a semantic model (or `patch_cnn`), scores its best checkpoint.
 
@@ -180,11 +154,15 @@ def train_segmenter(
         verbose: int. `fit` verbosity.
         config: dict or `None`. What to record in `run.json` (the CLI's
             arguments); defaults to this call's arguments.
+        overwrite: bool. Empty the run folder and start afresh. Without
+            it, a finished run with the same arguments is reported, not
+            retrained; an interrupted one resumes; one with other arguments
+            is refused (`RunFolder.start`).
 
     Returns:
         The dict written to `metrics.json`.
     """
-    arguments = dict(locals())
+    arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite")}
     task = get_model_spec(model).task
     if task not in ("semantic", "patch"):
         raise ValueError(
@@ -197,6 +175,17 @@ def train_segmenter(
     train_data, info = load_segmentation_dataset(data, "train", **train_kwargs)
     val_data, _ = load_segmentation_dataset(data, val_split)
     ignore = info.ignore_class
+    run = RunFolder(output)
+    record = config if config is not None else arguments
+    finished = run.start(
+        {**record, "num_classes": info.num_classes, "ignore_class": ignore,
+         "class_names": info.class_names, "task": task},
+        overwrite=overwrite,
+    )  # fmt: skip
+    if finished is not None:
+        print(f"{output} holds this run, finished (pass --overwrite to train it again):")
+        print(f"mean IoU {finished['mean_iou']} on {finished['split']}")
+        return finished
     if isinstance(class_weights, str):
         if class_weights not in ("median", "none"):
             raise ValueError(
@@ -210,13 +199,9 @@ def train_segmenter(
         if class_weights is not None:
             print("median-frequency class weights:", np.round(class_weights, 3).tolist())
 
-    run = RunFolder(output)
     kwargs = {"weights": weights} if weights is not None else {}  # patch_cnn has none
     built = create_model(model, num_classes=info.num_classes, width=width,
                          **kwargs, **(model_kwargs or {}))  # fmt: skip
-    record = config if config is not None else {k: v for k, v in arguments.items() if k != "config"}
-    run.write_config({**record, "num_classes": info.num_classes, "ignore_class": ignore,
-                      "class_names": info.class_names, "task": task})  # fmt: skip
 
     start = time.time()
     if task == "patch":
@@ -245,9 +230,7 @@ def train_segmenter(
             )
             two_stage_fit(
                 built, stage1_batches, train_batches, stage1_epochs, epochs,
-                backup_dir=run.backup,
-                callbacks=run.callbacks(monitor="val_mean_iou", mode="max", backup=False),
-                **fit_kwargs,
+                callbacks=run.callbacks(monitor="val_mean_iou", mode="max"), **fit_kwargs,
             )  # fmt: skip
         else:
             callbacks = run.callbacks(monitor="val_mean_iou", mode="max")

@@ -7,7 +7,6 @@ already measured with the same settings, so an interrupted run resumes
 where it stopped. It prints the measured error beside the paper's.
 """
 
-import json
 import math
 import os
 import time
@@ -21,7 +20,7 @@ from keras_segattn.data.distortions import DISTORTIONS, distorted_mnist, distort
 from keras_segattn.data.mnist import load_mnist
 from keras_segattn.models.registry import create_model
 from keras_segattn.models.spatial_transformer.mnist_models import transformer_outputs
-from keras_segattn.recipes.runs import METRICS, RunFolder
+from keras_segattn.recipes.runs import RUN_CONFIG, RunFolder, config_differences, read_json
 from keras_segattn.viz import save_transformer_grid
 
 # Table 1 of the paper, test error in %, columns R, RTS, P, E.
@@ -80,13 +79,12 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, s
                 "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                 "limit": limit, "source": source}  # fmt: skip
     run = RunFolder(cell_folder(output, row, distortion))
-    path = run.file(METRICS)
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        if saved.get("settings") == settings:
-            return saved
-    run.write_config(settings)
+    saved = run.file(RUN_CONFIG)
+    # A cell is keyed by its settings: other settings start it afresh.
+    stale = os.path.exists(saved) and config_differences(read_json(saved), settings)
+    finished = run.start(settings, overwrite=bool(stale))
+    if finished is not None:
+        return finished
 
     keras.utils.set_random_seed(seed)
     train_mnist = tuple(a[:limit] for a in load_mnist(source, "train"))

@@ -22,7 +22,7 @@ def test_files_are_moved_into_place_whole(tmp_path, monkeypatch):
     def crash(*args, **kwargs):  # a kill while the new file is being written
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(json, "dump", crash)
+    monkeypatch.setattr(os, "fsync", crash)  # the new file is written, not yet moved
     with pytest.raises(KeyboardInterrupt):
         write_json(path, {"x": 2})
     monkeypatch.undo()
@@ -38,12 +38,29 @@ def test_files_are_moved_into_place_whole(tmp_path, monkeypatch):
 def test_every_task_gets_the_same_folder_and_callbacks(tmp_path):
     run = RunFolder(tmp_path / "run")
     names = [type(c).__name__ for c in run.callbacks(monitor="val_loss", mode="min")]
-    assert names == ["ModelCheckpoint", "TensorBoard", "CSVLogger", "BackupAndRestore"]
-    assert [type(c).__name__ for c in run.callbacks(backup=False, tensorboard=False)] == [
-        "CSVLogger"
+    assert names == ["RunCheckpoints", "TensorBoard", "CSVLogger"]  # RunCheckpoints first
+    assert [type(c).__name__ for c in run.callbacks(tensorboard=False)] == [
+        "RunCheckpoints",
+        "CSVLogger",
     ]
-    run.write_config({"epochs": 2})
-    assert json.loads(open(run.file("run.json")).read()) == {"epochs": 2}
+    assert run.start({"epochs": 2, "verbose": 1}) is None  # a new run
+    assert json.loads(open(run.file("run.json")).read()) == {"epochs": 2, "verbose": 1}
+    assert run.start({"epochs": 2, "verbose": 2}) is None  # verbosity does not count
+    with pytest.raises(ValueError, match=r"other arguments \(epochs: 2 -> 3\).*--overwrite"):
+        run.start({"epochs": 3, "verbose": 1})
+    run.write_metrics({"mean_iou": 0.5})
+    assert run.start({"epochs": 2, "verbose": 1}) == {"mean_iou": 0.5}  # finished
+    assert run.start({"epochs": 3}, overwrite=True) is None
+    assert sorted(os.listdir(run.path)) == ["run.json"]
     assert os.path.dirname(run.best) == run.path and run.history.endswith("history.csv")
     with pytest.raises(ValueError, match="output"):
         RunFolder("")
+
+
+def test_history_keeps_each_epoch_once(tmp_path):
+    run = RunFolder(tmp_path)
+    with open(run.history, "w") as f:
+        f.write("epoch,loss\r\n0,1.0\r\n1,0.9\r\n2,0.8\r\n")
+    run.trim_history(2)  # epoch 2 is trained again after a resume
+    with open(run.history) as f:
+        assert f.read().split() == ["epoch,loss", "0,1.0", "1,0.9"]

@@ -1,0 +1,101 @@
+"""A tiny `segattn train` and `segattn export`, killed (SIGKILL) at chosen
+points and run again: nothing is lost, nothing is half-written, nothing is
+counted twice. The kill points are `keras_segattn.core.saving.crash_point`s,
+reached through `$KERAS_SEGATTN_CRASH_AT`."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TRAIN = ["train", "--model", "fcn8s", "--data", "shapes", "--num-images", "16", "--epochs", "3",
+         "--batch-size", "8", "--width", "0.0625", "--verbose", "2"]  # fmt: skip
+
+
+def segattn(args, crash_at=None):
+    env = dict(os.environ)
+    env.pop("KERAS_SEGATTN_CRASH_AT", None)
+    if crash_at:
+        env["KERAS_SEGATTN_CRASH_AT"] = crash_at
+    return subprocess.run(
+        [sys.executable, "-m", "keras_segattn.cli", *args],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def killed(result):
+    return result.returncode == -signal.SIGKILL
+
+
+def history(folder):
+    with open(folder / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def no_half_files(folder):
+    for root, _, files in os.walk(folder):
+        if os.path.basename(root) == "logs" or "/logs/" in root + "/":
+            continue  # TensorBoard's event files are append-only logs
+        for name in files:
+            path = os.path.join(root, name)
+            assert os.path.getsize(path) > 0, f"{path} is empty"
+            assert ".partial-" not in name or not name.endswith((".keras", ".json")), path
+
+
+def test_killed_runs_resume_to_the_same_result(tmp_path):
+    out = tmp_path / "run"
+    args = [*TRAIN, "--output", str(out)]
+    # 1. Killed while the first best.keras is written: nothing committed yet.
+    assert killed(segattn(args, "best.keras:1"))
+    assert not (out / "best.keras").exists() and not (out / "backup" / "state.json").exists()
+    # 2. Killed at the second epoch's commit point: epoch 1 is the state.
+    assert killed(segattn(args, "state.json:2"))
+    assert json.loads((out / "backup" / "state.json").read_text())["epoch"] == 1
+    # 3. Resumed from epoch 1, killed while metrics.json is written (after
+    #    the final evaluation).
+    assert killed(segattn(args, "metrics.json:1"))
+    assert not (out / "metrics.json").exists()
+    # 4. Finishes without training again: the state is at the last epoch.
+    result = segattn(args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Epoch" not in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = history(out)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]  # each epoch once
+    state = json.loads((out / "backup" / "state.json").read_text())
+    values = [float(r["val_mean_iou"]) for r in rows]
+    assert state["best"] == pytest.approx(max(values), rel=1e-6)
+    assert state["best_epoch"] == values.index(max(values)) + 1
+    no_half_files(out)
+    # 5. The same command again reports the finished run.
+    again = segattn(args)
+    assert again.returncode == 0 and "finished" in again.stdout
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert len(history(out)) == 3
+    # 6. Other arguments in the same folder are refused, by name.
+    other = segattn([*args, "--learning-rate", "0.01"])
+    assert other.returncode != 0
+    assert "learning_rate: 0.001 -> 0.01" in other.stderr and "--overwrite" in other.stderr
+    fresh = segattn([*args, "--learning-rate", "0.01", "--epochs", "1", "--overwrite"])
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert [int(r["epoch"]) for r in history(out)] == [0]
+
+    # Export: killed after verification, before publishing: no version
+    # folder; the retry publishes version 1 and its versioned TFLite file.
+    base = tmp_path / "served"
+    export = ["export", "--model-path", str(out / "last.keras"), "--output", str(base),
+              "--name", "tiny", "--data", "shapes"]  # fmt: skip
+    assert killed(segattn(export, "publish:1"))
+    assert not (base / "tiny" / "1").exists()
+    result = segattn(export)
+    assert result.returncode == 0, result.stderr[-2000:]
+    versions = [v for v in os.listdir(base / "tiny") if v.isdigit()]
+    assert versions == ["1"] and (base / "tiny" / "1" / "saved_model.pb").is_file()
+    assert (base / "tiny" / "tiny_v1.tflite").is_file()
+    assert not [n for n in os.listdir(base / "tiny") if n.startswith(".staging")]
