@@ -29,12 +29,11 @@ def model_task(model):
 
 
 def read_run_config(model_path):
-    """The `run.json` of the run folder holding `model_path` (or its parent),
-    or `{}` for a model saved elsewhere."""
-    directory = os.path.dirname(os.path.abspath(model_path))
-    for candidate in (directory, os.path.dirname(directory)):
-        path = os.path.join(candidate, "run.json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
-    return {}
+    """The `run.json` of the run folder holding `model_path`, or `{}` for a
+    model saved elsewhere. Only the model's own folder is read: a `run.json`
+    further up belongs to another run and must not set, say, the image size."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "run.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

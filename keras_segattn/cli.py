@@ -88,10 +88,16 @@ def evaluate(args):
     from keras_segattn.models.semantic import dense_model
 
     data, info = load_segmentation_dataset(args.data, args.split)
+    scored = dense_model(model) if task == "patch" else model
+    if scored.output.shape[-1] != info.num_classes:
+        raise ValueError(
+            f"--model-path {args.model_path} predicts {scored.output.shape[-1]} classes but "
+            f"--data {args.data} has {info.num_classes}; score a model on the data it was "
+            "trained for."
+        )
     report = evaluate_segmentation(
-        dense_model(model) if task == "patch" else model, data, info.num_classes,
-        info.ignore_class, image_size=image_size, batch_size=args.batch_size,
-        postprocess=args.postprocess,
+        scored, data, info.num_classes, info.ignore_class, image_size=image_size,
+        batch_size=args.batch_size, postprocess=args.postprocess,
     )  # fmt: skip
     print(format_report(report, info.class_names))
     print(f"seconds per image:   {report['seconds_per_image']:.3f}")
@@ -130,11 +136,26 @@ def read_image(path):
 
     try:
         with Image.open(path) as image:
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale, not clip
+                scale = 65535.0 if image.mode.startswith("I;16") else max(np.max(image), 1)
+                grey = np.asarray(image, np.float64) * (255.0 / scale)
+                return np.repeat(np.round(grey).clip(0, 255).astype(np.uint8)[..., None], 3, -1)
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError:
         raise SystemExit(f"error: image {path!r} does not exist.") from None
     except (UnidentifiedImageError, OSError) as error:
         raise SystemExit(f"error: image {path!r} is not a readable image: {error}") from None
+
+
+def output_names(paths, suffix):
+    """One output file name per input path, never the same twice: inputs of
+    the same name from different folders get `_2`, `_3`, ... after it."""
+    names, seen = [], {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem + (f"_{seen[stem]}" if seen[stem] > 1 else "") + suffix)
+    return names
 
 
 def predict(args):
@@ -153,11 +174,10 @@ def predict(args):
     )
     palette = label_palette(model.output.shape[-1])
     written = []
-    for path in args.images:
+    for path, name in zip(args.images, output_names(args.images, "_overlay.png")):
         image = read_image(path)
         scores = predict_scores(model, image[None], image_size)
         class_map = np.argmax(np.asarray(scores)[0], axis=-1)
-        name = os.path.splitext(os.path.basename(path))[0] + "_overlay.png"
         written.append(save_panels(os.path.join(args.output_dir, name), image, class_map, palette))
     print("wrote", *written, sep="\n  ")
     return written
@@ -247,10 +267,9 @@ def caption(args):
     os.makedirs(args.output_dir, exist_ok=True)
     method = "greedy" if args.beam_width == 1 else "beam"
     written = []
-    for path in args.images:
+    for path, name in zip(args.images, output_names(args.images, "_attention.png")):
         image = read_image(path)
         generated = model.generate(image[None], method=method, beam_width=args.beam_width)
-        name = os.path.splitext(os.path.basename(path))[0] + "_attention.png"
         figure = attention_figure(
             model, image, os.path.join(args.output_dir, name), beam_width=args.beam_width
         )

@@ -4,15 +4,27 @@ import keras
 import numpy as np
 
 
+def upsampling_kernel_size(stride):
+    """The `Conv2DTranspose` kernel size at which `BilinearUpsampling` equals
+    bilinear resizing by `stride`: `2 * stride` if even, `2 * stride - 1` if
+    odd (FCN's strides, 2, 8, 16 and 32, are even)."""
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ValueError(f"stride must be a positive int; got stride={stride!r}.")
+    return 2 * int(stride) - int(stride) % 2
+
+
 def bilinear_kernel(kernel_size, channels, dtype="float32"):
     """Returns the bilinear-upsampling kernel of FCN (Long et al. 2015).
 
     The kernel is separable, `(1 - |x - c| / f) * (1 - |y - c| / f)` with
     `f = (k + 1) // 2` and `c = f - 1` for odd `k`, `f - 0.5` for even `k`,
     as in the reference `surgery.interp`. Channel `i` maps to channel `i`
-    only. With `kernel_size = 2 * stride` and `padding="same"`, a
-    `Conv2DTranspose` carrying this kernel equals half-pixel bilinear
-    resizing (`tf.image.resize(..., "bilinear")`) away from the border.
+    only. With `kernel_size = upsampling_kernel_size(stride)` (`2 * stride`
+    for an even stride, `2 * stride - 1` for an odd one) and
+    `padding="same"`, a `Conv2DTranspose` carrying this kernel equals
+    half-pixel bilinear resizing (`tf.image.resize(..., "bilinear")`) away
+    from the border. (`2 * stride` at an odd stride shifts the output by
+    half a pixel.)
 
     Args:
         kernel_size: int or tuple of 2 ints. Kernel height and width.
@@ -47,8 +59,8 @@ class BilinearUpsampling(keras.initializers.Initializer):
 
     ```python
     up = keras.layers.Conv2DTranspose(
-        21, kernel_size=4, strides=2, padding="same", use_bias=False,
-        kernel_initializer=keras_segattn.initializers.BilinearUpsampling())
+        21, kernel_size=upsampling_kernel_size(2), strides=2, padding="same",
+        use_bias=False, kernel_initializer=keras_segattn.initializers.BilinearUpsampling())
     ```
     """
 

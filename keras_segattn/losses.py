@@ -48,8 +48,12 @@ class SegmentationCrossEntropy(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
         self.ignore_class = ignore_class
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
-        if self.class_weights is not None and np.any(np.array(self.class_weights) < 0):
-            raise ValueError(f"class_weights must be >= 0; got {self.class_weights}.")
+        if self.class_weights is not None and not (
+            np.all(np.isfinite(self.class_weights)) and np.all(np.array(self.class_weights) >= 0)
+        ):
+            raise ValueError(
+                f"class_weights must be finite numbers >= 0; got {self.class_weights}."
+            )
         self.from_logits = from_logits
 
     def call(self, y_true, y_pred):

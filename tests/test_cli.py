@@ -76,6 +76,39 @@ def test_predict_writes_overlays_and_rejects_bad_files(trained, tmp_path):
               "--images", str(tmp_path / "missing.png")])  # fmt: skip
 
 
+def test_predict_never_overwrites_and_scales_16_bit_images(trained, tmp_path):
+    from keras_segattn.cli import read_image
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / folder / "x.png")
+    main(["predict", "--model-path", str(trained / "best.keras"), "--images",
+          str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"),
+          "--output-dir", str(tmp_path / "out")])  # fmt: skip
+    assert sorted(os.listdir(tmp_path / "out")) == ["x_2_overlay.png", "x_overlay.png"]
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.array([[0, 32768, 65535]], np.uint16)).save(deep)
+    assert read_image(str(deep))[0, :, 0].tolist() == [0, 128, 255]  # scaled, not clipped
+
+
+def test_evaluate_refuses_data_of_another_class_count(trained, shared_data):
+    camvid = os.path.join(shared_data, "camvid")
+    with pytest.raises(SystemExit, match="predicts 4 classes but --data camvid.* has 11"):
+        main(["evaluate", "--model-path", str(trained / "best.keras"),
+              "--data", f"camvid:{camvid}"])  # fmt: skip
+
+
+def test_zero_epochs_and_a_parent_run_json_are_not_taken(tmp_path):
+    from keras_segattn.checkpoints import read_run_config
+
+    with pytest.raises(SystemExit, match="epochs must be a positive int"):
+        main(["train", "--data", "shapes", "--epochs", "0", "--output", str(tmp_path / "r")])
+    (tmp_path / "run.json").write_text('{"image_size": [8, 8]}')
+    (tmp_path / "elsewhere").mkdir()
+    assert read_run_config(str(tmp_path / "elsewhere" / "m.keras")) == {}
+    assert read_run_config(str(tmp_path / "m.keras")) == {"image_size": [8, 8]}
+
+
 def test_export_writes_serving_layout_and_tflite(trained, tmp_path, capsys):
     main(["export", "--model-path", str(trained / "best.keras"), "--output", str(tmp_path),
           "--name", "demo", "--tflite", "float32", "float16"])  # fmt: skip

@@ -553,6 +553,15 @@ def caption_references(dataset):
 # ---------------------------------------------------------------------------
 
 
+def _warn_empty(image_id, dropped):
+    warnings.warn(
+        f"caption_pipeline: image_id {int(image_id)} has {int(dropped)} empty caption(s) "
+        "(no word after standardisation); skipped",
+        stacklevel=2,
+    )
+    return 0
+
+
 def caption_pipeline(
     dataset,
     vocabulary,
@@ -637,6 +646,23 @@ def caption_pipeline(
             "image_size=None needs images of one static size; these are "
             f"{spec['images'].shape}: pass image_size"
         )
+
+    def skip_empty(example):
+        """Drops captions with no word, warning with the image's id."""
+        captions = tf.reshape(example["captions"], [-1])
+        words = tf.strings.split(standardize_captions(captions)).row_lengths()
+        keep = words > 0
+        dropped = tf.reduce_sum(tf.cast(~keep, tf.int32))
+        image_id = example.get("image_id", tf.constant(-1, tf.int64))
+        warned = tf.cond(
+            dropped > 0,
+            lambda: tf.py_function(_warn_empty, [image_id, dropped], tf.int32),
+            lambda: tf.constant(0, tf.int32),
+        )
+        with tf.control_dependencies([warned]):
+            return {**example, "captions": tf.boolean_mask(captions, keep)}
+
+    dataset = dataset.map(skip_empty).filter(lambda e: tf.size(e["captions"]) > 0)
 
     def resize(image):
         if size is None:

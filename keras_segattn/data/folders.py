@@ -66,6 +66,23 @@ def _read_header(path, what):
     return header
 
 
+def _check_complete(path, what):
+    """A truncated file (a copy or download cut short) has no end marker:
+    JPEG's EOI (`FF D9`) or PNG's `IEND` chunk. Reading the last bytes finds
+    it before training starts, where a full decode would fail at step 1
+    without the file's name."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64))
+        tail = f.read().rstrip(b"\x00")
+    with open(path, "rb") as f:
+        png = f.read(8) == _PNG_MAGIC
+    complete = b"IEND" in tail[-12:] if png else tail.endswith(b"\xff\xd9")
+    if not complete:
+        kind = "PNG (no IEND chunk at its end)" if png else "JPEG (no end-of-image marker)"
+        raise ValueError(f"{what} '{path}' is a truncated {kind}; re-copy or re-download it")
+
+
 def _mask_format(path):
     """Returns `(is_palette, is_16_bit)` for a label PNG, checking it."""
     header = _read_header(path, "Segmentation mask")
@@ -93,7 +110,7 @@ def _read_palette_indices(path):
         return np.asarray(im, dtype=np.int32)
 
 
-def folder_dataset(image_paths, mask_paths):
+def folder_dataset(image_paths, mask_paths, num_classes=None, ignore_class=None):
     """Builds a segmentation dataset from matching image and label files.
 
     Every file is checked up front (it exists and has a PNG or JPEG
@@ -105,6 +122,10 @@ def folder_dataset(image_paths, mask_paths):
         image_paths: list of str. RGB or greyscale PNG/JPEG images.
         mask_paths: list of str. Label PNGs holding one class id per
             pixel, in the same order as `image_paths`.
+        num_classes: int or `None`. With it, a label id outside
+            `[0, num_classes)` that is not `ignore_class` fails the read of
+            its mask with an `InvalidArgumentError` naming the file.
+        ignore_class: int or `None`. The void label.
 
     Returns:
         A `tf.data.Dataset` of dicts `{"images": uint8 (H, W, 3),
@@ -123,7 +144,10 @@ def folder_dataset(image_paths, mask_paths):
         raise ValueError("image_paths is empty; expected at least one image")
     for path in image_paths:
         _read_header(path, "Image")
+        _check_complete(path, "Image")
     formats = [_mask_format(path) for path in mask_paths]
+    for path in mask_paths:
+        _check_complete(path, "Segmentation mask")
     # tf.io.decode_png would return palette colours, not indices, so any
     # palette mask sends the whole folder through PIL.
     palette = any(p for p, _ in formats)
@@ -151,7 +175,26 @@ def folder_dataset(image_paths, mask_paths):
                 tf.shape(mask),
             ],
         )
-        with tf.control_dependencies([check]):
+        checks = [check]
+        if num_classes is not None:
+            flat = tf.reshape(mask, [-1])
+            bad = (flat < 0) | (flat >= num_classes)
+            if ignore_class is not None:
+                bad &= flat != ignore_class
+            checks.append(
+                tf.debugging.Assert(
+                    ~tf.reduce_any(bad),
+                    [
+                        "Segmentation mask",
+                        mask_path,
+                        f"holds label ids outside [0, {num_classes}) that are not the "
+                        f"ignore label {ignore_class}, e.g.:",
+                        tf.boolean_mask(flat, bad)[:5],
+                    ],
+                    summarize=5,
+                )
+            )
+        with tf.control_dependencies(checks):
             mask = tf.identity(mask)
         image.set_shape([None, None, 3])
         mask.set_shape([None, None])
@@ -210,7 +253,7 @@ def camvid_dataset(root, split="train"):
         A `tf.data.Dataset` of `{"images", "segmentation_masks"}` dicts in
         sorted file order.
     """
-    return folder_dataset(*list_camvid_files(root, split))
+    return folder_dataset(*list_camvid_files(root, split), len(CAMVID_CLASSES), CAMVID_IGNORE_CLASS)
 
 
 def list_voc_files(root, split="train"):
@@ -277,4 +320,4 @@ def voc_dataset(root, split="train"):
         A `tf.data.Dataset` of `{"images", "segmentation_masks"}` dicts in
         sorted id order.
     """
-    return folder_dataset(*list_voc_files(root, split))
+    return folder_dataset(*list_voc_files(root, split), len(VOC_CLASSES), VOC_IGNORE_CLASS)

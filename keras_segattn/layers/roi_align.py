@@ -238,7 +238,8 @@ def roi_align(
     num_boxes = tf.shape(boxes)[1]
     total = batch * num_boxes
 
-    scaled = tf.reshape(boxes, [total, 4]) * tf.constant(spatial_scale, dtype)
+    boxes, finite = _finite_boxes(tf.reshape(boxes, [total, 4]))
+    scaled = boxes * tf.constant(spatial_scale, dtype)
     if aligned:
         scaled = scaled - 0.5
     x1, y1, x2, y2 = tf.unstack(scaled, axis=-1)
@@ -261,6 +262,8 @@ def roi_align(
         group = tf.reshape(_clamp(group, 0, num_groups - 1), [total, 1, 1, 1])
         index = index * num_groups + group
         row_weights = row_weights * tf.cast(valid, dtype)[:, None, None]
+    # A non-finite box reads nothing: zero output, zero gradient to the map.
+    row_weights = row_weights * tf.cast(finite, dtype)[:, None, None]
     # (boxes, out_h, taps, out_w * taps, channels)
     gathered = tf.gather(flat, index)
     weights_dtype = features.dtype
@@ -278,6 +281,17 @@ def roi_align(
         tf.reshape(by_row, [total * out_h * out_w, taps, channels]),
     )
     return tf.reshape(pooled, [batch, num_boxes, out_h, out_w, channels])
+
+
+def _finite_boxes(boxes):
+    """`(boxes with non-finite rows set to 0, which rows were finite)`.
+
+    `|x| <= max float` is false for NaN and infinities, and is builtin in
+    TFLite (`ABS`, `LESS_EQUAL`), unlike `tf.math.is_finite`.
+    """
+    largest = tf.constant(np.finfo(np.float32).max, boxes.dtype)
+    finite = tf.reduce_all(tf.abs(boxes) <= largest, axis=-1)
+    return tf.where(finite[:, None], boxes, tf.zeros_like(boxes)), finite
 
 
 def _round_half_away_from_zero(x):

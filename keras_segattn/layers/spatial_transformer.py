@@ -503,6 +503,7 @@ class SpatialTransformer(keras.layers.Layer):
                 f"{tuple(spec.shape)} for input shape {input_shape}."
             )
         self._num_features = int(np.prod(feature_dims))
+        self._feature_dims = feature_dims
         self._built_output_size = (int(out_h), int(out_w))
         if self.regression:
             self.regressor = keras.layers.Dense(
@@ -528,6 +529,16 @@ class SpatialTransformer(keras.layers.Layer):
     def call(self, images):
         out_h, out_w = self._built_output_size
         features = self.localization(images)
+        got = tuple(features.shape[1:])
+        if None not in got and got != self._feature_dims:
+            # A reshape would silently fold the extra features into the batch.
+            raise ValueError(
+                f"The localization network {self.localization.name!r} gives features of "
+                f"shape {got} for images of shape {tuple(images.shape)}, but it was built "
+                f"for {self._feature_dims}: its output size depends on the image size, so "
+                "call the layer at the size it was built for (or end the localization "
+                "network in global pooling)."
+            )
         features = tf.reshape(features, [-1, self._num_features])
         theta = self.regressor(features) if self.regression else features
         theta = tf.cast(theta, self.compute_dtype)

@@ -2,19 +2,26 @@
 stem and the output head, so all of them accept any image size and return
 per-pixel scores at exactly that size."""
 
+import numbers
 import os
 
 import keras
 
 from keras_segattn.core.saving import load_keras_file
+from keras_segattn.core.validation import check_int
 from keras_segattn.layers import CropToReference, ImagePreprocessing, PadToMultiple
 
 
 def check_common_arguments(num_classes, width):
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2; got num_classes={num_classes!r}.")
-    if not (isinstance(width, (int, float)) and 0 < width <= 4):
+    """Returns `(num_classes, width)` as `(int, float)`, or raises a ValueError.
+
+    NumPy integers and floats are welcome (`info.num_classes` may be one);
+    bools are not numbers here (`width=True` is a mistake, not 1.0).
+    """
+    num_classes = check_int(num_classes, "num_classes", minimum=2)
+    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not 0 < width <= 4:
         raise ValueError(f"width must be a float in (0, 4]; got width={width!r}.")
+    return num_classes, float(width)
 
 
 def load_saved_weights(model, weights):

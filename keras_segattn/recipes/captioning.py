@@ -12,6 +12,7 @@ import time
 
 import keras
 
+from keras_segattn.core.validation import check_int
 from keras_segattn.data.captions import (
     CaptionVocabulary,
     caption_pipeline,
@@ -97,6 +98,7 @@ def train_captioner(
         The metrics dict written to `output/metrics.json`.
     """
     arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite")}
+    epochs = check_int(epochs, "epochs", hint=" (0 would score an untrained model)")
     keras.utils.set_random_seed(seed)
     run = RunFolder(output)
     finished = run.start(config if config is not None else arguments, overwrite=overwrite)

@@ -727,6 +727,7 @@ def train_instances(
         The dict written to `<output>/metrics.json`.
     """
     arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite")}
+    check_int(epochs, "epochs", none_ok=True, hint=" (0 would score an untrained model)")
     task = get_model_spec(model).task
     if task != "instance":
         raise ValueError(f"train_instances trains instance models; {model!r} is a {task} model.")

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.core.validation import optional_size
+from keras_segattn.core.validation import check_int, optional_size
 from keras_segattn.data.augment import object_centred_crop, resize_example
 from keras_segattn.data.pipeline import (
     load_segmentation_dataset,
@@ -168,6 +168,7 @@ def train_segmenter(
         raise ValueError(
             f"train_segmenter trains semantic models and patch_cnn; {model!r} is a {task} model."
         )
+    epochs = check_int(epochs, "epochs", hint=" (0 would score an untrained model)")
     keras.utils.set_random_seed(seed)
     image_size = optional_size(image_size, "image_size")
     crop_size = optional_size(crop_size, "crop_size")

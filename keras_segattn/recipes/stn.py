@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_segattn.checkpoints import load_model
+from keras_segattn.core.validation import check_int
 from keras_segattn.data.distortions import DISTORTIONS, distorted_mnist, distortion_image_size
 from keras_segattn.data.mnist import load_mnist
 from keras_segattn.models.registry import create_model
@@ -72,6 +73,7 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, s
     `source` is the MNIST source of `load_mnist`; `limit` keeps only the
     first `limit` training and test digits (for smoke runs).
     """
+    epochs = check_int(epochs, "epochs")
     name, transform = parse_row(row)
     if distortion not in DISTORTIONS:
         raise ValueError(f"distortion must be one of {DISTORTIONS}; got {distortion!r}.")

@@ -325,8 +325,9 @@ def test_vocabulary_errors(tmp_path):
     vocab = cap.CaptionVocabulary.build(_CAPTIONS)
     with pytest.raises(ValueError, match="empty caption.*index 1"):
         vocab.encode(["a circle", "  "], max_length=5)
-    with pytest.raises(ValueError, match="only of words unknown.*index 0: 'green triangle'"):
-        vocab.encode(["green triangle"], max_length=5)
+    unknown = vocab.encode(["Xylophones.", "green circle"], max_length=5).numpy()
+    assert unknown[0].tolist() == [vocab.start_id, vocab.unk_id, vocab.end_id, 0, 0]
+    assert unknown[1][1] == vocab.unk_id  # unknown words become <unk>, not an error
     with pytest.raises(ValueError, match="max_length must be an int >= 3"):
         vocab.encode(["a circle"], max_length=2)
     with pytest.raises(ValueError, match=r"ids holds \[-1, 11\], out of range .* 0..10"):
@@ -346,11 +347,29 @@ def test_vocabulary_errors(tmp_path):
 
 def test_vocabulary_encode_in_graph_asserts():
     vocab = cap.CaptionVocabulary.build(_CAPTIONS)
-    ds = tf.data.Dataset.from_tensor_slices(["a circle", "zebra"]).map(
+    ds = tf.data.Dataset.from_tensor_slices(["a circle", "..."]).map(
         lambda c: vocab.encode(c, max_length=5)
     )
-    with pytest.raises(tf.errors.InvalidArgumentError, match="only unknown words"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="a caption is empty"):
         list(ds)
+
+
+def test_pipeline_skips_empty_captions_naming_the_image():
+    vocab = cap.CaptionVocabulary.build(_CAPTIONS)
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    data = tf.data.Dataset.from_tensor_slices(
+        {"images": images, "captions": [["a circle", "..."], ["!", ""]], "image_id": [7, 8]}
+    )
+    with pytest.warns(UserWarning) as caught:
+        batches = list(
+            cap.caption_pipeline(
+                data, vocab, 4, image_size=None, max_length=5, one_caption_per_image="all"
+            )
+        )
+    messages = " ".join(str(w.message) for w in caught)
+    assert "image_id 7 has 1 empty caption" in messages and "image_id 8 has 2" in messages
+    (_, input_ids), _ = batches[0]
+    assert input_ids.shape[0] == 1  # only "a circle" is left; image 8 has no caption left
 
 
 # --- caption_pipeline -------------------------------------------------------

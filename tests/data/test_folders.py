@@ -109,3 +109,23 @@ def test_size_mismatch_fails_with_message(tmp_path):
     Image.fromarray(np.ones((9, 12), np.uint8)).save(tmp_path / "trainannot" / "a.png")
     with pytest.raises(tf.errors.InvalidArgumentError, match="differ in size"):
         list(folders.camvid_dataset(tmp_path, "train"))
+
+
+@pytest.mark.parametrize("name, kind", [("a.jpg", "JPEG"), ("a.png", "PNG")])
+def test_truncated_files_are_named_before_training(tmp_path, name, kind):
+    _camvid_tree(tmp_path)
+    path = tmp_path / ("train" if name.endswith(".jpg") else "trainannot") / name
+    path.write_bytes(path.read_bytes()[:-20])  # a copy cut short
+    what = "Image" if kind == "JPEG" else "Segmentation mask"
+    with pytest.raises(ValueError, match=f"{what} '{path}' is a truncated {kind}"):
+        folders.camvid_dataset(tmp_path, "train")
+
+
+def test_an_out_of_range_label_names_its_file(tmp_path):
+    _camvid_tree(tmp_path, names=("a",))
+    mask = np.ones((8, 12), np.uint8)
+    mask[2, 3] = 200
+    Image.fromarray(mask).save(tmp_path / "trainannot" / "a.png")
+    expected = rf"Segmentation mask.*{tmp_path / 'trainannot' / 'a.png'}.*outside \[0, 11\)"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
+        list(folders.camvid_dataset(tmp_path, "train"))

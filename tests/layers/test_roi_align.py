@@ -279,3 +279,18 @@ def test_bad_arguments_raise_clear_errors():
         roi_align(features, np.zeros((2, 1, 4), "float32"), num_groups=3)
     with pytest.raises(ValueError, match="must be static"):
         RoIAlign(mode="max_pool")([keras.Input((None, None, 3)), keras.Input((None, 4))])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_box_reads_nothing_and_poisons_no_gradient(rng, bad):
+    features = tf.constant(rng.normal(size=(1, 8, 8, 3)).astype("float32"))
+    boxes = np.array([[[1.0, 1.0, 6.0, 5.0], [0.0, bad, 4.0, 4.0]]], "float32")
+    with tf.GradientTape() as tape:
+        tape.watch(features)
+        pooled = roi_align(features, boxes, (2, 2), spatial_scale=1.0)
+        loss = tf.reduce_sum(pooled[:, 0])  # the loss reads only the good box
+    gradient = tape.gradient(loss, features).numpy()
+    assert np.all(np.isfinite(pooled.numpy())) and np.all(pooled.numpy()[0, 1] == 0)
+    assert np.all(np.isfinite(gradient)) and np.any(gradient != 0)
+    good = roi_align(features, boxes[:, :1], (2, 2), spatial_scale=1.0)
+    np.testing.assert_array_equal(pooled.numpy()[:, :1], good.numpy())

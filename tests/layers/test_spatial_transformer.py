@@ -267,3 +267,12 @@ def test_mirrored_strategy_fit_step(rng):
         )
     history = model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_called_at_another_size_than_its_localization_net_was_built_for():
+    # Convolutional features: 4x4x2 at 28x28, 8x8x2 (four times as many) at 56x56.
+    net = keras.Sequential([keras.layers.Conv2D(2, 3, strides=7)])
+    layer = SpatialTransformer(localization=net, output_size=(28, 28))
+    layer(np.zeros((2, 28, 28, 1), "float32"))
+    with pytest.raises(ValueError, match=r"gives features of shape .* but it was built for"):
+        layer(np.zeros((2, 56, 56, 1), "float32"))  # would have become a batch of 8

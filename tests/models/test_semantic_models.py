@@ -213,3 +213,12 @@ def test_the_registry_decides_a_models_task(tmp_path):
     model.name = "renamed"
     with pytest.raises(ValueError, match="'renamed' is not a registered model"):
         task_of(model)
+
+
+def test_builder_numbers_are_checked_by_value_not_by_type():
+    model = create_model("fcn8s", num_classes=np.int64(3), width=np.float32(0.0625))
+    assert model.output.shape[-1] == 3
+    with pytest.raises(ValueError, match="width must be a float in \\(0, 4\\]; got width=True"):
+        create_model("fcn8s", num_classes=3, width=True)
+    with pytest.raises(ValueError, match="class_weights must be finite numbers >= 0"):
+        SegmentationCrossEntropy(class_weights=[1.0, float("nan")])

@@ -55,7 +55,7 @@ def build_deconvnet(num_classes=21, width=1.0, weights=None, activation=None, na
     The paper's two-stage training is `keras_segattn.recipes.semantic.two_stage_fit`
     (`segattn train --stage1-epochs N`).
     """
-    check_common_arguments(num_classes, width)
+    num_classes, width = check_common_arguments(num_classes, width)
     inputs, x = image_stem(32)
     encoder = vgg16_encoder(x, width=width, batch_norm=True, switches=True)
 

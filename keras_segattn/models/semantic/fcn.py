@@ -93,7 +93,7 @@ def build_fcn(
     """
     if stride not in (8, 16, 32):
         raise ValueError(f"stride must be 8, 16 or 32; got stride={stride!r}.")
-    check_common_arguments(num_classes, width)
+    num_classes, width = check_common_arguments(num_classes, width)
     inputs, x = image_stem(32)
     features = vgg16_encoder(x, width=width, batch_norm=batch_norm)
 

@@ -121,7 +121,7 @@ def multiscale_stride(levels, filters):
 def check_multiscale_arguments(
     num_classes, width, filters, levels, kernel_size, upsampling, classifier_hidden, color
 ):
-    check_common_arguments(num_classes, width)
+    num_classes, width = check_common_arguments(num_classes, width)
     if not (
         isinstance(filters, (list, tuple))
         and len(filters) >= 1

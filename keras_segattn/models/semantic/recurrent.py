@@ -104,7 +104,7 @@ def recurrent_cnn_trunk(
 
 
 def check_recurrent_arguments(num_classes, width, instances, filters, kernel_size):
-    check_common_arguments(num_classes, width)
+    num_classes, width = check_common_arguments(num_classes, width)
     if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
         raise ValueError(
             "instances must be a positive int (the number of times the shared network is "
