@@ -81,6 +81,15 @@ def _check_complete(path, what):
     if not complete:
         kind = "PNG (no IEND chunk at its end)" if png else "JPEG (no end-of-image marker)"
         raise ValueError(f"{what} '{path}' is a truncated {kind}; re-copy or re-download it")
+    # Damage inside a file with an intact end: one full decode finds it now,
+    # not at some training step without the file's name.
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Exception as error:  # noqa: BLE001  (PIL raises several types; all are named)
+        raise ValueError(f"{what} '{path}' cannot be decoded ({error}); it is corrupt") from None
 
 
 def _mask_format(path):

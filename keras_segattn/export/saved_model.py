@@ -5,6 +5,7 @@ import keras
 import tensorflow as tf
 
 from keras_segattn.core.validation import check_int
+from keras_segattn.layers.image_preprocessing import ImagePreprocessing
 
 IMAGE_SIGNATURE = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
 
@@ -142,12 +143,65 @@ def serving_module(model, task="semantic"):
     archive = keras.export.ExportArchive()
     archive.track(model)
     signature = [image_signature(model, task)]
+    check = dict(min_size=minimum_image_size(model), channels=int(signature[0].shape[-1]))
     archive.add_endpoint(
-        "serving_default", tf.function(SERVING_FUNCTIONS[task](model)), input_signature=signature
+        "serving_default",
+        tf.function(checked_images(SERVING_FUNCTIONS[task](model), **check)),
+        input_signature=signature,
     )
     for name, serving_fn in EXTRA_SERVING_FUNCTIONS.get(task, {}).items():
-        archive.add_endpoint(name, tf.function(serving_fn(model)), input_signature=signature)
+        archive.add_endpoint(
+            name, tf.function(checked_images(serving_fn(model), **check)), input_signature=signature
+        )
     return archive
+
+
+def minimum_image_size(model):
+    """The smallest side the model's `ImagePreprocessing` layers accept (1 if
+    it has none)."""
+    sizes, stack = [1], [model]
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, ImagePreprocessing):
+            sizes.append(layer.min_size)
+        stack.extend(getattr(layer, "layers", []))
+    return max(sizes)
+
+
+def checked_images(serve, min_size=1, channels=3):
+    """`serve` behind a check of what a client sent: a non-empty batch of
+    images of at least `min_size` pixels a side with `channels` channels. A
+    loaded signature does not enforce its declared shape; without the check
+    an empty batch, a 0x0 image or a 4-channel one failed deep in the
+    network with a misleading message. The
+    check is an `Assert` in the SavedModel; the TFLite converter drops it, so
+    the TFLite trace stays builtin-only."""
+
+    def checked(images):
+        shape = tf.shape(images)
+        # Padded, so that a client's 3-D or 5-D tensor is reported, not indexed.
+        dims = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)
+        valid = (
+            (tf.size(shape) == 4)
+            & (dims[0] > 0)
+            & (dims[1] >= min_size)
+            & (dims[2] >= min_size)
+            & (dims[3] == channels)
+        )
+        check = tf.debugging.Assert(
+            valid,
+            [
+                f"images must be a non-empty batch (batch, height, width, {channels}) of "
+                f"{'RGB ' if channels == 3 else ''}images of at least {min_size}x{min_size} "
+                "pixels; got shape",
+                shape,
+            ],
+        )
+        with tf.control_dependencies([check]):
+            images = tf.identity(images)
+        return serve(images)
+
+    return checked
 
 
 def export_saved_model(model, export_dir, name=None, version=1, task="semantic"):

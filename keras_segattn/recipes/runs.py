@@ -175,6 +175,9 @@ class RunCheckpoints(keras.callbacks.Callback):
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
         self.run.trim_history(state["epoch"])
 
+    def on_train_batch_end(self, batch, logs=None):
+        crash_point("batch")  # the kill tests' mid-epoch point
+
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.run.backup, exist_ok=True)
         name = f"epoch-{epoch + 1}.weights.h5"

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.core.saving import crash_point
 from keras_segattn.core.validation import check_int, optional_size
 from keras_segattn.data.augment import object_centred_crop, resize_example
 from keras_segattn.data.pipeline import (
@@ -240,6 +241,7 @@ def train_segmenter(
     run.save_last(built)
 
     best = run.best_model(built)
+    crash_point("evaluation")  # the kill tests' point in the final evaluation
     scored = dense_model(best) if task == "patch" else best
     report = evaluate_segmentation(
         scored, load_segmentation_dataset(data, eval_split)[0], info.num_classes, ignore,

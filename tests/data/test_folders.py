@@ -129,3 +129,13 @@ def test_an_out_of_range_label_names_its_file(tmp_path):
     expected = rf"Segmentation mask.*{tmp_path / 'trainannot' / 'a.png'}.*outside \[0, 11\)"
     with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
         list(folders.camvid_dataset(tmp_path, "train"))
+
+
+def test_damage_inside_an_intact_file_is_named_before_training(tmp_path):
+    _camvid_tree(tmp_path)
+    path = tmp_path / "train" / "a.jpg"
+    data = bytearray(path.read_bytes())
+    data[20:-2] = b"\x00" * (len(data) - 22)  # header and end marker kept
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"Image '{path}' cannot be decoded .*corrupt"):
+        folders.camvid_dataset(tmp_path, "train")

@@ -1,5 +1,6 @@
 import os
 
+import keras
 import pytest
 import tensorflow as tf
 
@@ -10,6 +11,9 @@ from keras_segattn.models import create_model
 
 @pytest.fixture(scope="module")
 def model():
+    # Seeded: the quantisation tolerances below are for these weights, not
+    # for whatever the global random state holds after other tests.
+    keras.utils.set_random_seed(0)
     return create_model("fcn8s", num_classes=3, width=0.0625, score_initializer="glorot_uniform")
 
 
@@ -74,3 +78,19 @@ def test_int8_needs_representative_images(exported):
         convert_to_tflite(exported[1], quantization="int8")
     with pytest.raises(ValueError, match="quantization"):
         convert_to_tflite(exported[1], quantization="int4")
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((0, 64, 64, 3), "non-empty batch"),
+        ((1, 0, 0, 3), "at least 32x32 pixels; got shape"),
+        ((1, 16, 40, 3), "at least 32x32 pixels; got shape"),
+        ((1, 64, 64, 4), "batch, height, width, 3.*RGB.*got shape"),
+        ((64, 64, 3), "RGB images of at least 32x32 pixels; got shape"),
+    ],
+)
+def test_the_signature_names_what_is_wrong_with_its_input(exported, shape, message):
+    signature = tf.saved_model.load(exported[1]).signatures["serving_default"]
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError), match=message):
+        signature(images=tf.zeros(shape, tf.uint8))

@@ -54,14 +54,19 @@ def test_killed_runs_resume_to_the_same_result(tmp_path):
     # 1. Killed while the first best.keras is written: nothing committed yet.
     assert killed(segattn(args, "best.keras:1"))
     assert not (out / "best.keras").exists() and not (out / "backup" / "state.json").exists()
-    # 2. Killed at the second epoch's commit point: epoch 1 is the state.
-    assert killed(segattn(args, "state.json:2"))
+    # 2. Killed mid-epoch (the first batch of epoch 2; two batches an epoch).
+    assert killed(segattn(args, "batch:3"))
     assert json.loads((out / "backup" / "state.json").read_text())["epoch"] == 1
-    # 3. Resumed from epoch 1, killed while metrics.json is written (after
-    #    the final evaluation).
+    # 3. Resumed, killed at epoch 2's commit point: epoch 1 is still the state.
+    assert killed(segattn(args, "state.json:1"))
+    assert json.loads((out / "backup" / "state.json").read_text())["epoch"] == 1
+    # 4. Resumed, trains epochs 2 and 3, killed as the final evaluation starts.
+    assert killed(segattn(args, "evaluation:1"))
+    assert json.loads((out / "backup" / "state.json").read_text())["epoch"] == 3
+    # 5. Killed while metrics.json is written, after the evaluation.
     assert killed(segattn(args, "metrics.json:1"))
     assert not (out / "metrics.json").exists()
-    # 4. Finishes without training again: the state is at the last epoch.
+    # 6. Finishes without training again: the state is at the last epoch.
     result = segattn(args)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Epoch" not in result.stdout
@@ -73,12 +78,12 @@ def test_killed_runs_resume_to_the_same_result(tmp_path):
     assert state["best"] == pytest.approx(max(values), rel=1e-6)
     assert state["best_epoch"] == values.index(max(values)) + 1
     no_half_files(out)
-    # 5. The same command again reports the finished run.
+    # 7. The same command again reports the finished run.
     again = segattn(args)
     assert again.returncode == 0 and "finished" in again.stdout
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert len(history(out)) == 3
-    # 6. Other arguments in the same folder are refused, by name.
+    # 8. Other arguments in the same folder are refused, by name.
     other = segattn([*args, "--learning-rate", "0.01"])
     assert other.returncode != 0
     assert "learning_rate: 0.001 -> 0.01" in other.stderr and "--overwrite" in other.stderr
