@@ -3,7 +3,7 @@
 ```
 <output>/
   run.json       the arguments of the run (what `segattn` was asked to do)
-  history.csv    one row per epoch (Keras' CSVLogger)
+  history.csv    one row per epoch (the logs Keras' CSVLogger would write)
   best.keras     the best checkpoint by the recipe's validation metric
   last.keras     the model at the end of training
   backup/        the resume state: state.json and the weights it names
@@ -186,6 +186,7 @@ class RunCheckpoints(keras.callbacks.Callback):
         if self.monitor is not None and self._improved(None if value is None else float(value)):
             save_model(self.model, self.run.best)
             self.best, self.best_epoch = float(value), epoch + 1
+        self.run.append_history(epoch, logs or {})
         write_json(
             self.state_path,
             {"epoch": epoch + 1, "weights": name, "monitor": self.monitor,
@@ -310,10 +311,25 @@ class RunFolder:
             csv.writer(text).writerows(kept)
             write_text(self.history, text.getvalue())
 
+    def append_history(self, epoch, logs):
+        """Adds the row of `epoch` to `history.csv` (columns as Keras'
+        CSVLogger: `epoch`, then the logs by name), rewriting the file
+        atomically, so a kill never leaves half a row."""
+        rows = []
+        if os.path.exists(self.history):
+            with open(self.history, newline="", encoding="utf-8") as f:
+                rows = [r for r in csv.reader(f) if r]
+        header = rows[0] if rows else ["epoch", *sorted(logs)]
+        values = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
+        rows = (rows or [header]) + [[str(values.get(k, "")) for k in header]]
+        text = io.StringIO()
+        csv.writer(text).writerows(rows)
+        write_text(self.history, text.getvalue())
+
     def callbacks(self, monitor=None, mode="max", tensorboard=True):
         """The callbacks every recipe trains with: `RunCheckpoints` (the
-        resume state and, with a `monitor`, `best.keras`), TensorBoard logs
-        in `logs/` and `history.csv`.
+        resume state, `history.csv` and, with a `monitor`, `best.keras`) and
+        TensorBoard logs in `logs/`.
 
         Args:
             monitor: str or `None`. With a validation metric, the best
@@ -328,8 +344,6 @@ class RunFolder:
         callbacks = [RunCheckpoints(self, monitor, mode)]
         if tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(self.logs))
-        # append: a resumed run, and DeconvNet's second stage, add to the log.
-        callbacks.append(keras.callbacks.CSVLogger(self.history, append=True))
         return callbacks
 
     def best_model(self, fallback):

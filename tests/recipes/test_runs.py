@@ -38,11 +38,8 @@ def test_files_are_moved_into_place_whole(tmp_path, monkeypatch):
 def test_every_task_gets_the_same_folder_and_callbacks(tmp_path):
     run = RunFolder(tmp_path / "run")
     names = [type(c).__name__ for c in run.callbacks(monitor="val_loss", mode="min")]
-    assert names == ["RunCheckpoints", "TensorBoard", "CSVLogger"]  # RunCheckpoints first
-    assert [type(c).__name__ for c in run.callbacks(tensorboard=False)] == [
-        "RunCheckpoints",
-        "CSVLogger",
-    ]
+    assert names == ["RunCheckpoints", "TensorBoard"]  # RunCheckpoints first
+    assert [type(c).__name__ for c in run.callbacks(tensorboard=False)] == ["RunCheckpoints"]
     assert run.start({"epochs": 2, "verbose": 1}) is None  # a new run
     assert json.loads(open(run.file("run.json")).read()) == {"epochs": 2, "verbose": 1}
     assert run.start({"epochs": 2, "verbose": 2}) is None  # verbosity does not count
@@ -55,6 +52,14 @@ def test_every_task_gets_the_same_folder_and_callbacks(tmp_path):
     assert os.path.dirname(run.best) == run.path and run.history.endswith("history.csv")
     with pytest.raises(ValueError, match="output"):
         RunFolder("")
+
+
+def test_history_rows_are_appended_whole(tmp_path):
+    run = RunFolder(tmp_path)
+    run.append_history(0, {"loss": np.float32(1.5), "val_loss": 2.0})
+    run.append_history(1, {"val_loss": 1.0, "loss": 0.5})
+    with open(run.history) as f:
+        assert f.read().split() == ["epoch,loss,val_loss", "0,1.5,2.0", "1,0.5,1.0"]
 
 
 def test_history_keeps_each_epoch_once(tmp_path):
