@@ -1,8 +1,8 @@
 """Loading what the package saved: models and the run configs beside them.
 
 `load_model` is the one loader of `.keras` checkpoints for the recipes, the
-command line, the export flow and users; `model_task` says which task a
-loaded model belongs to, from the registry alone.
+command line, the export flow and users; `keras_segattn.models.task_of` says
+which task a loaded model belongs to, from the registry alone.
 """
 
 import json
@@ -10,7 +10,6 @@ import os
 
 import keras_segattn.models  # noqa: F401  (registers every custom object)
 from keras_segattn.core.saving import load_keras_file
-from keras_segattn.models.registry import task_of
 
 
 def load_model(path, argument="model_path"):
@@ -21,11 +20,6 @@ def load_model(path, argument="model_path"):
             not a Keras model.
     """
     return load_keras_file(path, argument)
-
-
-def model_task(model):
-    """The registry's task of a built or loaded model (see `task_of`)."""
-    return task_of(model)
 
 
 def read_run_config(model_path):

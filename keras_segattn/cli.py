@@ -37,10 +37,11 @@ def _config(args):
 
 
 def _load(path):
-    from keras_segattn.checkpoints import load_model, model_task
+    from keras_segattn.checkpoints import load_model
+    from keras_segattn.models import task_of
 
     model = load_model(path, "--model-path")
-    return model, model_task(model)
+    return model, task_of(model)
 
 
 def _write_scores(path, summary):

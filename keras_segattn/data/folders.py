@@ -66,7 +66,7 @@ def _read_header(path, what):
     return header
 
 
-def _check_complete(path, what):
+def _check_complete(path, what, header):
     """A truncated file (a copy or download cut short) has no end marker:
     JPEG's EOI (`FF D9`) or PNG's `IEND` chunk. Reading the last bytes finds
     it before training starts, where a full decode would fail at step 1
@@ -75,8 +75,7 @@ def _check_complete(path, what):
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - 64))
         tail = f.read().rstrip(b"\x00")
-    with open(path, "rb") as f:
-        png = f.read(8) == _PNG_MAGIC
+    png = header.startswith(_PNG_MAGIC)
     complete = b"IEND" in tail[-12:] if png else tail.endswith(b"\xff\xd9")
     if not complete:
         kind = "PNG (no IEND chunk at its end)" if png else "JPEG (no end-of-image marker)"
@@ -152,11 +151,10 @@ def folder_dataset(image_paths, mask_paths, num_classes=None, ignore_class=None)
     if not image_paths:
         raise ValueError("image_paths is empty; expected at least one image")
     for path in image_paths:
-        _read_header(path, "Image")
-        _check_complete(path, "Image")
+        _check_complete(path, "Image", _read_header(path, "Image"))
     formats = [_mask_format(path) for path in mask_paths]
-    for path in mask_paths:
-        _check_complete(path, "Segmentation mask")
+    for path in mask_paths:  # a mask is always a PNG (`_mask_format` checked it)
+        _check_complete(path, "Segmentation mask", _PNG_MAGIC)
     # tf.io.decode_png would return palette colours, not indices, so any
     # palette mask sends the whole folder through PIL.
     palette = any(p for p, _ in formats)

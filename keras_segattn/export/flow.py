@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.checkpoints import load_model, model_task, read_run_config
+from keras_segattn.checkpoints import load_model, read_run_config
 from keras_segattn.core.saving import crash_point
 from keras_segattn.core.validation import optional_size
 from keras_segattn.export.saved_model import (
@@ -23,6 +23,7 @@ from keras_segattn.export.saved_model import (
 )
 from keras_segattn.export.tflite import convert_to_tflite
 from keras_segattn.export.verify import verify_export
+from keras_segattn.models.registry import task_of
 from keras_segattn.models.semantic import dense_model
 
 # Largest difference from Keras accepted for a float32 export (probabilities,
@@ -106,7 +107,7 @@ def export_checkpoint(
     """
     model = load_model(model_path, "model_path")
     run = read_run_config(model_path)
-    task = model_task(model)
+    task = task_of(model)
     if task == "patch":  # served as what it is used for: a dense labeller
         model, task = dense_model(model), "semantic"
     name = name or run.get("model") or model.name

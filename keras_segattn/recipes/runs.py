@@ -297,34 +297,31 @@ class RunFolder:
         self.write_config(config)
         return None
 
+    def _history_rows(self):
+        if not os.path.exists(self.history):
+            return []
+        with open(self.history, newline="", encoding="utf-8") as f:
+            return [row for row in csv.reader(f) if row]
+
+    def _write_history(self, rows):
+        text = io.StringIO()
+        csv.writer(text).writerows(rows)
+        write_text(self.history, text.getvalue())
+
     def trim_history(self, epochs):
         """Keeps the header and the rows of epochs `< epochs` in `history.csv`."""
-        if not os.path.exists(self.history):
-            return
-        with open(self.history, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-        if not rows:
-            return
-        kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < epochs]
+        rows = self._history_rows()
+        kept = rows[:1] + [r for r in rows[1:] if r[0].isdigit() and int(r[0]) < epochs]
         if len(kept) != len(rows):
-            text = io.StringIO()
-            csv.writer(text).writerows(kept)
-            write_text(self.history, text.getvalue())
+            self._write_history(kept)
 
     def append_history(self, epoch, logs):
         """Adds the row of `epoch` to `history.csv` (columns as Keras'
         CSVLogger: `epoch`, then the logs by name), rewriting the file
         atomically, so a kill never leaves half a row."""
-        rows = []
-        if os.path.exists(self.history):
-            with open(self.history, newline="", encoding="utf-8") as f:
-                rows = [r for r in csv.reader(f) if r]
-        header = rows[0] if rows else ["epoch", *sorted(logs)]
+        rows = self._history_rows() or [["epoch", *sorted(logs)]]
         values = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
-        rows = (rows or [header]) + [[str(values.get(k, "")) for k in header]]
-        text = io.StringIO()
-        csv.writer(text).writerows(rows)
-        write_text(self.history, text.getvalue())
+        self._write_history(rows + [[str(values.get(k, "")) for k in rows[0]]])
 
     def callbacks(self, monitor=None, mode="max", tensorboard=True):
         """The callbacks every recipe trains with: `RunCheckpoints` (the

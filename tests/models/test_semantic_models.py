@@ -201,7 +201,7 @@ def test_builds_and_fits_under_a_distribution_strategy(rng):
 
 
 def test_the_registry_decides_a_models_task(tmp_path):
-    from keras_segattn.checkpoints import load_model, model_task
+    from keras_segattn.checkpoints import load_model
     from keras_segattn.models import TASKS, list_models, task_of
 
     for name in list_models():
@@ -209,7 +209,7 @@ def test_the_registry_decides_a_models_task(tmp_path):
     model = create_model("patch_cnn", **get_model_spec("patch_cnn").tiny)
     assert task_of(model) == "patch"
     model.save(tmp_path / "m.keras")
-    assert model_task(load_model(tmp_path / "m.keras")) == "patch"  # the name survives saving
+    assert task_of(load_model(tmp_path / "m.keras")) == "patch"  # the name survives saving
     model.name = "renamed"
     with pytest.raises(ValueError, match="'renamed' is not a registered model"):
         task_of(model)
