@@ -29,7 +29,7 @@ def next_version(base):
 
 def run_demo(output="saved_models", run_dir=None, quick=False):
     """Trains, evaluates, exports and draws; returns a dict of what went where."""
-    # A quick run must not resume (BackupAndRestore) the state of a full one.
+    # A quick run has other arguments than a full one: its own run folder.
     run_dir = run_dir or ("runs/demo_quick" if quick else "runs/demo")
     epochs, num_images = (1, 64) if quick else (12, 1000)
     summary = train_segmenter(
