@@ -24,7 +24,7 @@ def measure(attention, words, sizes, repeats, batch=16):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from keras_segattn.export import convert_to_tflite, export_saved_model
+    from keras_segattn.export import convert_to_tflite
     from keras_segattn.models import create_model
     from keras_segattn.models.captioning import CaptionLoss
 
@@ -37,9 +37,8 @@ def measure(attention, words, sizes, repeats, batch=16):
         lambda: model.generate(images, method="beam", beam_width=3), max(1, repeats // 2)
     )
     with tempfile.TemporaryDirectory() as directory:
-        path = export_saved_model(model, directory, name="captioner", task="captioning")
         tflite_path = os.path.join(directory, "captioner.tflite")
-        convert_to_tflite(path, tflite_path, signature_key="tokens")
+        convert_to_tflite(model, tflite_path, signature_key="tokens", task="captioning")
         tflite_mb = os.path.getsize(tflite_path) / 1e6
         interpreter = Interpreter(model_path=tflite_path, num_threads=os.cpu_count())
         runner = interpreter.get_signature_runner()

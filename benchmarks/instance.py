@@ -33,7 +33,7 @@ def mnc_row(size, repeats, tflite=True, **kwargs):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from keras_segattn.export import convert_to_tflite, export_saved_model
+    from keras_segattn.export import convert_to_tflite
     from keras_segattn.models import create_model
 
     model = create_model("mnc", **kwargs)
@@ -43,9 +43,8 @@ def mnc_row(size, repeats, tflite=True, **kwargs):
     tflite_ms = None
     if tflite:
         with tempfile.TemporaryDirectory() as directory:
-            path = export_saved_model(model, directory, task="instance")
             tflite_path = os.path.join(directory, "mnc.tflite")
-            convert_to_tflite(path, tflite_path)
+            convert_to_tflite(model, tflite_path, task="instance")
             interpreter = Interpreter(model_path=tflite_path, num_threads=os.cpu_count())
             runner = interpreter.get_signature_runner()
             tflite_ms = 1000 * median_seconds(lambda: runner(images=image), repeats)

@@ -1,4 +1,4 @@
-"""Speed and memory of the semantic models and the unpooling layers.
+"""Speed and memory of the semantic models (layers against fused kernels: kernels.py).
 
     python benchmarks/run.py            # the README table (about 10 min on 2 cores)
     python benchmarks/run.py --quick    # smaller sizes, a smoke run
@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 import numpy as np
-from timing import machine, median_seconds
+from timing import machine, median_seconds, report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -27,7 +27,7 @@ def measure_model(name, width, height, image_width, batch, repeats):
     """Runs in a subprocess: forward (Keras, TFLite), train step, memory."""
     import tensorflow as tf
 
-    from keras_segattn.export import convert_to_tflite, export_saved_model
+    from keras_segattn.export import convert_to_tflite
     from keras_segattn.models import create_model
     from keras_segattn.recipes.semantic import compile_segmenter
 
@@ -37,9 +37,8 @@ def measure_model(name, width, height, image_width, batch, repeats):
     keras_ms = 1000 * median_seconds(lambda: forward(images).numpy(), repeats)
 
     with tempfile.TemporaryDirectory() as directory:
-        path = export_saved_model(model, directory, name=name)
         tflite_path = os.path.join(directory, f"{name}.tflite")
-        convert_to_tflite(path, tflite_path)
+        convert_to_tflite(model, tflite_path, task="semantic")
         tflite_mb = os.path.getsize(tflite_path) / 1e6
         from ai_edge_litert.interpreter import Interpreter
 
@@ -62,35 +61,6 @@ def measure_model(name, width, height, image_width, batch, repeats):
         "tflite_ms": tflite_ms,
         "train_step_s": step_s,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-    }
-
-
-def measure_unpooling(size, channels, repeats):
-    """Ours (builtin ops) against max_pool_with_argmax + scatter (needs Flex)."""
-    import tensorflow as tf
-
-    from keras_segattn.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
-
-    x = tf.random.normal((1, size, size, channels))
-    pool, unpool = MaxPoolingWithArgmax2D(), MaxUnpooling2D()
-
-    @tf.function
-    def ours(x):
-        pooled, switches = pool(x)
-        return unpool([pooled, switches])
-
-    @tf.function
-    def tf_native(x):
-        pooled, argmax = tf.nn.max_pool_with_argmax(x, 2, 2, "VALID", include_batch_in_index=True)
-        flat = tf.scatter_nd(
-            tf.reshape(argmax, [-1, 1]), tf.reshape(pooled, [-1]), [tf.size(x, tf.int64)]
-        )
-        return tf.reshape(flat, tf.shape(x))
-
-    np.testing.assert_allclose(ours(x), tf_native(x))
-    return {
-        "ours_ms": 1000 * median_seconds(lambda: ours(x).numpy(), repeats),
-        "max_pool_with_argmax_ms": 1000 * median_seconds(lambda: tf_native(x).numpy(), repeats),
     }
 
 
@@ -147,7 +117,6 @@ def main():
         rows.append(json.loads(output.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     rows = sorted(kept + rows, key=lambda r: (r["width"], r["model"]))
-    unpool = measure_unpooling(112 if args.quick else 224, 64, repeats)
 
     lines = [
         f"Machine: {machine()}. Input {height}x{width_px}; "
@@ -164,18 +133,7 @@ def main():
             f"| {'-' if r['train_step_s'] is None else format(r['train_step_s'], '.2f')} "
             f"| {r['peak_rss_gb']:.1f} |"
         )
-    size = 112 if args.quick else 224
-    lines += [
-        "",
-        f"Pooling with switches + unpooling, 1x{size}x{size}x64: ours (builtin TFLite ops) "
-        f"{unpool['ours_ms']:.1f} ms; `tf.nn.max_pool_with_argmax` + `scatter_nd` (Flex) "
-        f"{unpool['max_pool_with_argmax_ms']:.1f} ms.",
-    ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.quick:
-        with open(os.path.join(HERE, "results.md"), "w") as f:
-            f.write(text + "\n")
+    report(lines, "results.md", args.quick)
 
 
 if __name__ == "__main__":

@@ -25,3 +25,13 @@ def machine():
 
     processor = platform.processor() or platform.machine()
     return f"{processor}, {os.cpu_count()} cores, TensorFlow {tf.__version__}"
+
+
+def report(lines, filename, quick):
+    """Prints the Markdown `lines`; a full run (not `--quick`) also writes
+    them to `benchmarks/<filename>`, which the README quotes."""
+    text = "\n".join(lines)
+    print(text)
+    if not quick:
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), filename), "w") as f:
+            f.write(text + "\n")

@@ -95,9 +95,9 @@ def demo():
 
 def captions(index=3):
     """Show-Attend-Tell figures: a held-out image, one panel per word."""
-    from keras_segattn.viz import attention_figure
     from keras_segattn.checkpoints import load_model
     from keras_segattn.data import load_caption_dataset
+    from keras_segattn.viz import attention_figure
 
     written = []
     for run, data, kwargs in (

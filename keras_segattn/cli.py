@@ -189,7 +189,7 @@ def export(args):
 
     return export_checkpoint(
         args.model_path, args.output, name=args.name, version=args.version, tflite=args.tflite,
-        data=args.data,
+        data=args.data, tflite_size=args.tflite_size,
     )  # fmt: skip
 
 
@@ -411,6 +411,14 @@ def build_parser():
         "--data",
         help="images for int8 calibration and the parity check: a dataset "
         "spec (semantic models; default the training data) or an MNIST source",
+    )
+    p.add_argument(
+        "--tflite-size",
+        type=int,
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+        help="also write TFLite files at this fixed image size "
+        "(<name>_v<version>_<H>x<W>[_<quantization>].tflite), which XNNPACK runs whole",
     )
     p.set_defaults(func=export)
 

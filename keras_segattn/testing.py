@@ -2,7 +2,8 @@
 
 `run_model_test` and `run_layer_test` are what keras-hub's `TestCase` does,
 plus builtin-only TFLite parity: config round trip, `.keras` reload,
-SavedModel reload, TFLite conversion with `TFLITE_BUILTINS` only, a
+SavedModel reload, TFLite conversion with `TFLITE_BUILTINS` only, the
+fused-kernel and builtin formulations equal (outputs and gradients), a
 gradient for every trainable weight, one `fit` step with `jit_compile=True`.
 Each raises `AssertionError` describing the first check that fails.
 """
@@ -15,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.core.kernels import tflite_builtins_only
 from keras_segattn.export.tflite import convert_to_tflite, run_tflite
 
 
@@ -69,8 +71,8 @@ def check_saved_model(model, inputs, expected, directory, atol):
     return path
 
 
-def check_tflite(saved_model_path, model, inputs, expected, atol):
-    flatbuffer = convert_to_tflite(saved_model_path)
+def check_tflite(model, inputs, expected, atol):
+    flatbuffer = convert_to_tflite(model)
     symbolic = keras.tree.flatten(model.inputs)
     named = {t.name: np.asarray(x).astype(t.dtype) for t, x in zip(symbolic, _input_list(inputs))}
     outputs = run_tflite(flatbuffer, named)
@@ -79,15 +81,17 @@ def check_tflite(saved_model_path, model, inputs, expected, atol):
     _assert_all_close(ordered, expected, atol, "TFLite (builtin ops)")
 
 
-def check_gradients(model, inputs):
+def _outputs_and_gradients(model, inputs, training):
+    """The model's outputs on `inputs` and the gradients of a random
+    projection of its float outputs, for every trainable weight and float
+    input (`None` where none flows)."""
     tensors = [tf.convert_to_tensor(x) for x in _input_list(inputs)]
     float_inputs = [t for t in tensors if t.dtype.is_floating]
     call_inputs = tensors if isinstance(inputs, (list, tuple)) else tensors[0]
     with tf.GradientTape() as tape:
         tape.watch(float_inputs)
-        outputs = [
-            o for o in keras.tree.flatten(model(call_inputs, training=True)) if o.dtype.is_floating
-        ]
+        all_outputs = keras.tree.flatten(model(call_inputs, training=training))
+        outputs = [o for o in all_outputs if o.dtype.is_floating]
         # A random projection: unlike a sum of squares, its gradient is not
         # zero when the outputs are (FCN's zero-initialised score layers).
         loss = sum(
@@ -95,7 +99,31 @@ def check_gradients(model, inputs):
             for i, o in enumerate(outputs)
         )
     weights = list(model.trainable_variables)
-    gradients = tape.gradient(loss, weights + float_inputs)
+    return all_outputs, weights, tape.gradient(loss, weights + float_inputs)
+
+
+def check_kernel_parity(model, inputs, atol):
+    """The TensorFlow formulation (fused kernels) and the TFLite one
+    (builtins, `tflite_builtins_only`) give the same outputs and gradients.
+    In inference mode, where no dropout draws differ between the two calls
+    (and where the spatial transformer's sampler is fused)."""
+    for training in (False,):
+        fused, weights, fused_gradients = _outputs_and_gradients(model, inputs, training)
+        with tflite_builtins_only():
+            builtin, _, builtin_gradients = _outputs_and_gradients(model, inputs, training)
+        _assert_all_close(builtin, fused, atol, f"builtin vs fused kernels (training={training})")
+        names = [w.path for w in weights] + [f"input {i}" for i in range(len(fused_gradients))]
+        for name, a, b in zip(names, builtin_gradients, fused_gradients):
+            assert (a is None) == (b is None), f"gradient of {name}: only one formulation has one"
+            if a is not None:
+                _assert_all_close(
+                    tf.convert_to_tensor(a), tf.convert_to_tensor(b), atol * 10,
+                    f"gradient of {name}, builtin vs fused kernels (training={training})",
+                )  # fmt: skip
+
+
+def check_gradients(model, inputs):
+    _, weights, gradients = _outputs_and_gradients(model, inputs, training=True)
     for weight, grad in zip(weights, gradients):
         assert grad is not None, f"no gradient reaches {weight.path}"
     # An input may legitimately carry no gradient (a shape reference, say),
@@ -144,9 +172,10 @@ def run_model_test(
     check_config_round_trip(model, inputs, atol)
     with tempfile.TemporaryDirectory() as directory:
         check_keras_reload(model, inputs, expected, directory, atol)
-        saved_model_path = check_saved_model(model, inputs, expected, directory, atol)
-        if tflite:
-            check_tflite(saved_model_path, model, inputs, expected, tflite_atol or atol)
+        check_saved_model(model, inputs, expected, directory, atol)
+    if tflite:
+        check_tflite(model, inputs, expected, tflite_atol or atol)
+    check_kernel_parity(model, inputs, tflite_atol or atol)
     if fit:
         check_gradients(model, inputs)
         float_outputs = _float_outputs(model)

@@ -111,11 +111,16 @@ def test_zero_epochs_and_a_parent_run_json_are_not_taken(tmp_path):
 
 def test_export_writes_serving_layout_and_tflite(trained, tmp_path, capsys):
     main(["export", "--model-path", str(trained / "best.keras"), "--output", str(tmp_path),
-          "--name", "demo", "--tflite", "float32", "float16"])  # fmt: skip
+          "--name", "demo", "--tflite", "float32", "float16",
+          "--tflite-size", "40", "56"])  # fmt: skip
     assert os.path.isfile(tmp_path / "demo" / "1" / "saved_model.pb")
     assert os.path.isfile(tmp_path / "demo" / "demo_v1.tflite")
     assert os.path.isfile(tmp_path / "demo" / "demo_v1_float16.tflite")
-    assert "tflite vs Keras" in capsys.readouterr().out
+    # The fixed-size files beside them, each checked against Keras at that size.
+    assert os.path.isfile(tmp_path / "demo" / "demo_v1_40x56.tflite")
+    assert os.path.isfile(tmp_path / "demo" / "demo_v1_40x56_float16.tflite")
+    out = capsys.readouterr().out
+    assert "tflite vs Keras" in out and "TFLite 40x56_float32" in out
 
 
 def test_bad_model_path_is_reported(tmp_path):

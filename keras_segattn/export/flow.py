@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from keras_segattn.checkpoints import load_model, read_run_config
 from keras_segattn.core.saving import crash_point
-from keras_segattn.core.validation import optional_size
+from keras_segattn.core.validation import check_size, optional_size
 from keras_segattn.export.saved_model import (
     SERVING_FUNCTIONS,
     publish,
@@ -72,7 +72,7 @@ def sample_images(model, task, data_spec, image_size, count=32):
 
 def export_checkpoint(
     model_path, output="saved_models", name=None, version=1, tflite=("float32",), data=None,
-    log=print,
+    tflite_size=None, log=print,
 ):  # fmt: skip
     """Exports a checkpoint to a SavedModel and TFLite files, verified.
 
@@ -86,6 +86,11 @@ def export_checkpoint(
         data: str or `None`. Images for int8 calibration and the parity
             check: a dataset spec (default: the run's training data) or an
             MNIST source.
+        tflite_size: `(height, width)` or `None`. Also write each TFLite
+            file at this fixed image size (`..._<H>x<W>[_<q>].tflite`),
+            checked against Keras at that size: TFLite's XNNPACK delegate
+            runs the whole of a fixed-size graph (see the README's speed
+            section). Defaults to `None`.
         log: callable taking one str. Defaults to `print`.
 
     The SavedModel is written to a hidden staging folder and the TFLite
@@ -129,24 +134,34 @@ def export_checkpoint(
         # String outputs (captions) are not TFLite builtins: a captioner's
         # TFLite model is its "tokens" signature (token ids and attention).
         signature = "tokens" if task == "captioning" else "serving_default"
+        # (size, images, Keras outputs): any size, and the fixed one if asked.
+        variants = [(None, images, reference)]
+        if tflite_size is not None:
+            size = check_size(tflite_size, "tflite_size")
+            fixed = [resize_uint8(batch[0], size)[None] for batch in images]
+            outputs = SERVING_FUNCTIONS[task](model)(fixed[0])
+            variants.append((size, fixed, {k: v.numpy() for k, v in outputs.items()}))
         for quantization in tflite:
-            suffix = "" if quantization == "float32" else f"_{quantization}"
-            final = os.path.join(output, name, f"{name}_v{version}{suffix}.tflite")
-            staged = os.path.join(staged_tflite, os.path.basename(final))
-            convert_to_tflite(
-                staging, staged, quantization, representative_images=images,
-                signature_key=signature,
-            )  # fmt: skip
-            check = verify_export(reference, images[0], tflite_model=staged)["tflite"]
-            report[f"tflite_{quantization}"] = check
-            log(f"TFLite {quantization}: {final} ({os.path.getsize(staged) / 1e6:.1f} MB)")
-            log_parity({"tflite": check}, log)
-            if quantization == "float32" and max(check.values()) > EXPORT_TOLERANCE:
-                raise ValueError(
-                    f"the float32 TFLite model differs from Keras by {max(check.values()):.2e}"
-                    f" (> {EXPORT_TOLERANCE}); nothing was published."
-                )
-            files[quantization] = (staged, final)
+            for size, inputs, expected in variants:
+                key = quantization if size is None else f"{size[0]}x{size[1]}_{quantization}"
+                suffix = "" if size is None else f"_{size[0]}x{size[1]}"
+                suffix += "" if quantization == "float32" else f"_{quantization}"
+                final = os.path.join(output, name, f"{name}_v{version}{suffix}.tflite")
+                staged = os.path.join(staged_tflite, os.path.basename(final))
+                convert_to_tflite(
+                    model, staged, quantization, representative_images=inputs,
+                    signature_key=signature, task=task, input_size=size,
+                )  # fmt: skip
+                check = verify_export(expected, inputs[0], tflite_model=staged)["tflite"]
+                report[f"tflite_{key}"] = check
+                log(f"TFLite {key}: {final} ({os.path.getsize(staged) / 1e6:.1f} MB)")
+                log_parity({"tflite": check}, log)
+                if quantization == "float32" and max(check.values()) > EXPORT_TOLERANCE:
+                    raise ValueError(
+                        f"the float32 TFLite model differs from Keras by "
+                        f"{max(check.values()):.2e} (> {EXPORT_TOLERANCE}); nothing was published."
+                    )
+                files[key] = (staged, final)
         crash_point("publish")  # verified, nothing published yet
         publish(staging, path)
         for staged, final in files.values():

@@ -4,7 +4,7 @@ import shutil
 import keras
 import tensorflow as tf
 
-from keras_segattn.core.validation import check_int
+from keras_segattn.core.validation import check_int, check_size
 from keras_segattn.layers.image_preprocessing import ImagePreprocessing
 
 IMAGE_SIGNATURE = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
@@ -125,34 +125,80 @@ SERVING_FUNCTIONS = {
 EXTRA_SERVING_FUNCTIONS = {"captioning": {"tokens": captioning_tokens_serving_fn}}
 
 
-def image_signature(model, task):
+def image_signature(model, task, image_size=None):
     """Semantic and instance models and captioners (which resize inside)
-    take any size; the classifiers their fixed input size."""
+    take any size, or `image_size`; the classifiers their fixed input size."""
     if task in ("semantic", "captioning", "instance"):
-        return IMAGE_SIGNATURE
+        if image_size is None:
+            return IMAGE_SIGNATURE
+        return tf.TensorSpec([None, *check_size(image_size, "input_size"), 3], tf.uint8, "images")
+    fixed = tuple(model.input.shape[1:3])
+    if image_size is not None and check_size(image_size, "input_size") != fixed:
+        raise ValueError(
+            f"A {task} model takes images of its input size {fixed}; got input_size={image_size!r}."
+        )
     return tf.TensorSpec([None, *model.input.shape[1:]], tf.uint8, name="images")
 
 
-def serving_module(model, task="semantic"):
+def serving_module(model, task="semantic", image_size=None, signatures=None):
     """An `ExportArchive` tracking `model` with its `serving_default` signature
-    (and, for `"captioning"`, the TFLite-ready `"tokens"` signature)."""
+    (and, for `"captioning"`, the TFLite-ready `"tokens"` signature).
+
+    Args:
+        model: `keras.Model`.
+        task: str. Which serving functions. Defaults to `"semantic"`.
+        image_size: `(height, width)` or `None`. Fixes the images' size (for
+            a fixed-size TFLite file). Defaults to `None` (any size).
+        signatures: list of signature names or `None` (all of the task's).
+    """
     if task not in SERVING_FUNCTIONS:
         raise ValueError(
             f"No serving signature for task={task!r}; known: {sorted(SERVING_FUNCTIONS)}."
         )
+    functions = {
+        "serving_default": SERVING_FUNCTIONS[task],
+        **EXTRA_SERVING_FUNCTIONS.get(task, {}),
+    }
+    if signatures is not None:
+        unknown = sorted(set(signatures) - set(functions))
+        if unknown:
+            raise ValueError(f"A {task} model has signatures {sorted(functions)}; got {unknown}.")
+        functions = {k: v for k, v in functions.items() if k in signatures}
     archive = keras.export.ExportArchive()
     archive.track(model)
-    signature = [image_signature(model, task)]
+    signature = [image_signature(model, task, image_size)]
     check = dict(min_size=minimum_image_size(model), channels=int(signature[0].shape[-1]))
-    archive.add_endpoint(
-        "serving_default",
-        tf.function(checked_images(SERVING_FUNCTIONS[task](model), **check)),
-        input_signature=signature,
-    )
-    for name, serving_fn in EXTRA_SERVING_FUNCTIONS.get(task, {}).items():
+    for name, serving_fn in functions.items():
         archive.add_endpoint(
             name, tf.function(checked_images(serving_fn(model), **check)), input_signature=signature
         )
+    return archive
+
+
+def tflite_archive(model, task=None, input_size=None, signature_key="serving_default"):
+    """The `ExportArchive` that TFLite conversion traces: `task`'s serving
+    signature `signature_key`, or (`task=None`) the model's own inputs and
+    outputs under `signature_key`, with image height and width fixed to
+    `input_size` if given. Trace it inside `tflite_builtins_only()`."""
+    if task is not None:
+        return serving_module(model, task, input_size, signatures=[signature_key])
+    specs = []
+    for tensor in keras.tree.flatten(model.inputs):
+        shape = [None, *tensor.shape[1:]]
+        if input_size is not None and len(shape) == 4:
+            shape[1:3] = check_size(input_size, "input_size")
+        specs.append(tf.TensorSpec(shape, tensor.dtype, name=tensor.name))
+    structure = keras.tree.pack_sequence_as(model.inputs, specs)
+    if not isinstance(model.inputs, (list, tuple)) or len(specs) == 1:
+        structure = [specs[0]]
+    else:
+        structure = [structure]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        signature_key, tf.function(lambda inputs: model(inputs, training=False)),
+        input_signature=structure,
+    )  # fmt: skip
     return archive
 
 

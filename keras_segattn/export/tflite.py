@@ -1,26 +1,41 @@
 import os
+import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
+
+from keras_segattn.core.kernels import tflite_builtins_only
+from keras_segattn.export.saved_model import tflite_archive
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 
 
 def convert_to_tflite(
-    saved_model_dir,
+    source,
     output_path=None,
     quantization="float32",
     representative_images=None,
     signature_key="serving_default",
+    task=None,
+    input_size=None,
 ):
-    """Converts a SavedModel signature to TFLite with builtin ops only.
+    """Converts a model to TFLite with builtin ops only.
 
     No interpreter here ships the Flex delegate, so Select TF ops are never
     enabled: a graph that needs one fails at conversion rather than at
     `allocate_tensors` on a device.
 
+    Convert the Keras model. Its layers are traced for TFLite (inside
+    `keras_segattn.core.kernels.tflite_builtins_only`): where they call
+    TensorFlow's fused kernels in a SavedModel (RoIAlign, pooling with
+    switches, the affine sampler), which TFLite runs only through Flex,
+    the TFLite graph gets their builtin formulations, tested equal.
+
     Args:
-        saved_model_dir: str. A SavedModel version folder.
+        source: a `keras.Model`, or the path of a SavedModel whose graph
+            uses builtin-convertible ops only (a SavedModel exported by this
+            package calls fused kernels: convert its Keras model instead).
         output_path: str or `None`. Where to write the `.tflite` file.
         quantization: str. `"float32"` (none), `"float16"` (weights in
             float16), `"dynamic"` (int8 weights, float activations) or
@@ -28,13 +43,56 @@ def convert_to_tflite(
             to `"float32"`.
         representative_images: iterable of uint8 image batches, needed for
             `"int8"`: a few dozen typical inputs.
-        signature_key: str. Defaults to `"serving_default"`.
+        signature_key: str. The signature to convert (of the SavedModel, or
+            of `task`'s serving signatures). Defaults to `"serving_default"`.
+        task: str or `None`. With a model: trace the serving signature of
+            this task (`"semantic"`, `"classification"`, `"captioning"`,
+            `"instance"`; see `export_saved_model`), uint8 images in. `None`
+            traces the model's own inputs and outputs (`model.export`'s
+            signature). Defaults to `None`.
+        input_size: `(height, width)` or `None`. With a model: fix the
+            images' height and width (the batch stays dynamic), so that
+            TFLite's XNNPACK delegate takes the whole graph (it leaves ops
+            of a dynamic size, such as `TRANSPOSE_CONV`, to TFLite's slower
+            kernels). `None` keeps any size. Defaults to `None`.
 
     Returns:
         The flatbuffer as `bytes`.
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}; got {quantization!r}.")
+    if quantization == "int8" and representative_images is None:
+        raise ValueError(
+            "quantization='int8' needs representative_images: an iterable of "
+            "uint8 image batches used to calibrate activation ranges."
+        )
+    if isinstance(source, keras.Model):
+        with tempfile.TemporaryDirectory() as directory:
+            # Traced and written inside the switch: every layer call in the
+            # SavedModel is its builtin formulation.
+            with tflite_builtins_only():
+                archive = tflite_archive(source, task, input_size, signature_key)
+                archive.write_out(directory, verbose=False)
+            flatbuffer = _convert(directory, quantization, representative_images, signature_key)
+    else:
+        if task is not None or input_size is not None:
+            raise ValueError(
+                "task and input_size retrace the model, so they need the Keras model as "
+                f"source; got the SavedModel path {os.fspath(source)!r}."
+            )
+        flatbuffer = _convert(source, quantization, representative_images, signature_key)
+    if output_path is not None:
+        # Written beside its name, then moved into place: never half a file.
+        os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+        folder, name = os.path.split(os.path.abspath(output_path))
+        temporary = os.path.join(folder, f".{name}.partial-{os.getpid()}")
+        with open(temporary, "wb") as f:
+            f.write(flatbuffer)
+        os.replace(temporary, output_path)
+    return flatbuffer
+
+
+def _convert(saved_model_dir, quantization, representative_images, signature_key):
     converter = tf.lite.TFLiteConverter.from_saved_model(
         os.fspath(saved_model_dir), signature_keys=[signature_key]
     )
@@ -44,11 +102,6 @@ def convert_to_tflite(
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif quantization == "int8":
-        if representative_images is None:
-            raise ValueError(
-                "quantization='int8' needs representative_images: an iterable of "
-                "uint8 image batches used to calibrate activation ranges."
-            )
         images = list(representative_images)
 
         def representative_dataset():
@@ -60,16 +113,20 @@ def convert_to_tflite(
             tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
             tf.lite.OpsSet.TFLITE_BUILTINS,
         ]
-    flatbuffer = converter.convert()
-    if output_path is not None:
-        # Written beside its name, then moved into place: never half a file.
-        os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-        folder, name = os.path.split(os.path.abspath(output_path))
-        temporary = os.path.join(folder, f".{name}.partial-{os.getpid()}")
-        with open(temporary, "wb") as f:
-            f.write(flatbuffer)
-        os.replace(temporary, output_path)
-    return flatbuffer
+    try:
+        return converter.convert()
+    except Exception as error:  # the converter raises its own ConverterError
+        message = str(error).lower()
+        if "select tf" not in message and "flex" not in message:
+            raise
+        raise ValueError(
+            f"The SavedModel {os.fspath(saved_model_dir)!r} needs TensorFlow ops that TFLite "
+            "runs only through Flex, which no interpreter here has. A SavedModel exported by "
+            "keras_segattn calls fused TensorFlow kernels (crop_and_resize, "
+            "max_pool_with_argmax, ImageProjectiveTransformV3): convert the Keras model "
+            "instead, convert_to_tflite(model, path, task=...), which traces the builtin "
+            f"formulations. The converter said: {str(error)[:400]}"
+        ) from None
 
 
 def run_tflite(model, inputs, signature_key=None, num_threads=None):

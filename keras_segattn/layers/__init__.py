@@ -10,6 +10,7 @@ from keras_segattn.layers.anchors import (
     sample_anchors,
 )
 from keras_segattn.layers.attention import BahdanauVisualAttention
+from keras_segattn.layers.deconvolution import StrideOneConv2DTranspose
 from keras_segattn.layers.image_preprocessing import ImagePreprocessing
 from keras_segattn.layers.image_pyramid import ImagePyramid, replicate
 from keras_segattn.layers.max_pooling_with_argmax import MaxPoolingWithArgmax2D
@@ -27,6 +28,7 @@ from keras_segattn.layers.spatial_transformer import (
     affine_grid,
     bilinear_sample,
     projective_grid,
+    sample_affine,
     tps_control_points,
     tps_grid,
 )
@@ -49,9 +51,11 @@ __all__ = [
     "PadToMultiple",
     "RoIAlign",
     "SpatialTransformer",
+    "StrideOneConv2DTranspose",
     "WindowNonMaxSuppression",
     "affine_grid",
     "bilinear_sample",
+    "sample_affine",
     "non_max_suppression",
     "projective_grid",
     "replicate",

@@ -6,15 +6,20 @@ image pixels as `(x1, y1, x2, y2)`, `(batch, num_boxes, 4)`, and return
 are its pixel coordinates times `spatial_scale`; feature cell `(i, j)` covers
 `[j, j + 1) x [i, i + 1)` there, so its centre is at `(j + 0.5, i + 0.5)`.
 
-`tf.image.crop_and_resize` would need a Flex op in TFLite; everything here is
-`GATHER`, `BATCH_MATMUL`, `MAXIMUM` and elementwise ops, so both modes convert
-with builtin ops only, with a dynamic batch and number of boxes.
+RoIAlign has two formulations of the same numbers (see
+`keras_segattn.core.kernels`): in TensorFlow, the fused
+`tf.image.crop_and_resize` at `sampling_ratio` times the output size and an
+average over each bin's samples; traced for TFLite, where that kernel needs
+Flex, `GATHER`, `BATCH_MATMUL` and elementwise ops. RoI max pooling has no
+fused kernel and is built from `GATHER` and `MAXIMUM` everywhere. Both modes
+convert with builtin ops only, with a dynamic batch and number of boxes.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.core.kernels import fused_kernels
 from keras_segattn.core.validation import check_int, check_size
 
 MODES = ("align", "max_pool")
@@ -125,7 +130,9 @@ def _align_axis(start, length, out_size, sampling_ratio, size, dtype):
     low = tf.floor(position)
     at_end = low >= size_f - 1.0
     low = tf.where(at_end, size_f - 1.0, low)
-    high = tf.where(at_end, low, low + 1.0)
+    # On a cell centre (and at the end) both taps are that cell, so the
+    # sample's derivative along the axis is 0 there, as crop_and_resize's is.
+    high = tf.where(at_end | (position == low), low, low + 1.0)
     upper_weight = tf.where(at_end, tf.zeros_like(position), position - low)
     scale = tf.cast(inside, dtype) / sampling_ratio
     weights = tf.stack([(1.0 - upper_weight) * scale, upper_weight * scale], axis=-1)
@@ -189,13 +196,14 @@ def roi_align(
     `tf.image.crop_and_resize`; Detectron2 gives boxes none, so wrap them
     in `tf.stop_gradient` to match it).
 
-    Each box's `2 * sampling_ratio` rows times `2 * sampling_ratio` columns
-    of taps per bin are read by a single `GATHER`, then weighted and summed
-    along each axis by two `BATCH_MATMUL`s, which also average the samples.
-    The gathered block holds `4 * sampling_ratio**2` values per output
-    value, which the fused `crop_and_resize` kernel never stores: 300 boxes
-    of a 38x50x512 map pooled to 7x7 took 135 ms against its 29 ms (TF, 2
-    busy CPU cores), 256 ms in TFLite.
+    In TensorFlow this runs the fused `tf.image.crop_and_resize` on the map
+    padded by one border cell (which reproduces the clamping above) at
+    `sampling_ratio` times the output size, then averages each bin's
+    samples; with `num_groups`, on the map regrouped to one image per
+    (image, group). Traced for TFLite, each box's `2 * sampling_ratio` rows
+    times `2 * sampling_ratio` columns of taps per bin are read by a single
+    `GATHER`, then weighted and summed along each axis by two
+    `BATCH_MATMUL`s. The two agree to float rounding, gradients included.
 
     Args:
         features: float tensor `(batch, height, width, channels)`.
@@ -246,6 +254,14 @@ def roi_align(
     smallest = 0.0 if aligned else 1.0
     box_w = tf.maximum(x2 - x1, smallest)
     box_h = tf.maximum(y2 - y1, smallest)
+    if fused_kernels() and features.dtype != tf.float64:
+        pooled = _crop_and_resize_align(
+            features, (x1, y1, box_w, box_h), finite, (out_h, out_w), sampling_ratio,
+            groups, num_groups,
+        )  # fmt: skip
+        if num_groups is not None:
+            channels = _group_size(channels, num_groups)
+        return tf.reshape(pooled, [batch, num_boxes, out_h, out_w, channels])
     rows, row_weights = _align_axis(y1, box_h, out_h, sampling_ratio, height, dtype)
     cols, col_weights = _align_axis(x1, box_w, out_w, sampling_ratio, width, dtype)
 
@@ -281,6 +297,60 @@ def roi_align(
         tf.reshape(by_row, [total * out_h * out_w, taps, channels]),
     )
     return tf.reshape(pooled, [batch, num_boxes, out_h, out_w, channels])
+
+
+def _crop_and_resize_align(features, box, finite, output_size, sampling_ratio, groups, num_groups):
+    """`roi_align` by the fused `tf.image.crop_and_resize`, `(boxes, h, w, c)`.
+
+    Along an axis of `n = out * sampling_ratio` samples, sample `j` lies at
+    `start + (j + 0.5) * length / n`: `crop_and_resize` places `n` samples
+    evenly from the first to the last. The map is padded by one copy of its
+    border cells, so a sample in `[-1, 0]` or `[size - 1, size]` reads the
+    border cell (as the gather formulation clamps it) and one further out
+    reads `extrapolation_value` 0.
+    """
+    shape = tf.shape(features)
+    batch, height, width = shape[0], shape[1], shape[2]
+    channels = features.shape[-1] if features.shape[-1] is not None else shape[3]
+    x1, y1, box_w, box_h = box
+    out_h, out_w = output_size
+
+    def ends(start, length, samples, size):
+        # Positions in the padded map, normalised by its last index (size + 1).
+        step = length / samples
+        last_index = tf.cast(size + 1, start.dtype)
+        first = (start + 0.5 * step + 1.0) / last_index
+        last = (start + (samples - 0.5) * step + 1.0) / last_index
+        return first, last
+
+    ya, yb = ends(y1, box_h, out_h * sampling_ratio, height)
+    xa, xb = ends(x1, box_w, out_w * sampling_ratio, width)
+    crops = tf.cast(tf.stack([ya, xa, yb, xb], axis=-1), tf.float32)
+    num_boxes = tf.shape(crops)[0] // batch
+    image = _image_offsets(batch, num_boxes, 1)
+    keep = finite
+    maps = features
+    if num_groups is not None:
+        # One image per (image, group): box n reads image * G + its group.
+        channels = _group_size(channels, num_groups)
+        maps = tf.reshape(maps, [batch, height, width, num_groups, channels])
+        maps = tf.reshape(
+            tf.transpose(maps, [0, 3, 1, 2, 4]), [batch * num_groups, height, width, channels]
+        )
+        group = tf.reshape(tf.cast(groups, tf.int32), [-1])
+        keep = keep & (group >= 0) & (group < num_groups)
+        image = image * num_groups + _clamp(group, 0, num_groups - 1)
+    # crop_and_resize has no bfloat16 kernel: sampled in float32.
+    padded = tf.pad(tf.cast(maps, tf.float32), [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    sampled = tf.image.crop_and_resize(
+        padded, crops, image, [out_h * sampling_ratio, out_w * sampling_ratio]
+    )
+    if sampling_ratio > 1:
+        sampled = tf.nn.avg_pool2d(sampled, sampling_ratio, sampling_ratio, "VALID")
+    # A non-finite box (or a group out of range) reads nothing: zero output,
+    # zero gradient to the map.
+    sampled = sampled * tf.cast(keep, tf.float32)[:, None, None, None]
+    return tf.cast(sampled, features.dtype)
 
 
 def _finite_boxes(boxes):

@@ -3,15 +3,18 @@
 Coordinates follow the `align_corners=True` convention: a grid holds
 `(x, y)` in `[-1, 1]`, where -1 and 1 are the centres of the corner pixels,
 so normalised `x` is pixel column `(x + 1) * (width - 1) / 2`. An output of
-size 1 along an axis samples the centre (0). Everything here is built from
-`GATHER`, `MATMUL`/`FULLY_CONNECTED` and elementwise ops, which TFLite runs
-without Flex (`keras.ops.image.affine_transform` would need it).
+size 1 along an axis samples the centre (0). The grids and the sampler are
+built from `GATHER`, `MATMUL`/`FULLY_CONNECTED` and elementwise ops, which
+TFLite runs without Flex. In TensorFlow, outside training, an affine warp
+runs TensorFlow's fused `ImageProjectiveTransformV3` instead (`sample_affine`,
+see `keras_segattn.core.kernels`), which TFLite runs only through Flex.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.core.kernels import fused_kernels
 from keras_segattn.core.validation import check_int, check_size
 
 TRANSFORMS = ("affine", "projective", "tps")
@@ -351,6 +354,88 @@ def bilinear_sample(images, grid):
     return output
 
 
+def _affine_pixel_transform(theta, in_size, out_size):
+    """`ImageProjectiveTransformV3`'s 8 parameters for normalised `theta`.
+
+    Output pixel `(x, y)` reads input pixel `(a0 x + a1 y + a2, b0 x + b1 y +
+    b2)`. The ratios `(in - 1) / (out - 1)` are divided once, so the
+    identity at the input's size gives exactly `(1, 0, 0, 0, 1, 0)`.
+    """
+    dtype = theta.dtype
+    (in_h, in_w), (out_h, out_w) = [
+        [tf.cast(v, dtype) for v in pair] for pair in (in_size, out_size)
+    ]
+
+    def span(size):
+        # Normalised x is 2 x / (size - 1) - 1, or the centre 0 at size 1.
+        return tf.where(size > 1.0, 1.0, 0.0), tf.maximum(size - 1.0, 1.0)
+
+    (used_w, steps_w), (used_h, steps_h) = span(out_w), span(out_h)
+    a, b, tx, c, d, ty = tf.unstack(theta, axis=-1)
+    half_w, half_h = (in_w - 1.0) / 2.0, (in_h - 1.0) / 2.0
+    a0 = a * used_w * ((in_w - 1.0) / steps_w)
+    a1 = b * used_h * ((in_w - 1.0) / steps_h)
+    a2 = half_w * (tx + 1.0 - a * used_w - b * used_h)
+    b0 = c * used_w * ((in_h - 1.0) / steps_w)
+    b1 = d * used_h * ((in_h - 1.0) / steps_h)
+    b2 = half_h * (ty + 1.0 - c * used_w - d * used_h)
+    zeros = tf.zeros_like(a)
+    return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=-1)
+
+
+def sample_affine(images, theta, out_h, out_w, training=False):
+    """`bilinear_sample(images, affine_grid(theta, out_h, out_w))`, fused where it can be.
+
+    In TensorFlow, outside training, the forward pass is TensorFlow's fused
+    `ImageProjectiveTransformV3` (bilinear, zeros outside), about 2.5x
+    faster on CPU. Its own gradient reaches neither `theta` nor, exactly,
+    the images (it warps the gradient back by the inverse transform), so
+    the gradient is the gather sampler's, recomputed: both formulations
+    give the same values and the same gradients. In training the gather
+    sampler runs alone (one forward pass rather than two), and a graph
+    traced for TFLite uses it too.
+
+    Args:
+        images: float tensor `(batch, height, width, channels)`.
+        theta: float tensor `(batch, 6)`, as in `affine_grid`.
+        out_h: int. Output height.
+        out_w: int. Output width.
+        training: bool. Defaults to `False`.
+
+    Returns:
+        A `(batch, out_h, out_w, channels)` tensor of the dtype of `images`.
+    """
+
+    def gather_sampler(images, theta):
+        return bilinear_sample(images, affine_grid(theta, out_h, out_w))
+
+    images = tf.convert_to_tensor(images)
+    theta = _check_theta(theta, 6, "affine")
+    if training or not fused_kernels() or images.dtype == tf.float64:
+        return gather_sampler(images, theta)
+
+    @tf.custom_gradient
+    def sample(images, theta):
+        shape = tf.shape(images)
+        transform = _affine_pixel_transform(
+            tf.cast(theta, tf.float32), (shape[1], shape[2]), (out_h, out_w)
+        )
+        warped = tf.raw_ops.ImageProjectiveTransformV3(
+            images=images, transforms=transform, output_shape=tf.stack([out_h, out_w]),
+            fill_value=tf.constant(0.0), interpolation="BILINEAR", fill_mode="CONSTANT",
+        )  # fmt: skip
+
+        def gradient(upstream):
+            with tf.GradientTape() as tape:
+                tape.watch([images, theta])
+                recomputed = gather_sampler(images, theta)
+            return tape.gradient(recomputed, [images, theta], output_gradients=upstream)
+
+        return warped, gradient
+
+    return sample(images, theta)
+
+
 @keras.saving.register_keras_serializable(package="keras_segattn")
 class SpatialTransformer(keras.layers.Layer):
     """Spatial transformer: predicts a warp of its input and applies it.
@@ -526,7 +611,7 @@ class SpatialTransformer(keras.layers.Layer):
                 tps_control_points(self.tps_grid_size), out_h, out_w
             ).astype(np.float32)
 
-    def call(self, images):
+    def call(self, images, training=None):
         out_h, out_w = self._built_output_size
         features = self.localization(images)
         got = tuple(features.shape[1:])
@@ -544,11 +629,13 @@ class SpatialTransformer(keras.layers.Layer):
         theta = tf.cast(theta, self.compute_dtype)
         coordinates = tf.cast(theta, _coordinate_dtype(theta.dtype))
         if self.transform == "affine":
-            grid = affine_grid(coordinates, out_h, out_w)
-        elif self.transform == "projective":
+            return sample_affine(images, coordinates, out_h, out_w, bool(training)), theta
+        if self.transform == "projective":
             grid = projective_grid(coordinates, out_h, out_w)
         else:
             grid = _tps_grid_from_basis(coordinates, self._tps_basis, out_h, out_w)
+        # A homography's pixel form can have a zero last entry, which the fused
+        # kernel's 8 parameters cannot express: the gather sampler always.
         return bilinear_sample(images, grid), theta
 
     def compute_output_shape(self, input_shape):

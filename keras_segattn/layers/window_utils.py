@@ -39,3 +39,23 @@ def interleave_windows(pieces, pool_size):
         rows.append(tf.reshape(row, [batch, height, width * pw, channels]))
     stacked = tf.stack(rows, axis=2)
     return tf.reshape(stacked, [batch, height * ph, width * pw, channels])
+
+
+def unpool(values, switches, pool_size, reference=None):
+    """Each value placed at its switch in its window, zeros elsewhere.
+
+    With `reference` (the tensor that was pooled) the output has its height
+    and width: what `"same"` padding added is cropped, what `"valid"`
+    pooling dropped of an odd size comes back as zeros.
+    """
+    switches = tf.cast(switches, tf.int32)
+    window = pool_size[0] * pool_size[1]
+    pieces = [values * tf.cast(tf.equal(switches, i), values.dtype) for i in range(window)]
+    outputs = interleave_windows(pieces, pool_size)
+    if reference is not None:
+        # Constant paddings keep the channel count static for TFLite.
+        ph, pw = pool_size
+        outputs = tf.pad(outputs, [[0, 0], [0, ph - 1], [0, pw - 1], [0, 0]])
+        size = tf.shape(reference)
+        outputs = outputs[:, : size[1], : size[2], :]
+    return outputs

@@ -62,7 +62,7 @@ def test_tflite_quantizations_are_builtin_and_close(
     images = rng.integers(0, 256, size=(2, 40, 56, 3)).astype("uint8")
     calibration = [rng.integers(0, 256, size=(1, 40, 56, 3)).astype("uint8") for _ in range(8)]
     path = str(tmp_path / f"model_{quantization}.tflite")
-    convert_to_tflite(exported[1], path, quantization, representative_images=calibration)
+    convert_to_tflite(model, path, quantization, representative_images=calibration, task="semantic")
     reference = {k: v.numpy() for k, v in semantic_serving_fn(model)(images).items()}
     report = verify_export(reference, images, tflite_model=path)["tflite"]
     assert report["probabilities"] <= tolerance, report
@@ -73,11 +73,11 @@ def test_tflite_quantizations_are_builtin_and_close(
     assert other["class_map"].shape == (2, 33, 47)
 
 
-def test_int8_needs_representative_images(exported):
+def test_int8_needs_representative_images(model):
     with pytest.raises(ValueError, match="representative_images"):
-        convert_to_tflite(exported[1], quantization="int8")
+        convert_to_tflite(model, quantization="int8", task="semantic")
     with pytest.raises(ValueError, match="quantization"):
-        convert_to_tflite(exported[1], quantization="int4")
+        convert_to_tflite(model, quantization="int4", task="semantic")
 
 
 @pytest.mark.parametrize(
@@ -94,3 +94,38 @@ def test_the_signature_names_what_is_wrong_with_its_input(exported, shape, messa
     signature = tf.saved_model.load(exported[1]).signatures["serving_default"]
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError), match=message):
         signature(images=tf.zeros(shape, tf.uint8))
+
+
+def test_fixed_size_tflite_has_a_static_shape_and_matches_keras(model, rng):
+    from ai_edge_litert.interpreter import Interpreter
+
+    flatbuffer = convert_to_tflite(model, task="semantic", input_size=(40, 56))
+    runner = Interpreter(model_content=flatbuffer).get_signature_runner()
+    assert list(runner.get_input_details()["images"]["shape"]) == [1, 40, 56, 3]
+    images = rng.integers(0, 256, size=(2, 40, 56, 3)).astype("uint8")
+    reference = {k: v.numpy() for k, v in semantic_serving_fn(model)(images).items()}
+    report = verify_export(reference, images, tflite_model=flatbuffer)["tflite"]
+    assert report["probabilities"] < 1e-5 and report["class_map"] == 0
+    with pytest.raises(ValueError, match="input_size"):
+        convert_to_tflite(model, task="semantic", input_size=(40, 0))
+
+
+def test_a_saved_model_with_fused_kernels_is_refused_by_name(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_segattn.models.registry import get_model_spec
+
+    deconvnet = create_model("deconvnet", **get_model_spec("deconvnet").tiny)
+    path = export_saved_model(deconvnet, tmp_path, name="deconvnet")
+    graph = tf.saved_model.load(path).signatures["serving_default"].graph.as_graph_def()
+    ops = {node.op for function in graph.library.function for node in function.node_def}
+    assert "MaxPoolWithArgmax" in ops  # the SavedModel calls the fused kernel
+    with pytest.raises(ValueError, match="convert the Keras model"):
+        convert_to_tflite(path)
+    with pytest.raises(ValueError, match="need the Keras model"):
+        convert_to_tflite(path, input_size=(32, 32))
+    # Its Keras model converts; the decoder's stride-1 transposed
+    # convolutions are plain convolutions there, which XNNPACK takes.
+    interpreter = Interpreter(model_content=convert_to_tflite(deconvnet, task="semantic"))
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert "TRANSPOSE_CONV" not in ops and "CONV_2D" in ops

@@ -120,7 +120,7 @@ def test_instance_serving_signature_and_tflite(rng, name):
     other = images(rng, 1, 56, 36).astype("uint8")
     with tempfile.TemporaryDirectory() as directory:
         path = export_saved_model(model, directory, task="instance")
-        flatbuffer = convert_to_tflite(path)  # builtin ops only, or it raises
+        flatbuffer = convert_to_tflite(model, task="instance")  # builtin ops only, or it raises
         # One SavedModel and one .tflite file serve any image size.
         for x in (small, other):
             reference = {k: v.numpy() for k, v in model.detect(x).items()}

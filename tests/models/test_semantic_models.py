@@ -141,7 +141,10 @@ def test_uint8_serving_signature_and_tflite_match_keras(name, rng, tmp_path):
     images = rng.integers(0, 256, size=(2, 45, 38, 3)).astype("uint8")
     reference = {k: v.numpy() for k, v in semantic_serving_fn(model)(images).items()}
     report = verify_export(
-        reference, images, saved_model_dir=path, tflite_model=convert_to_tflite(path)
+        reference,
+        images,
+        saved_model_dir=path,
+        tflite_model=convert_to_tflite(model, task="semantic"),
     )
     assert (
         report["saved_model"]["probabilities"] < 1e-5 and report["tflite"]["probabilities"] < 1e-4

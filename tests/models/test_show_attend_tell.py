@@ -406,7 +406,7 @@ def test_saved_model_signature_and_builtin_tflite(toy, tmp_path, rng):
     other = rng.integers(0, 256, size=(3, 40, 48, 3)).astype("uint8")
     other[:2] = tf.image.resize(images, (40, 48)).numpy().round().astype("uint8")
     reference = {k: v.numpy() for k, v in captioning_serving_fn(model)(other).items()}
-    flatbuffer = convert_to_tflite(path, signature_key="tokens")
+    flatbuffer = convert_to_tflite(model, signature_key="tokens", task="captioning")
     report = verify_export(reference, other, saved_model_dir=path, tflite_model=flatbuffer)
     saved = report["saved_model"]
     assert saved["token_ids"] == saved["words"] == saved["captions"] == 0.0

@@ -45,7 +45,7 @@ def test_serving_signature_returns_probabilities_warp_and_transform(transform, r
     assert reference["probabilities"].shape == (3, 10)
     assert reference["transformed_images"].shape == (3, 28, 28, 1)
     assert reference["transform"].shape == (3, 6 if transform == "affine" else 32)
-    flatbuffer = convert_to_tflite(path)
+    flatbuffer = convert_to_tflite(model, task="classification")
     report = verify_export(reference, images, saved_model_dir=path, tflite_model=flatbuffer)
     assert max(report["saved_model"].values()) < 1e-5
     assert max(report["tflite"].values()) < 1e-4

@@ -7,7 +7,7 @@ convolutions `fc6` (7x7) and `fc7` (1x1), FCN's "convolutionalization".
 
 import keras
 
-from keras_segattn.layers import MaxPoolingWithArgmax2D
+from keras_segattn.layers import MaxPoolingWithArgmax2D, StrideOneConv2DTranspose
 from keras_segattn.models.common import load_saved_weights
 
 # (number of 3x3 convolutions, channels) for each of the five blocks.
@@ -21,8 +21,8 @@ def scaled(channels, width):
 
 
 def conv_bn_relu(x, filters, kernel_size, name, batch_norm, transpose=False):
-    """A convolution (or transposed convolution), optional batch norm, ReLU."""
-    layer = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
+    """A convolution (or stride-1 transposed convolution), optional batch norm, ReLU."""
+    layer = StrideOneConv2DTranspose if transpose else keras.layers.Conv2D
     x = layer(
         filters,
         kernel_size,

@@ -1,0 +1,239 @@
+"""The two formulations of each layer: TensorFlow's fused kernels (TF,
+SavedModels) and the builtin ones (the TFLite trace), equal forward and
+backward on the edge cases; and the switch that picks between them."""
+
+import threading
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_segattn.core.kernels import fused_kernels, tflite_builtins_only, tracing_for_tflite
+from keras_segattn.export import convert_to_tflite, run_tflite
+from keras_segattn.layers import (
+    MaxPoolingWithArgmax2D,
+    StrideOneConv2DTranspose,
+    replicate,
+    roi_align,
+    sample_affine,
+)
+from keras_segattn.layers.max_pooling_with_argmax import (
+    builtin_max_pool_with_argmax,
+    fused_max_pool_with_argmax,
+)
+from keras_segattn.testing import run_layer_test
+from tests.layers.test_roi_align import make_boxes
+
+
+def both(fn, *tensors):
+    """`(fused, builtin)`: each `(outputs, gradients w.r.t. tensors)` of a
+    random projection of `fn(*tensors)`'s float outputs."""
+    results = []
+    for builtin in (False, True):
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            if builtin:
+                with tflite_builtins_only():
+                    outputs = fn(*tensors)
+            else:
+                outputs = fn(*tensors)
+            flat = [o for o in tf.nest.flatten(outputs) if o.dtype.is_floating]
+            loss = sum(
+                tf.reduce_sum(o * tf.random.stateless_normal(tf.shape(o), (3, i)))
+                for i, o in enumerate(flat)
+            )
+        gradients = tape.gradient(loss, list(tensors))
+        results.append(([np.asarray(o) for o in tf.nest.flatten(outputs)], gradients))
+    return results
+
+
+def assert_same(fn, *tensors, atol=1e-5):
+    (fused, fused_grads), (builtin, builtin_grads) = both(fn, *tensors)
+    for a, b in zip(fused, builtin):
+        np.testing.assert_allclose(a, b, atol=atol, rtol=0)
+    for a, b in zip(fused_grads, builtin_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=10 * atol, rtol=1e-5)
+    return fused
+
+
+def test_the_switch_nests_restores_and_is_per_thread():
+    assert fused_kernels() and not tracing_for_tflite()
+    with tflite_builtins_only():
+        assert tracing_for_tflite() and not fused_kernels()
+        with tflite_builtins_only():
+            assert tracing_for_tflite()
+        assert tracing_for_tflite()
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(tracing_for_tflite()))
+        thread.start()
+        thread.join()
+        assert seen == [False]
+    assert not tracing_for_tflite()
+    with pytest.raises(RuntimeError):
+        with tflite_builtins_only():
+            raise RuntimeError("boom")
+    assert not tracing_for_tflite()
+
+
+def test_xla_compilation_takes_the_builtin_formulations(rng):
+    # XLA has no kernel for the fused ops: a jit-compiled function must not
+    # reach them (this would fail to compile otherwise).
+    x = tf.constant(rng.normal(size=(1, 6, 6, 2)).astype("float32"))
+    seen = []
+
+    @tf.function(jit_compile=True)
+    def pooled(x):
+        seen.append(fused_kernels())
+        return MaxPoolingWithArgmax2D()(x)[0]
+
+    np.testing.assert_array_equal(pooled(x), tf.nn.max_pool2d(x, 2, 2, "VALID"))
+    assert seen == [False]
+
+
+@pytest.mark.parametrize(
+    "shape, pool_size, padding",
+    [
+        ((2, 7, 9, 3), (2, 2), "valid"),  # odd sizes: the last row and column dropped
+        ((2, 7, 9, 3), (2, 2), "same"),  # odd sizes: padded at the bottom and right
+        ((1, 6, 6, 2), (3, 2), "valid"),
+        ((1, 7, 8, 2), (3, 3), "same"),  # TF would pad the top: the builtin path runs
+    ],
+)
+@pytest.mark.parametrize("ties", [False, True])
+def test_pooling_with_switches_fused_equals_builtin(rng, shape, pool_size, padding, ties):
+    values = rng.integers(0, 3, shape) if ties else rng.normal(size=shape)
+    x = tf.constant(values.astype("float32"))
+    pool = MaxPoolingWithArgmax2D(pool_size, padding)
+    fused = assert_same(lambda x: pool(x), x, atol=0)
+    if ties:
+        # The first maximum of each window wins, in the switches and the gradient.
+        pooled, switches = fused_max_pool_with_argmax(x, (2, 2), "valid")
+        reference = builtin_max_pool_with_argmax(x, (2, 2), "valid")
+        np.testing.assert_array_equal(switches, reference[1])
+    assert fused[1].dtype == np.int32
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"aligned": False},
+        {"sampling_ratio": 1, "output_size": 3},
+        {"sampling_ratio": 3, "output_size": (2, 5)},
+    ],
+)
+def test_roi_align_fused_equals_builtin_on_the_edge_cases(rng, kwargs):
+    features = tf.constant(rng.normal(size=(2, 9, 11, 6)).astype("float32"))
+    boxes = make_boxes(rng, 2, 9, 11, 1 / 16)  # on, across and beyond the border
+    boxes[0, 0] = [np.nan, 1, 5, 5]  # non-finite: reads nothing
+    boxes[1, 0] = [50, 40, 20, 10]  # x2 < x1: the zero-size box at (x1, y1)
+    boxes[1, 1] = [8, 8, 8, 8]  # zero size
+    boxes = tf.constant(boxes)
+    out = assert_same(lambda f, b: roi_align(f, b, spatial_scale=1 / 16, **kwargs), features, boxes)
+    assert np.all(out[0][0, 0] == 0)
+
+
+def test_class_specific_roi_align_fused_equals_builtin(rng):
+    features = tf.constant(rng.normal(size=(2, 9, 11, 12)).astype("float32"))
+    boxes = tf.constant(make_boxes(rng, 2, 9, 11, 1 / 16, num_random=3))
+    groups = rng.integers(-1, 5, size=boxes.shape[:2]).astype("int32")  # some out of range
+    out = assert_same(
+        lambda f, b: roi_align(f, b, 4, 2, 1 / 16, groups=groups, num_groups=4), features, boxes
+    )
+    assert out[0].shape == (2, 11, 4, 4, 3)
+    assert np.all(out[0][(groups < 0) | (groups >= 4)] == 0)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_roi_align_fused_in_low_precision(rng, dtype):
+    features = rng.normal(size=(1, 9, 11, 4)).astype("float32")
+    boxes = make_boxes(rng, 1, 9, 11, 1 / 16, num_random=2)
+    low = roi_align(tf.cast(features, dtype), boxes, 3, spatial_scale=1 / 16)
+    assert low.dtype == dtype
+    np.testing.assert_allclose(
+        tf.cast(low, "float32"), roi_align(features, boxes, 3, spatial_scale=1 / 16), atol=0.05
+    )
+
+
+@pytest.mark.parametrize("out_size", [(9, 12), (5, 7), (1, 4), (1, 1), (20, 3)])
+def test_affine_sampler_fused_equals_builtin(rng, out_size):
+    images = tf.constant(rng.normal(size=(5, 9, 12, 3)).astype("float32"))
+    theta = np.tile([[1.0, 0, 0, 0, 1, 0]], (5, 1))
+    theta[1] = [0.8, 0.3, 0.5, -0.2, 1.1, -0.9]  # partly outside
+    theta[2] = [1, 0, 1.5, 0, 1, 0]  # mostly outside
+    theta[3] = [-1, 0, 0, 0, -1, 0]  # a half turn
+    theta[4] = [0.5, 0.1, 0.05, 0.2, 0.6, 0.1]
+    theta = tf.constant(theta.astype("float32"))
+    out = assert_same(lambda i, t: sample_affine(i, t, *out_size), images, theta)
+    if out_size == (9, 12):
+        # The identity warp returns its input exactly, in the fused kernel too.
+        np.testing.assert_array_equal(out[0][0], images[0])
+        np.testing.assert_array_equal(out[0][3], images[3][::-1, ::-1])
+
+
+def test_affine_sampler_in_training_runs_the_gather_sampler(rng):
+    images = tf.constant(rng.normal(size=(2, 6, 6, 1)).astype("float32"))
+    theta = tf.constant([[0.9, 0.1, 0.1, 0.0, 1.1, -0.2]] * 2, tf.float32)
+    graph = tf.function(lambda i, t, training: sample_affine(i, t, 6, 6, training=training))
+    ops = {
+        training: {
+            op.type
+            for op in graph.get_concrete_function(images, theta, training).graph.get_operations()
+        }  # fmt: skip
+        for training in (False, True)
+    }
+    assert "ImageProjectiveTransformV3" in ops[False]
+    assert "ImageProjectiveTransformV3" not in ops[True]
+
+
+def test_replication_in_tflite_avoids_broadcast_to(rng):
+    x = rng.normal(size=(2, 5, 7, 3)).astype("float32")
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: replicate(t, 3))(inputs))
+    flatbuffer = convert_to_tflite(model)
+    assert "BROADCAST_TO" not in tflite_ops(flatbuffer)
+    assert "RESIZE_NEAREST_NEIGHBOR" in tflite_ops(flatbuffer)
+    (out,) = run_tflite(flatbuffer, x).values()
+    np.testing.assert_array_equal(out, replicate(tf.constant(x), 3))
+    np.testing.assert_array_equal(out, np.repeat(np.repeat(x, 3, axis=1), 3, axis=2))
+
+
+def tflite_ops(flatbuffer):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    return {op["op_name"] for op in interpreter._get_ops_details()}
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 3, 4, 7, (3, 2)])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_stride_one_transposed_convolution_equals_keras(rng, kernel_size, padding):
+    x = rng.normal(size=(2, 7, 6, 3)).astype("float32")
+    reference = keras.layers.Conv2DTranspose(5, kernel_size, padding=padding, activation="relu")
+    reference.build(x.shape)
+    reference.bias.assign(rng.normal(size=5).astype("float32"))
+    ours = StrideOneConv2DTranspose(5, kernel_size, padding=padding, activation="relu")
+    ours.build(x.shape)
+    ours.set_weights(reference.get_weights())
+    np.testing.assert_allclose(ours(x), reference(x), atol=1e-5, rtol=0)
+    assert ours.get_config() == {**reference.get_config(), "name": ours.name}
+
+
+def test_stride_one_transposed_convolution_is_a_plain_convolution_in_tflite(rng):
+    x = rng.normal(size=(2, 9, 8, 4)).astype("float32")
+    run_layer_test(StrideOneConv2DTranspose, {"filters": 3, "kernel_size": 3, "padding": "same"},
+                   x, expected_output_shape=(2, 9, 8, 3))  # fmt: skip
+    inputs = keras.Input((None, None, 4))
+    model = keras.Model(inputs, StrideOneConv2DTranspose(3, 3, padding="same")(inputs))
+    ops = tflite_ops(convert_to_tflite(model))
+    assert "CONV_2D" in ops and "TRANSPOSE_CONV" not in ops
+
+
+def test_stride_one_transposed_convolution_refuses_strides():
+    with pytest.raises(ValueError, match="strides=1"):
+        StrideOneConv2DTranspose(3, 3, strides=2)
+    with pytest.raises(ValueError, match="dilation_rate=1"):
+        StrideOneConv2DTranspose(3, 3, dilation_rate=2)
