@@ -237,3 +237,19 @@ def test_stride_one_transposed_convolution_refuses_strides():
         StrideOneConv2DTranspose(3, 3, strides=2)
     with pytest.raises(ValueError, match="dilation_rate=1"):
         StrideOneConv2DTranspose(3, 3, dilation_rate=2)
+
+
+def test_pooling_switches_from_int32_and_int64_indices_agree(rng):
+    from keras_segattn.layers.max_pooling_with_argmax import _fused_pool
+
+    x = tf.constant(rng.integers(0, 3, (2, 7, 9, 3)).astype("float32"))  # ties
+    for pool_size, padding in (((2, 2), "same"), ((3, 2), "valid")):
+        small = _fused_pool(x, pool_size, padding, tf.int32)
+        large = _fused_pool(x, pool_size, padding, tf.int64)
+        np.testing.assert_array_equal(small[1], large[1])
+        # A graph of unknown size picks the index type at run time.
+        dynamic = tf.function(
+            lambda t, p=pool_size, q=padding: fused_max_pool_with_argmax(t, p, q),
+            input_signature=[tf.TensorSpec([None, None, None, 3])],
+        )
+        np.testing.assert_array_equal(dynamic(x)[1], small[1])
