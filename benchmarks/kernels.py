@@ -35,7 +35,6 @@ import numpy as np
 from timing import machine, report
 
 
-
 def side_by_side(functions, repeats):
     """Median seconds of each of `functions`, called in turns after a warm-up."""
     for fn in functions:

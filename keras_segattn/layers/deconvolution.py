@@ -1,20 +1,25 @@
 import keras
 import tensorflow as tf
 
+from keras_segattn.core.kernels import tracing_for_tflite
+
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
 class StrideOneConv2DTranspose(keras.layers.Conv2DTranspose):
-    """A stride-1 `Conv2DTranspose` run as the `Conv2D` it equals.
+    """A stride-1 `Conv2DTranspose` that TFLite runs as the `Conv2D` it equals.
 
     With stride 1 a transposed convolution is a convolution with the kernel
     flipped in both spatial axes and its channel axes swapped (padded by
     `kernel - 1 - p` where the convolution it transposes pads `p`). The
     weights, config and outputs are those of `keras.layers.Conv2DTranspose`,
-    so a model can swap one for the other; the graph holds a plain
-    convolution, which TFLite's XNNPACK delegate runs at any input size (it
-    leaves `TRANSPOSE_CONV` with a dynamic height and width to TFLite's slow
+    so a model can swap one for the other. In TensorFlow it runs as
+    `Conv2DTranspose` (the flipped kernel, recomputed every call, measured
+    25% slower for DeconvNet on CPU); traced for TFLite (see
+    `keras_segattn.core.kernels`) the graph holds a plain convolution,
+    which TFLite's XNNPACK delegate runs at any input size. XNNPACK leaves
+    a `TRANSPOSE_CONV` of dynamic height and width to TFLite's slow
     reference kernel: DeconvNet's 14 decoder layers measured 1,354 ms there
-    against 243 ms as convolutions).
+    against 243 ms as convolutions.
 
     Args:
         Those of `keras.layers.Conv2DTranspose`, with `strides=1`,
@@ -35,6 +40,8 @@ class StrideOneConv2DTranspose(keras.layers.Conv2DTranspose):
             )
 
     def call(self, inputs):
+        if not tracing_for_tflite():
+            return super().call(inputs)
         kernel = tf.transpose(tf.reverse(self.kernel, [0, 1]), [0, 1, 3, 2])
         pads = []
         for size in self.kernel_size:
