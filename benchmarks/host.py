@@ -108,6 +108,7 @@ def proposal_rows(quick):
 
 SUPERPIXELS = [
     ("felzenszwalb scale=100, sigma=0.8, min_size=50 (the default)", "felzenszwalb", {}),
+    ("felzenszwalb scale=40, min_size=50", "felzenszwalb", {"scale": 40}),
     ("felzenszwalb scale=300, min_size=100", "felzenszwalb", {"scale": 300, "min_size": 100}),
     ("slic n_segments=400, compactness=10", "slic", {}),
     ("slic n_segments=1000, compactness=10", "slic", {"n_segments": 1000}),
@@ -132,7 +133,10 @@ def superpixel_rows(quick):
     data, info = load_segmentation_dataset(f"camvid:{camvid}", "test")
     count = 3 if quick else 30
     frames = [
-        (e["image"].numpy().astype(np.uint8), e["label"].numpy().astype(np.int64).squeeze())
+        (
+            e["images"].numpy().astype(np.uint8),
+            e["segmentation_masks"].numpy().astype(np.int64).squeeze(),
+        )
         for e in data.take(count)
     ]
     rows = []
