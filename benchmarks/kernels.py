@@ -3,7 +3,9 @@ graphs, and each TFLite file at any size against the fixed-size one.
 
     python benchmarks/kernels.py            # the README's speed ratios (about 15 min on 2 cores)
     python benchmarks/kernels.py --quick    # small sizes, a smoke run
-    python benchmarks/kernels.py --parts layers models   # some parts only
+    python benchmarks/kernels.py --parts layers models   # some parts only (printed, not saved)
+    python benchmarks/kernels.py --parts tflite --only MNC --builtin-tf
+        # also TensorFlow with the builtin (TFLite) formulations: what the fused kernels save
 
 Everything is measured side by side in one process, the two contenders in
 turns (ours, the alternative, ours, ...), so that a machine's drift hits
@@ -275,16 +277,19 @@ def tflite_cases(quick):
     ]  # fmt: skip
 
 
-def tflite_rows(quick, repeats):
+def tflite_rows(quick, repeats, only=None, builtin_tf=False):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
+    from keras_segattn.core.kernels import tflite_builtins_only
     from keras_segattn.export import convert_to_tflite
     from keras_segattn.export.saved_model import EXTRA_SERVING_FUNCTIONS, SERVING_FUNCTIONS
 
     rng = np.random.default_rng(0)
     rows = []
     for label, build, task, signature, size in tflite_cases(quick):
+        if only and only not in label:
+            continue
         model = build()
         serve = SERVING_FUNCTIONS[task] if signature == "serving_default" else (
             EXTRA_SERVING_FUNCTIONS[task][signature])  # fmt: skip
@@ -300,10 +305,16 @@ def tflite_rows(quick, repeats):
                 runners.append(interpreter.get_signature_runner(signature))
         calls = [lambda f=in_tf, x=images: f(x)]
         calls += [lambda r=r, x=images: r(images=x) for r in runners]
+        if builtin_tf:
+            with tflite_builtins_only():
+                traced = tf.function(serve(model)).get_concrete_function(
+                    tf.TensorSpec(images.shape, tf.uint8)
+                )
+            calls.append(lambda f=traced, x=images: f(x))
         t = side_by_side(calls, repeats)
         rows.append(
             f"| {label}, {size[0]}x{size[1]} | {t[0]:.0f} | {t[1]:.0f} | {t[2]:.0f} "
-            f"| {t[2] / t[1]:.2f} | {t[2] / t[0]:.2f} |"
+            f"| {t[2] / t[1]:.2f} | {t[2] / t[0]:.2f} |" + (f" {t[3]:.0f} |" if builtin_tf else "")
         )
         print(rows[-1], file=sys.stderr, flush=True)
     return rows
@@ -315,7 +326,13 @@ def main():
     parser.add_argument("--parts", nargs="+", choices=["layers", "models", "tflite"],
                         default=["layers", "models", "tflite"])  # fmt: skip
     parser.add_argument("--repeats", type=int)
+    parser.add_argument("--only", help="TFLite rows whose model label contains this")
+    parser.add_argument(
+        "--builtin-tf", action="store_true",
+        help="TFLite rows: also TensorFlow with the builtin formulations",
+    )  # fmt: skip
     args = parser.parse_args()
+    partial = set(args.parts) != {"layers", "models", "tflite"} or args.only or args.builtin_tf
     repeats = args.repeats or (2 if args.quick else 7)
     lines = [f"Machine: {machine()}; medians of {repeats}, side by side in one process.", ""]
     header = "| what | ours (ms) | the alternative | its time (ms) | ratio |\n|---|---|---|---|---|"
@@ -329,12 +346,13 @@ def main():
             "batch 1, uint8 images in:",
             "",
             "| model | TensorFlow (ms) | TFLite, any size (ms) | TFLite, fixed size (ms) "
-            "| fixed / any | fixed / TensorFlow |",
-            "|---|---|---|---|---|---|",
-            *tflite_rows(args.quick, repeats),
+            "| fixed / any | fixed / TensorFlow |"
+            + (" TensorFlow, builtin formulations (ms) |" if args.builtin_tf else ""),
+            "|---|---|---|---|---|---|" + ("---|" if args.builtin_tf else ""),
+            *tflite_rows(args.quick, repeats, args.only, args.builtin_tf),
             "",
         ]
-    report(lines, "kernels.md", args.quick)
+    report(lines, "kernels.md", args.quick or partial)
 
 
 if __name__ == "__main__":
