@@ -96,14 +96,17 @@ def export_checkpoint(
     The SavedModel is written to a hidden staging folder and the TFLite
     files to staging names, all verified against Keras, and only then
     published: the version folder appears in one rename, the TFLite files
-    (`<name>_v<version>[_<quantization>].tflite`, so versions never
-    overwrite each other) in one `os.replace` each. A failed check, or a
-    kill, publishes nothing.
+    (`<name>_v<version>[_<H>x<W>][_<quantization>].tflite`, so versions
+    never overwrite each other) in one `os.replace` each. A failed check,
+    or a kill, publishes nothing. The SavedModel calls TensorFlow's fused
+    kernels; the TFLite files are traced from the Keras model with the
+    builtin formulations (`convert_to_tflite`).
 
     Returns:
         `(saved_model_path, report)`: `report` maps each artifact to its
         largest differences from Keras, and `"tflite_files"` to the
-        published TFLite paths by quantization.
+        published TFLite paths by quantization (`"float32"`, ...; fixed-size
+        files by `"<H>x<W>_<quantization>"`).
 
     Raises:
         ValueError: if a float32 artifact differs from Keras by more than
