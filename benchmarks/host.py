@@ -4,6 +4,8 @@ ours against the libraries, on real data.
     python benchmarks/host.py                # the README tables (about 10 min on 2 cores)
     python benchmarks/host.py --quick        # a few images, a smoke run
     python benchmarks/host.py --parts superpixels
+    python benchmarks/host.py --parts voting --model-path runs/camvid_multiscale/best.keras
+        # superpixel voting over a trained network's CamVid predictions (printed)
 
 Needs `../shared/data` (the COCO slice and CamVid), and
 `opencv-contrib-python-headless` for OpenCV's selective search (the
@@ -161,12 +163,48 @@ def superpixel_rows(quick):
     return rows, count, frames[0][0].shape
 
 
+VOTING = [
+    ("none (the network's argmax)", None),
+    ("felzenszwalb scale=100 (the default)", {}),
+    ("felzenszwalb scale=40", {"scale": 40}),
+    ("slic n_segments=400, max_num_iter=5", {"segmentation_method": "slic", "max_num_iter": 5}),
+]
+
+
+def voting_rows(model_path, quick):
+    """Superpixel voting over a trained network's predictions, CamVid test."""
+    from keras_segattn.checkpoints import load_model, read_run_config
+    from keras_segattn.data import load_segmentation_dataset
+    from keras_segattn.evaluation.semantic import evaluate_segmentation
+
+    model = load_model(model_path, "model_path")
+    image_size = read_run_config(model_path).get("image_size")
+    data, info = load_segmentation_dataset(f"camvid:{os.path.join(SHARED, 'camvid')}", "test")
+    data = data.take(8 if quick else 233)
+    rows = []
+    for name, options in VOTING:
+        scores = evaluate_segmentation(
+            model, data, info.num_classes, info.ignore_class, image_size=image_size,
+            postprocess=None if options is None else "superpixels", postprocess_options=options,
+        )  # fmt: skip
+        rows.append(
+            f"| {name} | {100 * scores['global_accuracy']:.1f} "
+            f"| {100 * scores['mean_class_accuracy']:.1f} | {100 * scores['mean_iou']:.1f} "
+            f"| {1000 * scores['seconds_per_image']:.0f} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--parts", nargs="+", choices=["proposals", "superpixels"],
+    parser.add_argument("--parts", nargs="+", choices=["proposals", "superpixels", "voting"],
                         default=["proposals", "superpixels"])  # fmt: skip
+    parser.add_argument("--model-path", help="a CamVid semantic checkpoint, for --parts voting")
     args = parser.parse_args()
+    if "voting" in args.parts and not args.model_path:
+        parser.error("--parts voting needs --model-path (a trained CamVid checkpoint)")
     lines = [f"Machine: {machine()}.", ""]
     if "proposals" in args.parts:
         rows, count = proposal_rows(args.quick)
@@ -191,7 +229,16 @@ def main():
             *rows,
             "",
         ]
-    report(lines, "host.md", args.quick)
+    if "voting" in args.parts:
+        lines += [
+            f"Superpixel voting over `{args.model_path}` on the CamVid test frames:",
+            "",
+            "| voting | global acc. | class-avg acc. | mean IoU | ms per image |",
+            "|---|---|---|---|---|",
+            *voting_rows(args.model_path, args.quick),
+            "",
+        ]
+    report(lines, "host.md", args.quick or "voting" in args.parts)
 
 
 if __name__ == "__main__":
