@@ -141,6 +141,12 @@ def test_export_of_a_spatial_transformer_model(tmp_path, shared_data, capsys):
     assert "transformed_images" in out and "transform" in out
     assert os.path.isfile(tmp_path / "out" / "st_cnn" / "1" / "saved_model.pb")
     assert os.path.isfile(tmp_path / "out" / "st_cnn" / "st_cnn_v1_int8.tflite")
+    # A classifier's input size is fixed: another --tflite-size is refused
+    # before anything is written.
+    with pytest.raises(SystemExit, match="input size"):
+        main(["export", "--model-path", model_path, "--output", str(tmp_path / "other"),
+              "--data", f"{shared_data}/mnist", "--tflite-size", "40", "40"])  # fmt: skip
+    assert not os.path.exists(tmp_path / "other" / "st_cnn")
 
 
 def test_instance_train_and_export(tmp_path, capsys):

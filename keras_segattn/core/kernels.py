@@ -2,10 +2,11 @@
 
 Several layers have two formulations of the same computation:
 
-- in TensorFlow (training, `predict`, a SavedModel under TF Serving) they
+- in TensorFlow (`fit`, `predict`, a SavedModel under TF Serving) they
   call TensorFlow's fused kernels: `tf.image.crop_and_resize` (RoIAlign),
-  `ImageProjectiveTransformV3` (the affine spatial-transformer sampler),
-  `tf.nn.max_pool_with_argmax` (pooling with switches);
+  `ImageProjectiveTransformV3` (the affine spatial-transformer sampler,
+  outside training only), `tf.nn.max_pool_with_argmax` (pooling with
+  switches);
 - a graph traced for TFLite must use builtin operators only (no interpreter
   here runs Flex), so there they are written with gathers, strided slices
   and matmuls; and where TFLite runs one builtin much faster than another
@@ -13,10 +14,12 @@ Several layers have two formulations of the same computation:
   `BROADCAST_TO`), the TFLite trace takes it.
 
 Both are tested equal, forward and gradients. XLA has no kernels for the
-fused ops either, so a graph XLA compiles gets the builtin formulations too. The package's TFLite
-converter (`keras_segattn.export.convert_to_tflite`) traces the model
-inside `tflite_builtins_only()`; nothing else sets the switch, and a user
-never needs to.
+fused ops either, so a graph XLA compiles gets the builtin formulations too.
+The package's TFLite converter (`keras_segattn.export.convert_to_tflite`)
+traces the model inside `tflite_builtins_only()`, which is all a user
+converting a model needs. Set it yourself only to trace your own function
+for TFLite (an `ExportArchive` endpoint of your own around one of these
+layers) or to compare the two formulations (`keras_segattn.testing`).
 """
 
 import contextlib

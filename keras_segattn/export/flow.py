@@ -17,6 +17,7 @@ from keras_segattn.core.saving import crash_point
 from keras_segattn.core.validation import check_size, optional_size
 from keras_segattn.export.saved_model import (
     SERVING_FUNCTIONS,
+    image_signature,
     publish,
     stage_saved_model,
     version_path,
@@ -120,6 +121,9 @@ def export_checkpoint(
         model, task = dense_model(model), "semantic"
     name = name or run.get("model") or model.name
     path = version_path(output, name, version)
+    if tflite_size is not None:  # refused now, before anything is written
+        tflite_size = check_size(tflite_size, "tflite_size")
+        image_signature(model, task, tflite_size)
     images = sample_images(
         model, task, data or run.get("data"),
         optional_size(run.get("image_size"), "image_size of run.json"),
@@ -140,7 +144,7 @@ def export_checkpoint(
         # (size, images, Keras outputs): any size, and the fixed one if asked.
         variants = [(None, images, reference)]
         if tflite_size is not None:
-            size = check_size(tflite_size, "tflite_size")
+            size = tflite_size
             fixed = [resize_uint8(batch[0], size)[None] for batch in images]
             outputs = SERVING_FUNCTIONS[task](model)(fixed[0])
             variants.append((size, fixed, {k: v.numpy() for k, v in outputs.items()}))

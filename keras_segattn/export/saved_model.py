@@ -259,7 +259,8 @@ def export_saved_model(model, export_dir, name=None, version=1, task="semantic")
     semantic segmentation). A captioner's (`task="captioning"`) returns the
     greedy `token_ids`, `attention`, `words` and `captions`, and a second
     signature, `"tokens"`, returns the numeric outputs only, for
-    `convert_to_tflite(path, signature_key="tokens")`. An instance model's
+    `convert_to_tflite(model, signature_key="tokens", task="captioning")`.
+    An instance model's
     (`task="instance"`) returns `boxes`, `scores`, `classes`, `masks` (uint8
     at the image's resolution) and `num_detections`.
 

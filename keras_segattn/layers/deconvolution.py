@@ -33,6 +33,11 @@ class StrideOneConv2DTranspose(keras.layers.Conv2DTranspose):
                 "StrideOneConv2DTranspose needs strides=1 (use keras.layers.Conv2DTranspose "
                 f"to upsample); got strides={strides!r}."
             )
+        if self.data_format != "channels_last":
+            raise ValueError(
+                "StrideOneConv2DTranspose supports data_format='channels_last' only; got "
+                f"data_format={self.data_format!r}."
+            )
         if tuple(self.dilation_rate) != (1, 1) or self.output_padding is not None:
             raise ValueError(
                 "StrideOneConv2DTranspose needs dilation_rate=1 and output_padding=None; got "

@@ -12,13 +12,17 @@ def fused_max_pool_with_argmax(inputs, pool_size, padding):
 
     The fused kernel (2-6x faster than strided slices on CPU) takes the
     first maximum of a window on ties, as `builtin_max_pool_with_argmax`
-    does, and the gradient goes there too. Its indices are int32 when an
-    image's `height * width * channels` fits (twice as fast as int64; the
-    kernel's own gradient takes int64 only, so the gradient is the
-    unpooling of the upstream one through the switches).
+    does, and the gradient goes there too. On CPU its indices are int32
+    when an image's `height * width * channels` fits (twice as fast as
+    int64; with a GPU, int64, the only type of TensorFlow's GPU kernel).
+    The kernel's own gradient takes int64 indices only, so the gradient is
+    the unpooling of the upstream one through the switches.
     """
 
     def forward(inputs):
+        if tf.config.list_logical_devices("GPU"):
+            # TensorFlow's GPU kernel takes int64 indices only.
+            return _fused_pool(inputs, pool_size, padding, tf.int64)
         static = inputs.shape[1:]
         if None not in static:
             size = int(np.prod(static))

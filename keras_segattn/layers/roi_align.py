@@ -326,7 +326,7 @@ def _crop_and_resize_align(features, box, finite, output_size, sampling_ratio, g
     ya, yb = ends(y1, box_h, out_h * sampling_ratio, height)
     xa, xb = ends(x1, box_w, out_w * sampling_ratio, width)
     crops = tf.cast(tf.stack([ya, xa, yb, xb], axis=-1), tf.float32)
-    num_boxes = tf.shape(crops)[0] // batch
+    num_boxes = tf.shape(crops)[0] // tf.maximum(batch, 1)  # an empty batch has no boxes
     image = _image_offsets(batch, num_boxes, 1)
     keep = finite
     maps = features
@@ -340,7 +340,8 @@ def _crop_and_resize_align(features, box, finite, output_size, sampling_ratio, g
         group = tf.reshape(tf.cast(groups, tf.int32), [-1])
         keep = keep & (group >= 0) & (group < num_groups)
         image = image * num_groups + _clamp(group, 0, num_groups - 1)
-    # crop_and_resize has no bfloat16 kernel: sampled in float32.
+    # Sampled in float32 (crop_and_resize returns float32 anyway, and not
+    # every build has its bfloat16 kernel).
     padded = tf.pad(tf.cast(maps, tf.float32), [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
     sampled = tf.image.crop_and_resize(
         padded, crops, image, [out_h * sampling_ratio, out_w * sampling_ratio]
@@ -512,7 +513,8 @@ class RoIAlign(keras.layers.Layer):
       its cells, empty bins 0. Needs a static feature height and width;
       ignores `sampling_ratio` and `aligned`. See `roi_max_pool`.
 
-    Both are built from gathers, so TFLite runs them with builtin ops only,
+    In TensorFlow `"align"` runs the fused `tf.image.crop_and_resize`;
+    traced for TFLite both modes are built from gathers, builtin ops only,
     with a dynamic batch and number of boxes.
 
     Args:

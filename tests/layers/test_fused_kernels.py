@@ -255,3 +255,13 @@ def test_pooling_switches_from_int32_and_int64_indices_agree(rng):
             input_signature=[tf.TensorSpec([None, None, None, 3])],
         )
         np.testing.assert_array_equal(dynamic(x)[1], small[1])
+
+
+def test_fused_roi_align_on_an_empty_batch():
+    out = roi_align(np.zeros((0, 5, 6, 3), "float32"), np.zeros((0, 4, 4), "float32"), 2)
+    assert tuple(out.shape) == (0, 4, 2, 2, 3)
+
+
+def test_stride_one_transposed_convolution_is_channels_last_only():
+    with pytest.raises(ValueError, match="channels_last"):
+        StrideOneConv2DTranspose(3, 3, data_format="channels_first")
