@@ -129,6 +129,7 @@ def achievable(segments, labels, num_classes, ignore):
 
 def superpixel_rows(quick):
     from keras_segattn.data import load_segmentation_dataset
+    from keras_segattn.metrics import scores_from_confusion_matrix
     from keras_segattn.postprocess.superpixels import segment
 
     camvid = os.path.join(SHARED, "camvid")
@@ -153,11 +154,10 @@ def superpixel_rows(quick):
             voted = achievable(segments, labels, info.num_classes, info.ignore_class)
             valid = labels != info.ignore_class
             np.add.at(confusion, (labels[valid], voted[valid]), 1)
-        iou = np.diag(confusion) / (confusion.sum(0) + confusion.sum(1) - np.diag(confusion))
-        accuracy = np.trace(confusion) / confusion.sum()
+        scores = scores_from_confusion_matrix(confusion)
         rows.append(
             f"| {name} | {np.mean(segments_per_frame):.0f} | {1000 * np.median(seconds):.0f} "
-            f"| {accuracy:.3f} | {np.nanmean(iou):.3f} |"
+            f"| {scores['global_accuracy']:.3f} | {scores['mean_iou']:.3f} |"
         )
         print(rows[-1], flush=True)
     return rows, count, frames[0][0].shape

@@ -65,6 +65,16 @@ def builtin(fn):
     return traced
 
 
+def scatter_unpool(values, indices, reference):
+    """Unpooling by `tf.scatter_nd` of `max_pool_with_argmax` indices (with
+    the batch in the index): the alternative to `MaxUnpooling2D`."""
+    import tensorflow as tf
+
+    size = tf.size(reference, out_type=tf.int64)
+    flat = tf.scatter_nd(tf.reshape(indices, [-1, 1]), tf.reshape(values, [-1]), [size])
+    return tf.reshape(flat, tf.shape(reference))
+
+
 def layer_rows(quick, repeats):
     import tensorflow as tf
 
@@ -139,11 +149,6 @@ def layer_rows(quick, repeats):
                     "`max_pool_with_argmax`"))  # fmt: skip
     rows.append(row("  the builtin (TFLite) formulation, in TF", t[2], t[1], "the same"))
 
-    def scatter_unpool(values, indices, reference):
-        size = tf.size(reference, out_type=tf.int64)
-        flat = tf.scatter_nd(tf.reshape(indices, [-1, 1]), tf.reshape(values, [-1]), [size])
-        return tf.reshape(flat, tf.shape(reference))
-
     def fused_pair():
         pooled, argmax = tf.nn.max_pool_with_argmax(x, 2, 2, "VALID", include_batch_in_index=True)
         return scatter_unpool(pooled, argmax, x)
@@ -196,10 +201,7 @@ def plain_deconvnet(model):
 
     class ScatterUnpool(keras.layers.Layer):
         def call(self, inputs):
-            values, indices, reference = inputs
-            size = tf.size(reference, out_type=tf.int64)
-            flat = tf.scatter_nd(tf.reshape(indices, [-1, 1]), tf.reshape(values, [-1]), [size])
-            return tf.reshape(flat, tf.shape(reference))
+            return scatter_unpool(*inputs)
 
         def compute_output_spec(self, inputs):
             return keras.KerasTensor(inputs[2].shape, inputs[0].dtype)

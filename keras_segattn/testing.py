@@ -107,19 +107,18 @@ def check_kernel_parity(model, inputs, atol):
     (builtins, `tflite_builtins_only`) give the same outputs and gradients.
     In inference mode, where no dropout draws differ between the two calls
     (and where the spatial transformer's sampler is fused)."""
-    for training in (False,):
-        fused, weights, fused_gradients = _outputs_and_gradients(model, inputs, training)
-        with tflite_builtins_only():
-            builtin, _, builtin_gradients = _outputs_and_gradients(model, inputs, training)
-        _assert_all_close(builtin, fused, atol, f"builtin vs fused kernels (training={training})")
-        names = [w.path for w in weights] + [f"input {i}" for i in range(len(fused_gradients))]
-        for name, a, b in zip(names, builtin_gradients, fused_gradients):
-            assert (a is None) == (b is None), f"gradient of {name}: only one formulation has one"
-            if a is not None:
-                _assert_all_close(
-                    tf.convert_to_tensor(a), tf.convert_to_tensor(b), atol * 10,
-                    f"gradient of {name}, builtin vs fused kernels (training={training})",
-                )  # fmt: skip
+    fused, weights, fused_gradients = _outputs_and_gradients(model, inputs, training=False)
+    with tflite_builtins_only():
+        builtin, _, builtin_gradients = _outputs_and_gradients(model, inputs, training=False)
+    _assert_all_close(builtin, fused, atol, "builtin vs fused kernels")
+    names = [w.path for w in weights] + [f"input {i}" for i in range(len(fused_gradients))]
+    for name, a, b in zip(names, builtin_gradients, fused_gradients):
+        assert (a is None) == (b is None), f"gradient of {name}: only one formulation has one"
+        if a is not None:
+            _assert_all_close(
+                tf.convert_to_tensor(a), tf.convert_to_tensor(b), atol * 10,
+                f"gradient of {name}, builtin vs fused kernels",
+            )  # fmt: skip
 
 
 def check_gradients(model, inputs):

@@ -188,11 +188,8 @@ def tflite_archive(model, task=None, input_size=None, signature_key="serving_def
         if input_size is not None and len(shape) == 4:
             shape[1:3] = check_size(input_size, "input_size")
         specs.append(tf.TensorSpec(shape, tensor.dtype, name=tensor.name))
-    structure = keras.tree.pack_sequence_as(model.inputs, specs)
-    if not isinstance(model.inputs, (list, tuple)) or len(specs) == 1:
-        structure = [specs[0]]
-    else:
-        structure = [structure]
+    # One argument: the single input, or the list of them (as the model takes).
+    structure = [specs[0] if len(specs) == 1 else specs]
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(

@@ -74,7 +74,8 @@ def _fused_pool(inputs, pool_size, padding, index_dtype):
     dy = sum(tf.cast(offset >= k * row, tf.int32) for k in range(1, ph))
     rest = offset - tf.cast(dy, index_dtype) * row if ph > 1 else offset
     dx = sum(tf.cast(rest >= k * cell, tf.int32) for k in range(1, pw))
-    return pooled, tf.zeros_like(offset, tf.int32) + dy * pw + dx
+    switches = dy * pw + dx  # a Python 0 only for a 1x1 window
+    return pooled, switches if tf.is_tensor(switches) else tf.zeros_like(offset, tf.int32)
 
 
 def builtin_max_pool_with_argmax(inputs, pool_size, padding):

@@ -256,8 +256,8 @@ def roi_align(
     box_h = tf.maximum(y2 - y1, smallest)
     if fused_kernels() and features.dtype != tf.float64:
         pooled = _crop_and_resize_align(
-            features, (x1, y1, box_w, box_h), finite, (out_h, out_w), sampling_ratio,
-            groups, num_groups,
+            features, (batch, num_boxes, height, width, channels), (x1, y1, box_w, box_h),
+            finite, (out_h, out_w), sampling_ratio, groups, num_groups,
         )  # fmt: skip
         if num_groups is not None:
             channels = _group_size(channels, num_groups)
@@ -299,7 +299,9 @@ def roi_align(
     return tf.reshape(pooled, [batch, num_boxes, out_h, out_w, channels])
 
 
-def _crop_and_resize_align(features, box, finite, output_size, sampling_ratio, groups, num_groups):
+def _crop_and_resize_align(
+    features, sizes, box, finite, output_size, sampling_ratio, groups, num_groups
+):
     """`roi_align` by the fused `tf.image.crop_and_resize`, `(boxes, h, w, c)`.
 
     Along an axis of `n = out * sampling_ratio` samples, sample `j` lies at
@@ -309,9 +311,7 @@ def _crop_and_resize_align(features, box, finite, output_size, sampling_ratio, g
     border cell (as the gather formulation clamps it) and one further out
     reads `extrapolation_value` 0.
     """
-    shape = tf.shape(features)
-    batch, height, width = shape[0], shape[1], shape[2]
-    channels = features.shape[-1] if features.shape[-1] is not None else shape[3]
+    batch, num_boxes, height, width, channels = sizes
     x1, y1, box_w, box_h = box
     out_h, out_w = output_size
 
@@ -326,7 +326,6 @@ def _crop_and_resize_align(features, box, finite, output_size, sampling_ratio, g
     ya, yb = ends(y1, box_h, out_h * sampling_ratio, height)
     xa, xb = ends(x1, box_w, out_w * sampling_ratio, width)
     crops = tf.cast(tf.stack([ya, xa, yb, xb], axis=-1), tf.float32)
-    num_boxes = tf.shape(crops)[0] // tf.maximum(batch, 1)  # an empty batch has no boxes
     image = _image_offsets(batch, num_boxes, 1)
     keep = finite
     maps = features
