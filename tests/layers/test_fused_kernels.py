@@ -132,7 +132,10 @@ def test_roi_align_fused_equals_builtin_on_the_edge_cases(rng, kwargs):
     boxes[1, 0] = [50, 40, 20, 10]  # x2 < x1: the zero-size box at (x1, y1)
     boxes[1, 1] = [8, 8, 8, 8]  # zero size
     boxes = tf.constant(boxes)
-    out = assert_same(lambda f, b: roi_align(f, b, spatial_scale=1 / 16, **kwargs), features, boxes)
+    # Gradients to the features here: a box derivative at a sample that lands
+    # on a cell centre is a kink, where float rounding picks the side (the
+    # shared helper compares box gradients on random boxes).
+    out = assert_same(lambda f: roi_align(f, boxes, spatial_scale=1 / 16, **kwargs), features)
     assert np.all(out[0][0, 0] == 0)
 
 
