@@ -63,7 +63,8 @@ def train(args):
         learning_rate=args.learning_rate, class_weights=args.class_weights,
         num_images=args.num_images, val_split=args.val_split, eval_split=args.eval_split,
         stage1_epochs=args.stage1_epochs, patches_per_image=args.patches_per_image,
-        seed=args.seed, verbose=args.verbose, config=_config(args), overwrite=args.overwrite,
+        seed=args.seed, verbose=args.verbose, strategy=args.strategy,
+        mixed_precision=args.mixed_precision, config=_config(args), overwrite=args.overwrite,
     )  # fmt: skip
 
 
@@ -201,8 +202,11 @@ def instance_train(args):
         num_train=args.num_train, num_val=args.num_val, max_instances=args.max_instances,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         model_kwargs=_model_args(args.model_arg), seed=args.seed, verbose=args.verbose,
-        config=_config(args), overwrite=args.overwrite,
+        strategy=args.strategy, mixed_precision=args.mixed_precision, config=_config(args),
+        overwrite=args.overwrite,
     )  # fmt: skip
+    if summary is None:  # another worker than the chief
+        return None
     for key in ("mAPr@0.5", "mAPr@0.7", "mask_AP", "box_AP"):
         if key in summary:
             print(f"{key:<10} {summary[key]:.3f}")
@@ -219,9 +223,12 @@ def caption_train(args):
         max_length=args.max_length, num_images=args.num_images,
         learning_rate=args.learning_rate, output=args.output, val_split=args.val_split,
         eval_split=args.eval_split, beam_width=args.beam_width, seed=args.seed,
-        model_kwargs=_model_args(args.model_arg), verbose=args.verbose, config=_config(args),
+        model_kwargs=_model_args(args.model_arg), verbose=args.verbose,
+        strategy=args.strategy, mixed_precision=args.mixed_precision, config=_config(args),
         overwrite=args.overwrite,
     )  # fmt: skip
+    if metrics is None:  # another worker than the chief
+        return None
     print_caption_report(metrics)
     print(f"\ntrained in {metrics['train_seconds']:.0f} s; checkpoints, metrics in {args.output}")
     return metrics
@@ -311,6 +318,27 @@ def demo(args):
     return run_demo(args.output, quick=args.quick)
 
 
+def _add_training_arguments(p, command):
+    """The arguments every training command shares, then `func=command`."""
+    p.add_argument(
+        "--strategy", default="auto",
+        choices=["auto", "default", "mirrored", "multi-worker", "tpu"],
+        help="auto: a TPU if attached, the $TF_CONFIG cluster if it has several workers, "
+        "all GPUs if several, else one device; --batch-size is the global batch",
+    )  # fmt: skip
+    p.add_argument(
+        "--mixed-precision", choices=["float16", "bfloat16"],
+        help="compute in float16 (GPUs, with loss scaling) or bfloat16 (TPUs, recent GPUs); "
+        "variables and outputs stay float32",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="empty --output and train afresh (by default a finished run is reported, an "
+        "interrupted one resumed, and a folder of another run refused)",
+    )  # fmt: skip
+    p.set_defaults(func=command)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="segattn", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -359,12 +387,7 @@ def build_parser():
     p.add_argument("--eval-split", default="test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1, help="1 progress bar, 2 one line an epoch")
-    p.add_argument(
-        "--overwrite", action="store_true",
-        help="empty --output and train afresh (by default a finished run is reported, an "
-        "interrupted one resumed, and a folder of another run refused)",
-    )  # fmt: skip
-    p.set_defaults(func=train)
+    _add_training_arguments(p, train)
 
     p = commands.add_parser(
         "evaluate",
@@ -448,12 +471,7 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="runs/instance")
     p.add_argument("--verbose", type=int, default=2)
-    p.add_argument(
-        "--overwrite", action="store_true",
-        help="empty --output and train afresh (by default a finished run is reported, an "
-        "interrupted one resumed, and a folder of another run refused)",
-    )  # fmt: skip
-    p.set_defaults(func=instance_train)
+    _add_training_arguments(p, instance_train)
 
     p = commands.add_parser("caption-train", help="train and score a Show-Attend-Tell captioner")
     p.add_argument("--data", default="shapes", help="shapes | coco:<root> | flickr8k:<root>")
@@ -473,12 +491,7 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="runs/caption")
     p.add_argument("--verbose", type=int, default=2)
-    p.add_argument(
-        "--overwrite", action="store_true",
-        help="empty --output and train afresh (by default a finished run is reported, an "
-        "interrupted one resumed, and a folder of another run refused)",
-    )  # fmt: skip
-    p.set_defaults(func=caption_train)
+    _add_training_arguments(p, caption_train)
 
     p = commands.add_parser("caption-evaluate", help="BLEU/METEOR/CIDEr of a captioner")
     p.add_argument("--model-path", required=True)

@@ -4,6 +4,17 @@ Ignored pixels are dropped before counting. Class-averaged figures follow
 the FCN/SegNet evaluation code: a class absent from the ground truth (and,
 for IoU, from the predictions) is left out of the mean rather than counted
 as 0 or 1.
+
+Counts are exact integers in int32, which every accelerator has (TPUs have
+no float64, and float32 stops counting single pixels at 2**24, about 100
+CamVid frames of one class). A count of one batch is at most the batch's
+pixel count, under 2**31 for any batch that fits in memory. The running
+matrix is split in two int32 variables, `count = high * 2**16 + low` with
+`low` in `[0, 2**16)` after every update, so one cell holds up to
+2**31 * 2**16 = 1.4e14 pixels: 70 million 2-megapixel images. Updates are
+additions only, so a `tf.distribute` strategy that sums the replicas'
+updates keeps the sum exact (up to 2**15 replicas, where the summed `low`
+parts would reach 2**31).
 """
 
 import keras
@@ -22,7 +33,7 @@ def predicted_labels(y_pred):
 
 
 def confusion_matrix_update(y_true, y_pred, num_classes, ignore_class=None):
-    """A `(num_classes, num_classes)` float64 count matrix, rows = truth."""
+    """A `(num_classes, num_classes)` int32 count matrix of one batch, rows = truth."""
     y_true = tf.reshape(flatten_labels(y_true), [-1])
     y_pred = tf.reshape(predicted_labels(y_pred), [-1])
     valid = (y_true >= 0) & (y_true < num_classes)
@@ -30,7 +41,7 @@ def confusion_matrix_update(y_true, y_pred, num_classes, ignore_class=None):
         valid &= tf.not_equal(y_true, ignore_class)
     index = tf.where(valid, y_true * num_classes + y_pred, 0)
     counts = tf.math.unsorted_segment_sum(
-        tf.cast(valid, tf.float64), index, num_classes * num_classes
+        tf.cast(valid, tf.int32), index, num_classes * num_classes
     )
     return tf.reshape(counts, [num_classes, num_classes])
 
@@ -38,8 +49,8 @@ def confusion_matrix_update(y_true, y_pred, num_classes, ignore_class=None):
 def scores_from_confusion_matrix(confusion_matrix):
     """Global accuracy, mean class accuracy, mean IoU and per-class IoU.
 
-    Works on NumPy arrays; absent classes give NaN per class and are left
-    out of the means.
+    Works on NumPy arrays of counts; absent classes give NaN per class and
+    are left out of the means.
     """
     cm = np.asarray(confusion_matrix, dtype=np.float64)
     true_positive = np.diag(cm)
@@ -60,6 +71,9 @@ def scores_from_confusion_matrix(confusion_matrix):
     }
 
 
+_LOW_BASE = 2**16
+
+
 class ConfusionMatrixMetric(keras.metrics.Metric):
     """Base class: accumulates the confusion matrix over batches.
 
@@ -78,26 +92,42 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         super().__init__(name=name, **kwargs)
         self.num_classes = int(num_classes)
         self.ignore_class = ignore_class
-        self.confusion = self.add_variable(
-            shape=(self.num_classes, self.num_classes),
-            initializer="zeros",
-            dtype="float64",
-            name="confusion_matrix",
+        shape = (self.num_classes, self.num_classes)
+        # Exact counts: `high * _LOW_BASE + low` (see the module docstring).
+        self.counts_low = self.add_variable(
+            shape=shape, initializer="zeros", dtype="int32", name="confusion_low"
+        )
+        self.counts_high = self.add_variable(
+            shape=shape, initializer="zeros", dtype="int32", name="confusion_high"
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
             raise ValueError(f"{self.name} does not take sample_weight.")
-        self.confusion.assign_add(
-            confusion_matrix_update(y_true, y_pred, self.num_classes, self.ignore_class)
-        )
+        batch = confusion_matrix_update(y_true, y_pred, self.num_classes, self.ignore_class)
+        low = tf.convert_to_tensor(self.counts_low) + batch
+        # Additions only: a strategy sums the replicas' updates exactly.
+        self.counts_low.assign_add(tf.math.floormod(low, _LOW_BASE) - self.counts_low)
+        self.counts_high.assign_add(tf.math.floordiv(low, _LOW_BASE))
 
     def reset_state(self):
-        self.confusion.assign(tf.zeros_like(self.confusion))
+        for variable in (self.counts_low, self.counts_high):
+            variable.assign(tf.zeros_like(variable))
+
+    @property
+    def confusion(self):
+        """The running confusion matrix, exact, as an int64 NumPy array."""
+        high = keras.ops.convert_to_numpy(self.counts_high).astype(np.int64)
+        return high * _LOW_BASE + keras.ops.convert_to_numpy(self.counts_low)
+
+    def _confusion_float32(self):
+        # Inside the graph, for result(): ratios need no more than float32.
+        high = tf.cast(self.counts_high, tf.float32)
+        return high * float(_LOW_BASE) + tf.cast(self.counts_low, tf.float32)
 
     def scores(self):
         """All the figures of `scores_from_confusion_matrix`, as NumPy."""
-        return scores_from_confusion_matrix(keras.ops.convert_to_numpy(self.confusion))
+        return scores_from_confusion_matrix(self.confusion)
 
     def get_config(self):
         config = super().get_config()
@@ -117,17 +147,13 @@ class PixelAccuracy(ConfusionMatrixMetric):
         super().__init__(num_classes, ignore_class, name=name, **kwargs)
 
     def result(self):
-        return tf.cast(
-            _safe_divide(tf.linalg.trace(self.confusion), tf.reduce_sum(self.confusion)),
-            tf.float32,
-        )
+        confusion = self._confusion_float32()
+        return _safe_divide(tf.linalg.trace(confusion), tf.reduce_sum(confusion))
 
 
 def _mean_over_present(values, present):
     present = tf.cast(present, values.dtype)
-    return tf.cast(
-        _safe_divide(tf.reduce_sum(values * present), tf.reduce_sum(present)), tf.float32
-    )
+    return _safe_divide(tf.reduce_sum(values * present), tf.reduce_sum(present))
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -138,8 +164,9 @@ class MeanClassAccuracy(ConfusionMatrixMetric):
         super().__init__(num_classes, ignore_class, name=name, **kwargs)
 
     def result(self):
-        gt_count = tf.reduce_sum(self.confusion, axis=1)
-        recall = _safe_divide(tf.linalg.diag_part(self.confusion), gt_count)
+        confusion = self._confusion_float32()
+        gt_count = tf.reduce_sum(confusion, axis=1)
+        recall = _safe_divide(tf.linalg.diag_part(confusion), gt_count)
         return _mean_over_present(recall, gt_count > 0)
 
 
@@ -154,8 +181,9 @@ class MeanIoU(ConfusionMatrixMetric):
         super().__init__(num_classes, ignore_class, name=name, **kwargs)
 
     def result(self):
-        true_positive = tf.linalg.diag_part(self.confusion)
-        union = tf.reduce_sum(self.confusion, 0) + tf.reduce_sum(self.confusion, 1) - true_positive
+        confusion = self._confusion_float32()
+        true_positive = tf.linalg.diag_part(confusion)
+        union = tf.reduce_sum(confusion, 0) + tf.reduce_sum(confusion, 1) - true_positive
         return _mean_over_present(_safe_divide(true_positive, union), union > 0)
 
     def per_class_iou(self):

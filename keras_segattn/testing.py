@@ -5,6 +5,9 @@ plus builtin-only TFLite parity: config round trip, `.keras` reload,
 SavedModel reload, TFLite conversion with `TFLITE_BUILTINS` only, the
 fused-kernel and builtin formulations equal (outputs and gradients), a
 gradient for every trainable weight, one `fit` step with `jit_compile=True`.
+`check_mixed_precision` rebuilds a model under `mixed_float16` and
+`mixed_bfloat16` and compares it with float32 (`run_layer_test` always runs
+it; the registry's models go through it in `tests/models`).
 Each raises `AssertionError` describing the first check that fails.
 """
 
@@ -17,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_segattn.core.kernels import tflite_builtins_only
+from keras_segattn.core.precision import dtype_policy
 from keras_segattn.export.tflite import convert_to_tflite, run_tflite
 
 
@@ -144,6 +148,80 @@ def check_jit_fit_step(model, inputs, targets, loss):
     assert np.isfinite(value), f"jit_compile fit step gave loss {value}"
 
 
+# Largest |mixed - float32| output difference, relative to the output's
+# scale (max(1, max |float32 output|)): float16 keeps 11 significant bits,
+# bfloat16 8, and a tiny network's few layers add up a few roundings each.
+MIXED_PRECISION_RTOL = {"mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}
+
+
+def _nonzero_weights(model, seed=0):
+    """The model's weights with every all-zero kernel drawn at random.
+
+    Zero-initialised layers (FCN's score layers, the transformer's
+    regression) make the outputs constant, which no precision can get
+    wrong: the comparison needs them to depend on the input."""
+    rng = np.random.default_rng(seed)
+    weights = model.get_weights()
+    for i, w in enumerate(weights):
+        if w.ndim >= 2 and w.dtype.kind == "f" and not np.any(w):
+            weights[i] = rng.normal(0.0, 0.05, w.shape).astype(w.dtype)
+    return weights
+
+
+def check_mixed_precision(build, inputs, fit=None, compared=None, rtol=None):
+    """Rebuilds a model under each mixed-precision policy and checks it.
+
+    For `mixed_float16` and `mixed_bfloat16`: every variable is float32,
+    every float output is float32, the outputs equal the float32 model's
+    (same weights) within `rtol` times the output's scale, and `fit`, when
+    given, takes a step with a finite loss and finite weights; under
+    `mixed_float16`, with Keras' loss scaling.
+
+    Args:
+        build: a zero-argument callable returning a new, built model; it
+            is called under each policy.
+        inputs: array or list of arrays, a small batch.
+        fit: `None` or a callable `fit(model) -> history dict` that
+            compiles the model and runs `model.fit` for a step.
+        compared: `None` or a callable `compared(model, inputs)` returning
+            what to compare, for a model whose outputs are not comparable
+            across precisions (a detector ranks the near-tied scores of an
+            untrained network: any rounding reorders its boxes). Defaults to
+            the model's outputs.
+        rtol: dict policy -> float. Defaults to `MIXED_PRECISION_RTOL`.
+    """
+    rtol = {**MIXED_PRECISION_RTOL, **(rtol or {})}
+    compared = compared or (lambda model, inputs: model(inputs))
+    with dtype_policy("float32"):
+        reference_model = build()
+        weights = _nonzero_weights(reference_model)
+        reference_model.set_weights(weights)
+        expected = _as_list(compared(reference_model, inputs))
+    for policy in ("mixed_float16", "mixed_bfloat16"):
+        with dtype_policy(policy):
+            model = build()
+            low = [v.path for v in model.weights if v.dtype != "float32"]
+            assert not low, f"{policy}: variables not in float32: {low[:5]}"
+            model.set_weights(weights)
+            actual = _as_list(compared(model, inputs))
+            outputs = keras.tree.flatten(model(inputs))
+            low = [str(o.dtype) for o in outputs if o.dtype.is_floating and o.dtype != tf.float32]
+            assert not low, f"{policy}: float outputs must be float32; got {low}"
+            for i, (a, e) in enumerate(zip(actual, expected)):
+                scale = max(1.0, float(np.max(np.abs(e)))) if e.size else 1.0
+                _assert_all_close([a], [e], rtol[policy] * scale, f"{policy} output {i}")
+            if fit is not None:
+                history = fit(model)
+                if policy == "mixed_float16":
+                    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer), (
+                        "mixed_float16 training must scale the loss"
+                    )
+                losses = [v[-1] for k, v in history.items() if k.endswith("loss")]
+                assert losses and np.all(np.isfinite(losses)), f"{policy} fit: {history}"
+                for v in model.trainable_variables:
+                    assert np.all(np.isfinite(v.numpy())), f"{policy} fit: {v.path} non-finite"
+
+
 def run_model_test(
     model,
     inputs,
@@ -188,6 +266,16 @@ def run_model_test(
     return expected
 
 
+def _float32_head(model):
+    outputs = [
+        keras.layers.Activation("linear", dtype="float32")(o)
+        if keras.backend.is_float_dtype(o.dtype)
+        else o
+        for o in keras.tree.flatten(model.outputs)
+    ]
+    return keras.Model(model.inputs, outputs)
+
+
 def run_layer_test(layer_cls, init_kwargs, inputs, expected_output_shape=None, **kwargs):
     """Wraps `layer_cls(**init_kwargs)` in a functional model and checks it.
 
@@ -209,15 +297,19 @@ def run_layer_test(layer_cls, init_kwargs, inputs, expected_output_shape=None, *
     assert layer_cls.from_config(copy.deepcopy(config)).get_config() == config, (
         "layer config round trip"
     )
-    symbolic = [
-        keras.Input(
-            shape=np.asarray(x).shape[1:], dtype=str(np.asarray(x).dtype), name=f"input_{i}"
-        )
-        for i, x in enumerate(_input_list(inputs))
-    ]
-    symbolic_inputs = symbolic if isinstance(inputs, (list, tuple)) else symbolic[0]
-    symbolic_outputs = layer(symbolic_inputs)
-    model = keras.Model(symbolic_inputs, symbolic_outputs)
+
+    def wrap(layer):
+        symbolic = [
+            keras.Input(
+                shape=np.asarray(x).shape[1:], dtype=str(np.asarray(x).dtype), name=f"input_{i}"
+            )
+            for i, x in enumerate(_input_list(inputs))
+        ]
+        symbolic_inputs = symbolic if isinstance(inputs, (list, tuple)) else symbolic[0]
+        return keras.Model(symbolic_inputs, layer(symbolic_inputs))
+
+    model = wrap(layer)
+    symbolic_outputs = model.outputs
     eager = model(inputs)
     for s, e in zip(keras.tree.flatten(symbolic_outputs), _as_list(eager)):
         assert tuple(s.shape[1:]) == e.shape[1:], f"symbolic shape {s.shape} vs eager {e.shape}"
@@ -227,4 +319,8 @@ def run_layer_test(layer_cls, init_kwargs, inputs, expected_output_shape=None, *
         if not isinstance(expected[0], (list, tuple)):
             expected = [expected]
         assert shapes == [tuple(s) for s in expected], f"output shapes {shapes} != {expected}"
-    return run_model_test(model, inputs, **kwargs)
+    outputs = run_model_test(model, inputs, **kwargs)
+    # A layer's outputs are its compute dtype: float32 outputs are the
+    # model's business, so a float32 layer on top stands in for the head.
+    check_mixed_precision(lambda: _float32_head(wrap(layer_cls(**init_kwargs))), inputs)
+    return outputs

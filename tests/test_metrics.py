@@ -44,7 +44,7 @@ def test_streaming_metrics_match_numpy_confusion_matrix(rng, ignore_class):
     np.testing.assert_allclose(metrics[0].result(), expected["global_accuracy"], rtol=1e-6)
     np.testing.assert_allclose(metrics[1].result(), expected["mean_class_accuracy"], rtol=1e-6)
     np.testing.assert_allclose(metrics[2].result(), expected["mean_iou"], rtol=1e-6)
-    np.testing.assert_array_equal(metrics[2].confusion.numpy(), cm)
+    np.testing.assert_array_equal(metrics[2].confusion, cm)
     per_class = metrics[2].per_class_iou()
     tp = np.diag(cm)
     union = cm.sum(0) + cm.sum(1) - tp
@@ -59,6 +59,24 @@ def test_class_ids_are_accepted_as_predictions_and_reset_works():
     metric.reset_state()
     metric.update_state(labels, np.zeros_like(labels))
     np.testing.assert_allclose(float(metric.result()), (1 / 4) / 3)
+
+
+def test_counts_are_exact_integers_past_float32_and_the_low_word():
+    # float32 stops counting single pixels at 2**24; the split int32 words
+    # carry past 2**16 into the high word and stay exact.
+    metric = PixelAccuracy(2)
+    assert {v.dtype for v in metric.variables} == {"int32"}  # TPUs have no float64
+    metric.counts_low.assign([[2**16 - 3, 0], [0, 5]])
+    metric.counts_high.assign([[2**9 - 1, 0], [0, 0]])  # count 2**25 - 3 for (0, 0)
+    labels = np.zeros((1, 70, 1000), "int32")  # 70,000 pixels: more than 2**16
+    labels[0, 0, :7] = 1
+    metric.update_state(labels, labels)
+    expected = np.array([[2**25 - 3 + 70_000 - 7, 0], [0, 5 + 7]])
+    np.testing.assert_array_equal(metric.confusion, expected)
+    assert np.all(metric.counts_low.numpy() < 2**16) and np.all(metric.counts_low.numpy() >= 0)
+    assert float(metric.result()) == 1.0
+    metric.reset_state()
+    np.testing.assert_array_equal(metric.confusion, 0)
 
 
 def test_scores_handle_absent_classes():

@@ -91,7 +91,7 @@ def evaluate_segmentation(
     def probabilities(images):
         return output_probabilities(model, predict_scores(model, images, image_size))
 
-    confusion = np.zeros((num_classes, num_classes), np.float64)
+    confusion = np.zeros((num_classes, num_classes), np.int64)
     count = 0
     start = time.perf_counter()
     for images, masks in batches:

@@ -204,7 +204,11 @@ class ImagePyramid(keras.layers.Layer):
 
     def call(self, inputs):
         self._check_shape(inputs.shape)
-        x = tf.cast(inputs, self.compute_dtype)
+        # float32 whatever the policy, as Keras' normalization layers: the
+        # division by a small local deviation magnifies bfloat16's rounding
+        # (2**-8 of the pixel values) into visible noise. The pyramid is a
+        # sliver of the network's cost.
+        x = tf.cast(inputs, tf.float32)
         gaussian = [x]
         for _ in range(self.levels - 1):
             gaussian.append(self._reduce(gaussian[-1]))
@@ -216,7 +220,7 @@ class ImagePyramid(keras.layers.Layer):
             ] + [gaussian[-1]]
         if self.lcn_size is not None:
             pyramid = [self._normalise(level) for level in pyramid]
-        return pyramid
+        return [tf.cast(level, self.compute_dtype) for level in pyramid]
 
     def compute_output_shape(self, input_shape):
         def scaled(size, k):

@@ -23,6 +23,7 @@ from keras_segattn.data.shapes import CLASS_NAMES
 from keras_segattn.evaluation.captioning import evaluate_captioner
 from keras_segattn.models.captioning import CaptionLoss
 from keras_segattn.models.registry import create_model
+from keras_segattn.recipes.distribute import is_chief, training_context
 from keras_segattn.recipes.runs import RunFolder
 
 # A light captioner for CPU training on the built-in shapes (64x64 images,
@@ -67,6 +68,9 @@ def train_captioner(
     seed=0,
     model_kwargs=None,
     verbose=2,
+    strategy="auto",
+    mixed_precision=None,
+    callbacks=None,
     config=None,
     overwrite=False,
 ):
@@ -90,6 +94,8 @@ def train_captioner(
         model_kwargs: dict. More `show_attend_tell` arguments; for shapes
             the light `SHAPES_MODEL` is the default.
         verbose: int. `fit` verbosity.
+        strategy, mixed_precision, callbacks: as `train_segmenter`'s (the
+            other workers of a multi-worker run return `None`).
         config: dict or `None`. What `run.json` records (the CLI's
             arguments); defaults to this call's arguments.
         overwrite: bool. Start afresh in `output` (see `RunFolder.start`).
@@ -97,39 +103,43 @@ def train_captioner(
     Returns:
         The metrics dict written to `output/metrics.json`.
     """
-    arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite")}
+    arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite", "callbacks")}
     epochs = check_int(epochs, "epochs", hint=" (0 would score an untrained model)")
-    keras.utils.set_random_seed(seed)
-    run = RunFolder(output)
-    finished = run.start(config if config is not None else arguments, overwrite=overwrite)
-    if finished is not None:
-        print(f"{output} holds this run, finished (pass --overwrite to train it again).")
-        return finished
-    size = (image_size, image_size)
-    train = load_caption_dataset(data, "train", **_spec_kwargs(data, "train", num_images, size))
-    val = load_caption_dataset(data, val_split, **_spec_kwargs(data, val_split, num_images, size))
-    train, val = train.cache(), val.cache()
-    vocabulary = CaptionVocabulary.build(_captions_of(train))
-    vocabulary.save(run.file("vocabulary.json"))
-    kwargs = dict(SHAPES_MODEL if data == "shapes" else {})
-    kwargs.update(model_kwargs or {})
-    model = create_model(
-        "show_attend_tell", vocabulary=vocabulary.words, encoder=encoder, image_size=size,
-        attention=attention, max_length=max_length, **kwargs,
-    )  # fmt: skip
-    model.compile(keras.optimizers.Adam(learning_rate), loss=CaptionLoss())
-    pipeline = dict(vocabulary=vocabulary, batch_size=batch_size, image_size=size,
-                    max_length=max_length + 1)  # fmt: skip
-    train_batches = caption_pipeline(train, shuffle=1024, seed=seed, **pipeline)
-    val_batches = caption_pipeline(val, one_caption_per_image="all", **pipeline)
-    callbacks = run.callbacks(monitor="val_loss", mode="min")
-    start = time.time()
-    model.fit(
-        train_batches, validation_data=val_batches, epochs=epochs, callbacks=callbacks,
-        verbose=verbose,
-    )  # fmt: skip
-    train_seconds = time.time() - start
-    run.save_last(model)
+    with training_context(strategy, mixed_precision) as distribution:
+        keras.utils.set_random_seed(seed)
+        run = RunFolder(output, chief=is_chief(distribution))
+        finished = run.start(config if config is not None else arguments, overwrite=overwrite)
+        if finished is not None:
+            print(f"{output} holds this run, finished (pass --overwrite to train it again).")
+            return finished
+        size = (image_size, image_size)
+        train, val = (
+            load_caption_dataset(data, split, **_spec_kwargs(data, split, num_images, size))
+            for split in ("train", val_split)
+        )
+        train, val = train.cache(), val.cache()
+        vocabulary = CaptionVocabulary.build(_captions_of(train))
+        vocabulary.save(run.file("vocabulary.json"))
+        kwargs = dict(SHAPES_MODEL if data == "shapes" else {})
+        kwargs.update(model_kwargs or {})
+        model = create_model(
+            "show_attend_tell", vocabulary=vocabulary.words, encoder=encoder, image_size=size,
+            attention=attention, max_length=max_length, **kwargs,
+        )  # fmt: skip
+        model.compile(keras.optimizers.Adam(learning_rate), loss=CaptionLoss())
+        pipeline = dict(vocabulary=vocabulary, batch_size=batch_size, image_size=size,
+                        max_length=max_length + 1)  # fmt: skip
+        train_batches = caption_pipeline(train, shuffle=1024, seed=seed, **pipeline)
+        val_batches = caption_pipeline(val, one_caption_per_image="all", **pipeline)
+        callbacks = run.callbacks(monitor="val_loss", mode="min") + list(callbacks or [])
+        start = time.time()
+        model.fit(
+            train_batches, validation_data=val_batches, epochs=epochs, callbacks=callbacks,
+            verbose=verbose,
+        )  # fmt: skip
+        train_seconds = time.time() - start
+    if not run.finish_training(model):
+        return None  # another worker than the chief
 
     best_model = run.best_model(model)
     test = load_caption_dataset(

@@ -38,6 +38,7 @@ from keras_segattn.models.instance.presets import SHAPES_MNC
 from keras_segattn.models.instance.regions import mask_iou, masks_to_boxes, propose_regions
 from keras_segattn.models.instance.sds import crop_regions, sds, sds_detect
 from keras_segattn.models.registry import create_model, get_model_spec
+from keras_segattn.recipes.distribute import is_chief, training_context
 from keras_segattn.recipes.runs import RunFolder
 
 
@@ -711,6 +712,8 @@ def train_instances(
     model_kwargs=None,
     seed=0,
     verbose=2,
+    strategy="auto",
+    mixed_precision=None,
     config=None,
     overwrite=False,
 ):
@@ -721,7 +724,9 @@ def train_instances(
     `hypercolumns` through their array trainers, where `model_kwargs` are
     trainer arguments (e.g. `crop_size=64`, `detector=<sds .keras>`).
     `None` for `num_train`, `num_val`, `epochs` or `batch_size` means the
-    trainer's default.
+    trainer's default. `strategy` and `mixed_precision` are
+    `train_segmenter`'s (the other workers of a multi-worker run return
+    `None`).
 
     Returns:
         The dict written to `<output>/metrics.json`.
@@ -731,39 +736,41 @@ def train_instances(
     task = get_model_spec(model).task
     if task != "instance":
         raise ValueError(f"train_instances trains instance models; {model!r} is a {task} model.")
-    run = RunFolder(output)
-    finished = run.start(config if config is not None else arguments, overwrite=overwrite)
-    if finished is not None:
-        print(f"{output} holds this run, finished (pass --overwrite to train it again).")
-        return finished
-    kwargs = dict(SHAPES_MNC) if model == "mnc" and data == "shapes" else {}
-    kwargs.update(model_kwargs or {})
-    extra = {}
-    if model in ARRAY_TRAINERS:
-        options = {"num_train_images": num_train, "num_eval_images": num_val,
-                   "epochs": epochs, "batch_size": batch_size}  # fmt: skip
-        result = ARRAY_TRAINERS[model](
-            dataset=data, image_size=image_size, learning_rate=learning_rate, seed=seed,
-            verbose=verbose, **{k: v for k, v in options.items() if v is not None}, **kwargs,
-        )  # fmt: skip
-        extra = {"data_seconds": result["data_seconds"], "eval_seconds": result["eval_seconds"]}
-        for key in (
-            "metrics_unrefined",
-            "box_metrics",
-            "detector_metrics",
-            "detector_only_metrics",
-        ):
-            if key in result:
-                extra[key] = result[key]
-    else:
-        options = {"num_train": num_train, "num_val": num_val, "epochs": epochs,
-                   "batch_size": batch_size}  # fmt: skip
-        result = train_instance_model(
-            model, data, image_size=image_size, max_instances=max_instances,
-            learning_rate=learning_rate, model_kwargs=kwargs, seed=seed, verbose=verbose,
-            **{k: v for k, v in options.items() if v is not None},
-        )  # fmt: skip
-    run.save_last(result["model"])
+    with training_context(strategy, mixed_precision) as distribution:
+        run = RunFolder(output, chief=is_chief(distribution))
+        finished = run.start(config if config is not None else arguments, overwrite=overwrite)
+        if finished is not None:
+            print(f"{output} holds this run, finished (pass --overwrite to train it again).")
+            return finished
+        kwargs = dict(SHAPES_MNC) if model == "mnc" and data == "shapes" else {}
+        kwargs.update(model_kwargs or {})
+        extra = {}
+        if model in ARRAY_TRAINERS:
+            options = {"num_train_images": num_train, "num_eval_images": num_val,
+                       "epochs": epochs, "batch_size": batch_size}  # fmt: skip
+            result = ARRAY_TRAINERS[model](
+                dataset=data, image_size=image_size, learning_rate=learning_rate, seed=seed,
+                verbose=verbose, **{k: v for k, v in options.items() if v is not None}, **kwargs,
+            )  # fmt: skip
+            extra = {"data_seconds": result["data_seconds"], "eval_seconds": result["eval_seconds"]}
+            for key in (
+                "metrics_unrefined",
+                "box_metrics",
+                "detector_metrics",
+                "detector_only_metrics",
+            ):
+                if key in result:
+                    extra[key] = result[key]
+        else:
+            options = {"num_train": num_train, "num_val": num_val, "epochs": epochs,
+                       "batch_size": batch_size}  # fmt: skip
+            result = train_instance_model(
+                model, data, image_size=image_size, max_instances=max_instances,
+                learning_rate=learning_rate, model_kwargs=kwargs, seed=seed, verbose=verbose,
+                **{k: v for k, v in options.items() if v is not None},
+            )  # fmt: skip
+    if not run.finish_training(result["model"]):
+        return None  # another worker than the chief
     summary = {
         "model": model, "data": data, "image_size": image_size,
         "epochs": len(result["history"]["loss"]),  # the trainer's default if not given

@@ -25,7 +25,13 @@ The rules of a run (`RunFolder.start` and `RunCheckpoints`):
   same command; `overwrite=True` (`--overwrite`) empties the folder and
   starts afresh;
 - a folder whose `run.json` records other arguments is refused, naming
-  them, unless `overwrite=True`.
+  them, unless `overwrite=True`;
+- under several workers (`tf.distribute.MultiWorkerMirroredStrategy`), only
+  the chief writes the folder. The others (`RunFolder(path, chief=False)`)
+  make the same saves, since reading distributed variables is a collective
+  operation every worker must join, into a temporary folder of their own
+  that `finish_training` removes; every worker restores the chief's resume state, so
+  all resume together.
 """
 
 import csv
@@ -35,6 +41,7 @@ import math
 import numbers
 import os
 import shutil
+import tempfile
 
 import keras
 import numpy as np
@@ -45,18 +52,22 @@ from keras_segattn.core.saving import crash_point
 RUN_CONFIG = "run.json"
 METRICS = "metrics.json"
 STATE = "state.json"
-# Arguments that do not change what a run computes: a rerun may differ in them.
-NOT_COMPARED = ("verbose", "overwrite", "func")
+# Arguments that do not change what a run computes: a rerun may differ in
+# them (a run killed on two GPUs may resume on one: batches are global).
+NOT_COMPARED = ("verbose", "overwrite", "func", "strategy")
 
 
 def json_ready(value):
-    """`value` with NumPy numbers and arrays as plain Python, NaN as `None`."""
+    """`value` with NumPy numbers and arrays as plain Python, paths as
+    strings, NaN as `None`."""
     if isinstance(value, dict):
         return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_ready(v) for v in value]
     if isinstance(value, np.ndarray):
         return json_ready(value.tolist())
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, numbers.Integral):
@@ -151,10 +162,6 @@ class RunCheckpoints(keras.callbacks.Callback):
         self.best = None
         self.best_epoch = None
 
-    @property
-    def state_path(self):
-        return os.path.join(self.run.backup, STATE)
-
     def _improved(self, value):
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return False
@@ -163,11 +170,13 @@ class RunCheckpoints(keras.callbacks.Callback):
         return value > self.best if self.mode == "max" else value < self.best
 
     def on_train_begin(self, logs=None):
-        if not os.path.exists(self.state_path):
+        # The chief's state, on every worker.
+        state_path = os.path.join(self.run.shared("backup"), STATE)
+        if not self.run.resume or not os.path.exists(state_path):
             self.run.trim_history(0)  # rows of a run killed before its first commit
             return
-        state = read_json(self.state_path)
-        weights = os.path.join(self.run.backup, state["weights"])
+        state = read_json(state_path)
+        weights = os.path.join(self.run.shared("backup"), state["weights"])
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(weights)
@@ -188,7 +197,7 @@ class RunCheckpoints(keras.callbacks.Callback):
             self.best, self.best_epoch = float(value), epoch + 1
         self.run.append_history(epoch, logs or {})
         write_json(
-            self.state_path,
+            os.path.join(self.run.backup, STATE),
             {"epoch": epoch + 1, "weights": name, "monitor": self.monitor,
              "best": self.best, "best_epoch": self.best_epoch},
         )  # fmt: skip
@@ -202,6 +211,11 @@ class RunFolder:
 
     Args:
         path: str. The folder; created if missing.
+        chief: bool. Whether this process writes the folder: `False` on
+            the workers of a multi-worker run other than the chief
+            (`recipes.distribute.is_chief`), which read the folder (the
+            run's arguments, its resume state) and write into a temporary
+            folder of their own. Defaults to `True`.
 
     Example:
 
@@ -214,17 +228,52 @@ class RunFolder:
     ```
     """
 
-    def __init__(self, path):
+    def __init__(self, path, chief=True):
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
             raise ValueError(f"output must be a folder path; got output={path!r}.")
         self.path = os.fspath(path)
-        os.makedirs(self.path, exist_ok=True)
+        self.chief = bool(chief)
+        # False once start() is told to overwrite: a worker must not restore
+        # a state that the chief is deleting.
+        self.resume = True
+        self._root = None
+        if self.chief:
+            os.makedirs(self.path, exist_ok=True)
+            self._root = self.path
+
+    @property
+    def root(self):
+        """The folder this process writes in (see `file`)."""
+        if self._root is None:
+            self._root = tempfile.mkdtemp(prefix="segattn-worker-")
+        return self._root
 
     def __repr__(self):
         return f"RunFolder({self.path!r})"
 
     def file(self, name):
+        """Where this process writes `name`: the folder, or on the workers
+        other than the chief their temporary folder."""
+        return os.path.join(self.root, name)
+
+    def shared(self, name):
+        """`name` in the run folder itself, which every worker reads."""
         return os.path.join(self.path, name)
+
+    def finish_training(self, model):
+        """Saves `last.keras` (on every worker: reading distributed variables
+        is a collective operation). On a worker other than the chief, also
+        removes its temporary folder and returns `False`: the chief alone
+        scores the model and writes the results. Returns `True` on the
+        chief."""
+        self.save_last(model)
+        if self.chief:
+            return True
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+        print(f"this worker is done; the chief writes {self.path}")
+        return False
 
     @property
     def best(self):
@@ -255,6 +304,7 @@ class RunFolder:
         return write_json(self.file(METRICS), metrics)
 
     def save_last(self, model):
+        """Saves `last.keras` (on every worker: see the module docstring)."""
         return save_model(model, self.last)
 
     def start(self, config, overwrite=False):
@@ -270,7 +320,11 @@ class RunFolder:
                 unless `overwrite`.
         """
         config = json_ready(config)
-        for folder in (self.path, self.backup):  # temporary files of a killed run
+        if not self.chief and overwrite:
+            self.resume = False  # the chief empties the folder
+            return None
+        # Temporary files of a killed run.
+        for folder in (self.path, self.backup) if self.chief else ():
             if os.path.isdir(folder):
                 for name in os.listdir(folder):
                     if name.startswith(".") and ".partial-" in name:
@@ -279,7 +333,7 @@ class RunFolder:
             for name in os.listdir(self.path):
                 target = self.file(name)
                 shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
-        saved_path = self.file(RUN_CONFIG)
+        saved_path = self.shared(RUN_CONFIG)
         if os.path.exists(saved_path):
             saved = read_json(saved_path)
             differing = config_differences(saved, config)
@@ -292,8 +346,8 @@ class RunFolder:
                     "choose another output folder, or pass --overwrite (overwrite=True) to "
                     "start afresh there."
                 )
-            if os.path.exists(self.file(METRICS)):
-                return read_json(self.file(METRICS))
+            if os.path.exists(self.shared(METRICS)):
+                return read_json(self.shared(METRICS))
         self.write_config(config)
         return None
 

@@ -27,6 +27,7 @@ from keras_segattn.losses import SegmentationCrossEntropy
 from keras_segattn.metrics import segmentation_metrics
 from keras_segattn.models.registry import create_model, get_model_spec
 from keras_segattn.models.semantic import dense_model
+from keras_segattn.recipes.distribute import is_chief, training_context
 from keras_segattn.recipes.runs import RunFolder
 
 
@@ -123,6 +124,9 @@ def train_segmenter(
     patches_per_image=64,
     seed=0,
     verbose=1,
+    strategy="auto",
+    mixed_precision=None,
+    callbacks=None,
     config=None,
     overwrite=False,
 ):
@@ -153,6 +157,13 @@ def train_segmenter(
             epoch.
         seed: int.
         verbose: int. `fit` verbosity.
+        strategy: str or `tf.distribute.Strategy`. Where to train
+            (`recipes.distribute.make_strategy`: `"auto"`, `"default"`,
+            `"mirrored"`, `"multi-worker"`, `"tpu"`). `batch_size` is the
+            global batch. Under several workers only the chief writes the
+            run folder and scores the model; the others return `None`.
+        mixed_precision: `None`, `"float16"` or `"bfloat16"`.
+        callbacks: list of more `keras.callbacks.Callback`s for `fit`.
         config: dict or `None`. What to record in `run.json` (the CLI's
             arguments); defaults to this call's arguments.
         overwrite: bool. Empty the run folder and start afresh. Without
@@ -163,82 +174,89 @@ def train_segmenter(
     Returns:
         The dict written to `metrics.json`.
     """
-    arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite")}
+    arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite", "callbacks")}
     task = get_model_spec(model).task
     if task not in ("semantic", "patch"):
         raise ValueError(
             f"train_segmenter trains semantic models and patch_cnn; {model!r} is a {task} model."
         )
     epochs = check_int(epochs, "epochs", hint=" (0 would score an untrained model)")
-    keras.utils.set_random_seed(seed)
-    image_size = optional_size(image_size, "image_size")
-    crop_size = optional_size(crop_size, "crop_size")
-    train_kwargs = {"num_images": num_images} if data == "shapes" else {}
-    train_data, info = load_segmentation_dataset(data, "train", **train_kwargs)
-    val_data, _ = load_segmentation_dataset(data, val_split)
-    ignore = info.ignore_class
-    run = RunFolder(output)
-    record = config if config is not None else arguments
-    finished = run.start(
-        {**record, "num_classes": info.num_classes, "ignore_class": ignore,
-         "class_names": info.class_names, "task": task},
-        overwrite=overwrite,
-    )  # fmt: skip
-    if finished is not None:
-        print(f"{output} holds this run, finished (pass --overwrite to train it again):")
-        print(f"mean IoU {finished['mean_iou']} on {finished['split']}")
-        return finished
-    if isinstance(class_weights, str):
-        if class_weights not in ("median", "none"):
-            raise ValueError(
-                f"class_weights must be 'median', 'none' or an array; got {class_weights!r}."
-            )
-        class_weights = (
-            median_frequency_weights(train_data, info.num_classes, ignore)
-            if class_weights == "median"
-            else None
-        )
-        if class_weights is not None:
-            print("median-frequency class weights:", np.round(class_weights, 3).tolist())
-
-    kwargs = {"weights": weights} if weights is not None else {}  # patch_cnn has none
-    built = create_model(model, num_classes=info.num_classes, width=width,
-                         **kwargs, **(model_kwargs or {}))  # fmt: skip
-
-    start = time.time()
-    if task == "patch":
-        fit_patch_classifier(
-            built, run, train_data, val_data, info, epochs, batch_size, image_size, augment,
-            learning_rate, patches_per_image, seed, verbose,
+    extra = list(callbacks or [])
+    # The strategy comes first: a multi-worker one must be made before
+    # TensorFlow runs anything else.
+    with training_context(strategy, mixed_precision) as distribution:
+        keras.utils.set_random_seed(seed)
+        image_size = optional_size(image_size, "image_size")
+        crop_size = optional_size(crop_size, "crop_size")
+        train_kwargs = {"num_images": num_images} if data == "shapes" else {}
+        train_data, info = load_segmentation_dataset(data, "train", **train_kwargs)
+        val_data, _ = load_segmentation_dataset(data, val_split)
+        ignore = info.ignore_class
+        run = RunFolder(output, chief=is_chief(distribution))
+        record = config if config is not None else arguments
+        finished = run.start(
+            {**record, "num_classes": info.num_classes, "ignore_class": ignore,
+             "class_names": info.class_names, "task": task},
+            overwrite=overwrite,
         )  # fmt: skip
-    else:
-        compile_segmenter(built, info.num_classes, ignore, class_weights, learning_rate)
-        pipeline = dict(num_classes=info.num_classes, ignore_class=ignore, image_size=image_size)
-        train_batches = segmentation_pipeline(
-            train_data, batch_size, crop_size=crop_size, augment=augment, shuffle=1024,
-            seed=seed, **pipeline,
-        )  # fmt: skip
-        val_batches = segmentation_pipeline(val_data, batch_size, **pipeline)
-        fit_kwargs = dict(validation_data=val_batches, verbose=verbose)
-        if stage1_epochs:
-            source = train_data
-            if image_size is not None:
-                source = train_data.map(lambda e: resize_example(e, image_size))
-            stage1 = object_centred_dataset(
-                source, crop_size or image_size, ignore, info.background_class, seed
-            ).shuffle(1024, seed=seed)
-            stage1_batches = segmentation_pipeline(
-                stage1, batch_size, num_classes=info.num_classes, ignore_class=ignore
+        if finished is not None:
+            print(f"{output} holds this run, finished (pass --overwrite to train it again):")
+            print(f"mean IoU {finished['mean_iou']} on {finished['split']}")
+            return finished
+        if isinstance(class_weights, str):
+            if class_weights not in ("median", "none"):
+                raise ValueError(
+                    f"class_weights must be 'median', 'none' or an array; got {class_weights!r}."
+                )
+            class_weights = (
+                median_frequency_weights(train_data, info.num_classes, ignore)
+                if class_weights == "median"
+                else None
             )
-            two_stage_fit(
-                built, stage1_batches, train_batches, stage1_epochs, epochs,
-                callbacks=run.callbacks(monitor="val_mean_iou", mode="max"), **fit_kwargs,
+            if class_weights is not None:
+                print("median-frequency class weights:", np.round(class_weights, 3).tolist())
+
+        kwargs = {"weights": weights} if weights is not None else {}  # patch_cnn has none
+        built = create_model(model, num_classes=info.num_classes, width=width,
+                             **kwargs, **(model_kwargs or {}))  # fmt: skip
+
+        start = time.time()
+        if task == "patch":
+            fit_patch_classifier(
+                built, run, train_data, val_data, info, epochs, batch_size, image_size, augment,
+                learning_rate, patches_per_image, seed, verbose, extra,
             )  # fmt: skip
         else:
-            callbacks = run.callbacks(monitor="val_mean_iou", mode="max")
-            built.fit(train_batches, epochs=epochs, callbacks=callbacks, **fit_kwargs)
-    train_seconds = time.time() - start
-    run.save_last(built)
+            compile_segmenter(built, info.num_classes, ignore, class_weights, learning_rate)
+            run_callbacks = run.callbacks(monitor="val_mean_iou", mode="max") + extra
+            pipeline = dict(
+                num_classes=info.num_classes, ignore_class=ignore, image_size=image_size
+            )
+            train_batches = segmentation_pipeline(
+                train_data, batch_size, crop_size=crop_size, augment=augment, shuffle=1024,
+                seed=seed, **pipeline,
+            )  # fmt: skip
+            val_batches = segmentation_pipeline(val_data, batch_size, **pipeline)
+            fit_kwargs = dict(validation_data=val_batches, verbose=verbose)
+            if stage1_epochs:
+                source = train_data
+                if image_size is not None:
+                    source = train_data.map(lambda e: resize_example(e, image_size))
+                stage1 = object_centred_dataset(
+                    source, crop_size or image_size, ignore, info.background_class, seed
+                ).shuffle(1024, seed=seed)
+                stage1_batches = segmentation_pipeline(
+                    stage1, batch_size, num_classes=info.num_classes, ignore_class=ignore
+                )
+                two_stage_fit(
+                    built, stage1_batches, train_batches, stage1_epochs, epochs,
+                    callbacks=run_callbacks, **fit_kwargs,
+                )  # fmt: skip
+            else:
+                built.fit(train_batches, epochs=epochs, callbacks=run_callbacks, **fit_kwargs)
+        train_seconds = time.time() - start
+    if not run.finish_training(built):
+        return None  # another worker than the chief
 
     best = run.best_model(built)
     crash_point("evaluation")  # the kill tests' point in the final evaluation
@@ -269,7 +287,7 @@ def train_segmenter(
 
 def fit_patch_classifier(
     model, run, train_data, val_data, info, epochs, batch_size, image_size, augment,
-    learning_rate, patches_per_image, seed, verbose,
+    learning_rate, patches_per_image, seed, verbose, callbacks=(),
 ):  # fmt: skip
     """`patch_cnn`'s training: random labelled patches, cross-entropy on the
     centre pixel's class, the best epoch by validation patch accuracy."""
@@ -286,7 +304,7 @@ def fit_patch_classifier(
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    callbacks = run.callbacks(monitor="val_accuracy", mode="max")
+    callbacks = run.callbacks(monitor="val_accuracy", mode="max") + list(callbacks)
     return model.fit(
         train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose
     )

@@ -55,7 +55,9 @@ class AppendZeroMaps(keras.layers.Layer):
         self.channels = channels
 
     def call(self, inputs):
-        zeros = keras.ops.zeros_like(inputs[..., :1]) * keras.ops.zeros((self.channels,))
+        # The zeros in the inputs' dtype: a mixed policy computes in float16.
+        zeros = keras.ops.zeros((self.channels,), inputs.dtype)
+        zeros = keras.ops.zeros_like(inputs[..., :1]) * zeros
         return keras.ops.concatenate([inputs, zeros], axis=-1)
 
     def compute_output_shape(self, input_shape):

@@ -23,19 +23,24 @@ CLASSIFIERS = ("cnn", "fcn")
 TRANSFORMER_OUTPUT_SIZE = 28
 
 
+def _logits(x, num_classes):
+    # float32 under mixed precision too, for a numerically stable loss.
+    return keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
+
+
 def cnn_classifier(x, num_classes, filters=(32, 64)):
     for i, (f, k) in enumerate(zip(filters, (9, 7)), start=1):
         x = keras.layers.Conv2D(f, k, activation="relu", name=f"conv{i}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    return keras.layers.Dense(num_classes, name="logits")(x)
+    return _logits(x, num_classes)
 
 
 def fcn_classifier(x, num_classes, units=(128, 128)):
     x = keras.layers.Flatten(name="flatten")(x)
     for i, u in enumerate(units, start=1):
         x = keras.layers.Dense(u, activation="relu", name=f"fc{i}")(x)
-    return keras.layers.Dense(num_classes, name="logits")(x)
+    return _logits(x, num_classes)
 
 
 def fcn_localization(units=32):

@@ -1,0 +1,206 @@
+"""Where a recipe trains: the `tf.distribute` strategy and the precision.
+
+`training_context(strategy, mixed_precision)` is what `segattn train`,
+`caption-train` and `instance-train` run their model building, compiling
+and fitting in:
+
+- `strategy`: `"auto"` (a TPU if one is attached, several workers if
+  `$TF_CONFIG` describes a cluster, every GPU if there are several, else the
+  default strategy), `"default"`, `"mirrored"` (all local GPUs, or the CPU),
+  `"multi-worker"` (`MultiWorkerMirroredStrategy`, the cluster of
+  `$TF_CONFIG`) or `"tpu"`. Batch sizes are global: each of `n` replicas
+  gets `batch_size / n` examples a step.
+- `mixed_precision`: `None`, `"float16"` (GPUs; Keras scales the loss) or
+  `"bfloat16"` (TPUs, recent GPUs and CPUs): computations in the low
+  precision, variables and outputs in float32.
+
+Under several workers, only the chief writes the run folder
+(`is_chief`); every worker reads its resume state, so a killed run resumes
+on all of them from the chief's last committed epoch: the run folder must be
+on a file system every worker reads (NFS, a mounted bucket).
+
+Keras 3's TensorFlow trainer (3.15 here) cannot `fit` under
+`MultiWorkerMirroredStrategy` (keras-team/keras#20585): it averages the
+first batch across workers to learn its shapes, and reduces each step's
+scalar logs along an axis they do not have, and both fail. Inside
+`training_context` with several workers, `_multi_worker_fixes` mends the two
+places, and puts them back on leaving; `tests/recipes/test_multi_worker.py`
+fails when Keras changes either.
+"""
+
+import contextlib
+import json
+import os
+
+import tensorflow as tf
+
+from keras_segattn.core.precision import dtype_policy
+
+STRATEGIES = ("auto", "default", "mirrored", "multi-worker", "tpu")
+MIXED_PRECISIONS = ("float16", "bfloat16")
+
+
+def cluster_from_environment():
+    """The `(cluster, task)` dicts of `$TF_CONFIG`, or `({}, {})` if unset.
+
+    Raises:
+        ValueError: if `$TF_CONFIG` is not JSON with a `cluster` dict.
+    """
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        return {}, {}
+    try:
+        config = json.loads(text)
+        cluster, task = config.get("cluster") or {}, config.get("task") or {}
+        if not isinstance(cluster, dict) or not isinstance(task, dict):
+            raise TypeError
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ValueError(
+            'TF_CONFIG must be JSON like {"cluster": {"worker": ["host:port", ...]}, '
+            f'"task": {{"type": "worker", "index": 0}}}}; got {text!r}.'
+        ) from error
+    return cluster, task
+
+
+def _tpu_attached():
+    # Creating a TPU resolver on a machine without one can block on the
+    # cloud metadata server: look for Colab's and Cloud TPU's markers first.
+    return bool(os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME")) or bool(
+        tf.config.list_logical_devices("TPU")
+    )
+
+
+def make_strategy(strategy="auto"):
+    """Returns the `tf.distribute.Strategy` named by `strategy` (see the
+    module docstring).
+
+    Multi-worker and TPU strategies must be made before TensorFlow runs
+    anything else in the process: call this first.
+
+    Raises:
+        ValueError: an unknown name, `"multi-worker"` without a `$TF_CONFIG`
+            cluster, `"tpu"` without a TPU.
+    """
+    if isinstance(strategy, tf.distribute.Strategy):
+        return strategy
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}; got strategy={strategy!r}.")
+    cluster, _ = cluster_from_environment()
+    workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
+    if strategy == "auto":
+        if _tpu_attached():
+            strategy = "tpu"
+        elif workers > 1:
+            strategy = "multi-worker"
+        elif len(tf.config.list_physical_devices("GPU")) > 1:
+            strategy = "mirrored"
+        else:
+            strategy = "default"
+    if strategy == "default":
+        return tf.distribute.get_strategy()
+    if strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if strategy == "multi-worker":
+        if not workers:
+            raise ValueError(
+                "strategy='multi-worker' needs $TF_CONFIG to describe the cluster, e.g. "
+                'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                '"task": {"type": "worker", "index": 0}}\' on the first machine.'
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if not _tpu_attached():
+        raise ValueError("strategy='tpu' needs a TPU (none is attached to this machine).")
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files: always, except on the
+    workers of a multi-worker cluster other than the chief (the `"chief"`
+    task, or worker 0 when the cluster has none)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if task_type is None or isinstance(strategy, tf.distribute.TPUStrategy):
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def mixed_precision_policy(mixed_precision):
+    """A context that sets the global Keras policy to
+    `mixed_<mixed_precision>`, or leaves it as it is for `None`.
+
+    Raises:
+        ValueError: for another value than `None`, `"float16"`, `"bfloat16"`.
+    """
+    if mixed_precision is None:
+        return contextlib.nullcontext()
+    if mixed_precision not in MIXED_PRECISIONS:
+        raise ValueError(
+            f"mixed_precision must be None or one of {MIXED_PRECISIONS}; got "
+            f"mixed_precision={mixed_precision!r}."
+        )
+    return dtype_policy(f"mixed_{mixed_precision}")
+
+
+def _local(strategy, value):
+    """This worker's first replica's part of a distributed value."""
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.experimental_local_results(value)[0]
+    return value
+
+
+@contextlib.contextmanager
+def _multi_worker_fixes(strategy):
+    """Mends Keras' `fit` under several workers (see the module docstring)."""
+    from keras.src.backend.tensorflow import trainer as keras_trainer
+
+    trainer_class = keras_trainer.TensorFlowTrainer
+    original_build = trainer_class._maybe_symbolic_build
+    original_reduce = keras_trainer.reduce_per_replica
+
+    def symbolic_build(model, iterator=None, data_batch=None):
+        # Shapes and dtypes are all that is read: the local batch has them.
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(lambda v: _local(strategy, v), next(batches))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    def reduce_per_replica(values, distribution, reduction):
+        # The logs are metric results, already summed across workers by the
+        # metrics' synchronised variables: every replica holds the same.
+        if reduction in ("auto", "mean"):
+            return tf.nest.map_structure(lambda v: _local(distribution, v), values)
+        return original_reduce(values, distribution, reduction)
+
+    trainer_class._maybe_symbolic_build = symbolic_build
+    keras_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        trainer_class._maybe_symbolic_build = original_build
+        keras_trainer.reduce_per_replica = original_reduce
+
+
+@contextlib.contextmanager
+def training_context(strategy="auto", mixed_precision=None):
+    """Sets the precision, builds the strategy and enters its scope: build,
+    compile and fit the model inside.
+
+    Yields:
+        The `tf.distribute.Strategy`.
+    """
+    with mixed_precision_policy(mixed_precision):
+        strategy = make_strategy(strategy)
+        several_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+            strategy.extended._in_multi_worker_mode()
+        )
+        fixes = _multi_worker_fixes(strategy) if several_workers else contextlib.nullcontext()
+        with fixes, strategy.scope():
+            yield strategy

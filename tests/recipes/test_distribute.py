@@ -1,0 +1,83 @@
+import json
+
+import keras
+import pytest
+import tensorflow as tf
+
+from keras_segattn.cli import build_parser
+from keras_segattn.recipes.distribute import (
+    cluster_from_environment,
+    is_chief,
+    make_strategy,
+    mixed_precision_policy,
+    training_context,
+)
+from keras_segattn.recipes.semantic import train_segmenter
+
+
+def test_auto_is_the_default_strategy_on_one_cpu(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    strategy = make_strategy("auto")
+    assert strategy is tf.distribute.get_strategy() and is_chief(strategy)
+    assert isinstance(make_strategy("mirrored"), tf.distribute.MirroredStrategy)
+    assert make_strategy(strategy) is strategy  # a strategy passes through
+
+
+def test_bad_strategies_are_named(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("COLAB_TPU_ADDR", raising=False)
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    with pytest.raises(ValueError, match="strategy must be one of .*'gpu'"):
+        make_strategy("gpu")
+    with pytest.raises(ValueError, match="'multi-worker' needs \\$TF_CONFIG"):
+        make_strategy("multi-worker")
+    with pytest.raises(ValueError, match="'tpu' needs a TPU"):
+        make_strategy("tpu")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG must be JSON"):
+        cluster_from_environment()
+
+
+def test_tf_config_is_read(monkeypatch):
+    config = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    assert cluster_from_environment() == (config["cluster"], config["task"])
+
+
+def test_mixed_precision_policy_is_scoped():
+    before = keras.config.dtype_policy().name
+    with mixed_precision_policy("bfloat16"):
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == before
+    with pytest.raises(ValueError, match="mixed_precision must be None or one of"):
+        with mixed_precision_policy("float8"):
+            pass
+    with training_context("default", "float16") as strategy:
+        assert keras.config.dtype_policy().name == "mixed_float16"
+        assert tf.distribute.get_strategy() is strategy
+    assert keras.config.dtype_policy().name == before
+
+
+def test_training_commands_take_strategy_and_precision():
+    parser = build_parser()
+    for command in ("train", "caption-train", "instance-train"):
+        args = parser.parse_args([command, "--strategy", "mirrored", "--mixed-precision",
+                                  "bfloat16"])  # fmt: skip
+        assert (args.strategy, args.mixed_precision) == ("mirrored", "bfloat16")
+        assert parser.parse_args([command]).strategy == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--mixed-precision", "float64"])
+
+
+def test_train_segmenter_in_mixed_bfloat16(tmp_path):
+    summary = train_segmenter(
+        "fcn8s", "shapes", tmp_path / "run", epochs=1, batch_size=4, num_images=8,
+        width=0.0625, mixed_precision="bfloat16", strategy="mirrored", verbose=0,
+    )  # fmt: skip
+    assert 0 <= summary["mean_iou"] <= 1
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["mixed_precision"] == "bfloat16"
+    best = keras.saving.load_model(tmp_path / "run" / "best.keras", compile=False)
+    assert best.get_layer("block1_conv1").dtype_policy.name == "mixed_bfloat16"
+    assert best.output.dtype == "float32"
