@@ -16,3 +16,45 @@ def dtype_policy(policy):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def _is_mixed(policy):
+    return getattr(policy, "name", str(policy)).startswith("mixed_")
+
+
+def _float32_policies(config):
+    """`config` with every mixed-precision dtype policy made float32."""
+    if isinstance(config, list):
+        return [_float32_policies(v) for v in config]
+    if not isinstance(config, dict):
+        return config
+    if config.get("class_name") == "DTypePolicy" and _is_mixed(config["config"].get("name", "")):
+        return {**config, "config": {**config["config"], "name": "float32"}}
+    return {
+        k: "float32"
+        if k == "dtype" and isinstance(v, str) and _is_mixed(v)
+        else _float32_policies(v)
+        for k, v in config.items()
+    }
+
+
+def float32_model(model):
+    """`model` itself, or, for a model built under a mixed-precision policy, a
+    float32 copy with the same weights (the variables of a mixed model are
+    float32 already: nothing is rounded).
+
+    What exports run: TFLite has no bfloat16 arithmetic, and a CPU serves
+    float16 slowly; a SavedModel or TFLite file computes in float32 (its
+    `"float16"` quantization halves the file instead)."""
+    layers, stack = [], [model]
+    while stack:
+        layer = stack.pop()
+        layers.append(layer)
+        stack.extend(getattr(layer, "layers", []))
+    if not any(_is_mixed(layer.dtype_policy) for layer in layers):
+        return model
+    config = _float32_policies(keras.saving.serialize_keras_object(model))
+    with dtype_policy("float32"):  # what a subclassed model builds inside
+        copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_segattn.checkpoints import load_model, read_run_config
+from keras_segattn.core.precision import float32_model
 from keras_segattn.core.saving import crash_point
 from keras_segattn.core.validation import check_size, optional_size
 from keras_segattn.export.saved_model import (
@@ -114,7 +115,8 @@ def export_checkpoint(
             `EXPORT_TOLERANCE` (nothing is published), an existing version,
             or a bad checkpoint.
     """
-    model = load_model(model_path, "model_path")
+    # A mixed-precision checkpoint is exported computing in float32.
+    model = float32_model(load_model(model_path, "model_path"))
     run = read_run_config(model_path)
     task = task_of(model)
     if task == "patch":  # served as what it is used for: a dense labeller

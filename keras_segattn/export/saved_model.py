@@ -4,6 +4,7 @@ import shutil
 import keras
 import tensorflow as tf
 
+from keras_segattn.core.precision import float32_model
 from keras_segattn.core.validation import check_int, check_size
 from keras_segattn.layers.image_preprocessing import ImagePreprocessing
 
@@ -269,11 +270,14 @@ def export_saved_model(model, export_dir, name=None, version=1, task="semantic")
             overwrites one being served. Defaults to `1`.
         task: str. Which signature to write. Defaults to `"semantic"`.
 
+    A model trained with mixed precision is exported computing in float32
+    (`core.precision.float32_model`), as every export of the package is.
+
     Returns:
         The path of the version folder.
     """
     path = version_path(export_dir, name or model.name, version)
-    staging = stage_saved_model(model, path, task)
+    staging = stage_saved_model(float32_model(model), path, task)
     return publish(staging, path)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_segattn.core.kernels import tflite_builtins_only
+from keras_segattn.core.precision import float32_model
 from keras_segattn.export.saved_model import tflite_archive
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -67,6 +68,7 @@ def convert_to_tflite(
             "uint8 image batches used to calibrate activation ranges."
         )
     if isinstance(source, keras.Model):
+        source = float32_model(source)  # TFLite has no bfloat16 arithmetic
         with tempfile.TemporaryDirectory() as directory:
             # Traced and written inside the switch: every layer call in the
             # SavedModel is its builtin formulation.

@@ -1,6 +1,7 @@
 import os
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -129,3 +130,33 @@ def test_a_saved_model_with_fused_kernels_is_refused_by_name(tmp_path):
     interpreter = Interpreter(model_content=convert_to_tflite(deconvnet, task="semantic"))
     ops = {op["op_name"] for op in interpreter._get_ops_details()}
     assert "TRANSPOSE_CONV" not in ops and "CONV_2D" in ops
+
+
+@pytest.mark.parametrize(
+    "name, task, size",
+    [("fcn8s", "semantic", (33, 40)), ("st_cnn", "classification", (28, 28)),
+     ("mnc", "instance", (40, 48))],
+)  # fmt: skip
+def test_a_mixed_precision_model_exports_computing_in_float32(tmp_path, rng, name, task, size):
+    from keras_segattn.core.precision import dtype_policy, float32_model
+    from keras_segattn.export.saved_model import SERVING_FUNCTIONS
+    from keras_segattn.models import get_model_spec
+
+    with dtype_policy("mixed_bfloat16"):  # as trained on a TPU
+        mixed = create_model(name, **get_model_spec(name).tiny)
+    copy = float32_model(mixed)
+    assert copy is not mixed and copy.name == mixed.name  # the registry still knows it
+    assert float32_model(copy) is copy  # a float32 model is returned as it is
+    assert not [layer.name for layer in copy.layers if layer.dtype_policy.name != "float32"]
+    for a, b in zip(copy.weights, mixed.weights):  # auto-named sublayers renumber: by value
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    channels = 1 if task == "classification" else 3
+    images = rng.integers(0, 256, size=(2, *size, channels)).astype("uint8")
+    reference = {k: v.numpy() for k, v in SERVING_FUNCTIONS[task](copy)(images).items()}
+    for value in reference.values():
+        assert value.dtype not in (np.float16, tf.bfloat16.as_numpy_dtype)
+    path = export_saved_model(mixed, tmp_path, task=task)
+    flatbuffer = convert_to_tflite(mixed, task=task)  # bfloat16 ops would need Flex
+    report = verify_export(reference, images, saved_model_dir=path, tflite_model=flatbuffer)
+    for artifact in report.values():
+        assert max(artifact.values()) < 1e-3, report
