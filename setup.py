@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",
-        "keras>=3.8",
+        "keras>=3.10",
         "numpy",
         "pillow",
         "scikit-image",

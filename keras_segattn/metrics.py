@@ -11,10 +11,10 @@ CamVid frames of one class). A count of one batch is at most the batch's
 pixel count, under 2**31 for any batch that fits in memory. The running
 matrix is split in two int32 variables, `count = high * 2**16 + low` with
 `low` in `[0, 2**16)` after every update, so one cell holds up to
-2**31 * 2**16 = 1.4e14 pixels: 70 million 2-megapixel images. Updates are
-additions only, so a `tf.distribute` strategy that sums the replicas'
-updates keeps the sum exact (up to 2**15 replicas, where the summed `low`
-parts would reach 2**31).
+2**31 * 2**16 = 1.4e14 pixels: 70 million 2-megapixel images. Under a
+`tf.distribute` strategy each replica keeps its own words (Keras >= 3.10
+makes metric variables synchronised on read) and a read sums them, exact up
+to 2**15 replicas, where the summed `low` parts would reach 2**31.
 """
 
 import keras
@@ -105,8 +105,8 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         if sample_weight is not None:
             raise ValueError(f"{self.name} does not take sample_weight.")
         batch = confusion_matrix_update(y_true, y_pred, self.num_classes, self.ignore_class)
+        # This replica's own words (the variables are synchronised on read).
         low = tf.convert_to_tensor(self.counts_low) + batch
-        # Additions only: a strategy sums the replicas' updates exactly.
         self.counts_low.assign_add(tf.math.floormod(low, _LOW_BASE) - self.counts_low)
         self.counts_high.assign_add(tf.math.floordiv(low, _LOW_BASE))
 

@@ -204,6 +204,7 @@ def check_mixed_precision(build, inputs, fit=None, compared=None, rtol=None):
             assert not low, f"{policy}: variables not in float32: {low[:5]}"
             model.set_weights(weights)
             actual = _as_list(compared(model, inputs))
+            assert len(actual) == len(expected), f"{policy}: {len(actual)} outputs"
             outputs = keras.tree.flatten(model(inputs))
             low = [str(o.dtype) for o in outputs if o.dtype.is_floating and o.dtype != tf.float32]
             assert not low, f"{policy}: float outputs must be float32; got {low}"

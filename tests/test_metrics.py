@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -90,3 +93,35 @@ def test_config_round_trip():
     metric = MeanIoU(11, ignore_class=11)
     clone = MeanIoU.from_config(metric.get_config())
     assert clone.num_classes == 11 and clone.ignore_class == 11
+
+
+TWO_REPLICAS = """
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_segattn.metrics import MeanIoU
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    metric = MeanIoU(3)
+rng = np.random.default_rng(0)
+# 2 x 300 x 300 = 180,000 pixels a replica a step: every step carries past 2**16.
+labels = rng.integers(0, 3, (6, 2, 300, 300)).astype("int32")
+predictions = np.where(rng.random(labels.shape) < 0.8, labels, (labels + 1) % 3).astype("int32")
+step = tf.function(lambda y, p: strategy.run(metric.update_state, args=(y, p)))
+for y, p in zip(labels, predictions):
+    data = tf.data.Dataset.from_tensor_slices((y, p)).batch(2)
+    batch = next(iter(strategy.experimental_distribute_dataset(data)))
+    step(*batch)
+expected = np.zeros((3, 3), np.int64)
+np.add.at(expected, (labels.ravel(), predictions.ravel()), 1)
+assert (metric.confusion == expected).all(), (metric.confusion, expected)
+print("ok", int(expected.sum()))
+"""
+
+
+def test_counts_stay_exact_over_two_replicas_past_the_low_word():
+    # Logical devices must be set before TensorFlow starts: a fresh process.
+    result = subprocess.run(
+        [sys.executable, "-c", TWO_REPLICAS], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]

@@ -56,5 +56,10 @@ def float32_model(model):
     config = _float32_policies(keras.saving.serialize_keras_object(model))
     with dtype_policy("float32"):  # what a subclassed model builds inside
         copy = keras.saving.deserialize_keras_object(config)
+    mixed = [layer.name for layer in copy.layers if _is_mixed(layer.dtype_policy)]
+    if mixed:  # a policy serialised in a form this does not know
+        raise ValueError(
+            f"Could not make a float32 copy of {model.name!r}: {mixed[:5]} stay mixed."
+        )
     copy.set_weights(model.get_weights())
     return copy

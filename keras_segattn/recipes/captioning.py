@@ -23,7 +23,7 @@ from keras_segattn.data.shapes import CLASS_NAMES
 from keras_segattn.evaluation.captioning import evaluate_captioner
 from keras_segattn.models.captioning import CaptionLoss
 from keras_segattn.models.registry import create_model
-from keras_segattn.recipes.distribute import is_chief, training_context
+from keras_segattn.recipes.distribute import is_chief, strategy_name, training_context
 from keras_segattn.recipes.runs import RunFolder
 
 # A light captioner for CPU training on the built-in shapes (64x64 images,
@@ -104,6 +104,7 @@ def train_captioner(
         The metrics dict written to `output/metrics.json`.
     """
     arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite", "callbacks")}
+    arguments["strategy"] = strategy_name(strategy)
     epochs = check_int(epochs, "epochs", hint=" (0 would score an untrained model)")
     with training_context(strategy, mixed_precision) as distribution:
         keras.utils.set_random_seed(seed)

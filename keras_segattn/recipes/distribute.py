@@ -54,6 +54,8 @@ def cluster_from_environment():
         cluster, task = config.get("cluster") or {}, config.get("task") or {}
         if not isinstance(cluster, dict) or not isinstance(task, dict):
             raise TypeError
+        if not all(isinstance(hosts, list) for hosts in cluster.values()):
+            raise TypeError
     except (ValueError, TypeError, AttributeError) as error:
         raise ValueError(
             'TF_CONFIG must be JSON like {"cluster": {"worker": ["host:port", ...]}, '
@@ -88,10 +90,12 @@ def make_strategy(strategy="auto"):
     cluster, _ = cluster_from_environment()
     workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
     if strategy == "auto":
-        if _tpu_attached():
-            strategy = "tpu"
-        elif workers > 1:
+        # The cluster first: listing devices starts TensorFlow's runtime, after
+        # which a multi-worker strategy can no longer be made.
+        if workers > 1:
             strategy = "multi-worker"
+        elif _tpu_attached():
+            strategy = "tpu"
         elif len(tf.config.list_physical_devices("GPU")) > 1:
             strategy = "mirrored"
         else:
@@ -114,6 +118,12 @@ def make_strategy(strategy="auto"):
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
+
+
+def strategy_name(strategy):
+    """What `run.json` records of a `strategy` argument: the name, or a
+    strategy object's class name."""
+    return strategy if isinstance(strategy, str) else type(strategy).__name__
 
 
 def is_chief(strategy):
@@ -164,6 +174,8 @@ def _multi_worker_fixes(strategy):
     original_reduce = keras_trainer.reduce_per_replica
 
     def symbolic_build(model, iterator=None, data_batch=None):
+        if model._distribute_strategy is None:
+            return  # as Keras: built when the train function is traced
         # Shapes and dtypes are all that is read: the local batch has them.
         if iterator is not None:
             for _, _, batches in iterator:
@@ -173,8 +185,10 @@ def _multi_worker_fixes(strategy):
             model._symbolic_build(data_batch=data_batch)
 
     def reduce_per_replica(values, distribution, reduction):
-        # The logs are metric results, already summed across workers by the
-        # metrics' synchronised variables: every replica holds the same.
+        # A step's logs as this worker's replica reads them (what the progress
+        # bar shows). The epoch's logs, which choose best.keras, are read
+        # from the metrics' variables after the epoch, summed across workers,
+        # so every worker takes the same decisions.
         if reduction in ("auto", "mean"):
             return tf.nest.map_structure(lambda v: _local(distribution, v), values)
         return original_reduce(values, distribution, reduction)

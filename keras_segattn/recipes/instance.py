@@ -38,7 +38,7 @@ from keras_segattn.models.instance.presets import SHAPES_MNC
 from keras_segattn.models.instance.regions import mask_iou, masks_to_boxes, propose_regions
 from keras_segattn.models.instance.sds import crop_regions, sds, sds_detect
 from keras_segattn.models.registry import create_model, get_model_spec
-from keras_segattn.recipes.distribute import is_chief, training_context
+from keras_segattn.recipes.distribute import is_chief, strategy_name, training_context
 from keras_segattn.recipes.runs import RunFolder
 
 
@@ -732,6 +732,7 @@ def train_instances(
         The dict written to `<output>/metrics.json`.
     """
     arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite")}
+    arguments["strategy"] = strategy_name(strategy)
     check_int(epochs, "epochs", none_ok=True, hint=" (0 would score an untrained model)")
     task = get_model_spec(model).task
     if task != "instance":

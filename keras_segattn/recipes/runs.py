@@ -398,5 +398,10 @@ class RunFolder:
         return callbacks
 
     def best_model(self, fallback):
-        """The model of `best.keras` if one was written, else `fallback`."""
-        return load_model(self.best) if os.path.exists(self.best) else fallback
+        """The model of `best.keras` if one was written, else of `last.keras`
+        (under several workers, scoring the distributed `fallback` on the
+        chief alone would wait for the others), else `fallback`."""
+        for path in (self.best, self.last):
+            if os.path.exists(path):
+                return load_model(path)
+        return fallback

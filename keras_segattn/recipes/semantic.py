@@ -27,7 +27,7 @@ from keras_segattn.losses import SegmentationCrossEntropy
 from keras_segattn.metrics import segmentation_metrics
 from keras_segattn.models.registry import create_model, get_model_spec
 from keras_segattn.models.semantic import dense_model
-from keras_segattn.recipes.distribute import is_chief, training_context
+from keras_segattn.recipes.distribute import is_chief, strategy_name, training_context
 from keras_segattn.recipes.runs import RunFolder
 
 
@@ -175,6 +175,7 @@ def train_segmenter(
         The dict written to `metrics.json`.
     """
     arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite", "callbacks")}
+    arguments["strategy"] = strategy_name(strategy)
     task = get_model_spec(model).task
     if task not in ("semantic", "patch"):
         raise ValueError(

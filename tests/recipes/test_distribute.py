@@ -6,6 +6,8 @@ import tensorflow as tf
 
 from keras_segattn.cli import build_parser
 from keras_segattn.recipes.distribute import (
+    MIXED_PRECISIONS,
+    STRATEGIES,
     cluster_from_environment,
     is_chief,
     make_strategy,
@@ -33,9 +35,10 @@ def test_bad_strategies_are_named(monkeypatch):
         make_strategy("multi-worker")
     with pytest.raises(ValueError, match="'tpu' needs a TPU"):
         make_strategy("tpu")
-    monkeypatch.setenv("TF_CONFIG", "{not json")
-    with pytest.raises(ValueError, match="TF_CONFIG must be JSON"):
-        cluster_from_environment()
+    for text in ("{not json", '{"cluster": {"worker": "host:1"}}'):
+        monkeypatch.setenv("TF_CONFIG", text)
+        with pytest.raises(ValueError, match="TF_CONFIG must be JSON like"):
+            cluster_from_environment()
 
 
 def test_tf_config_is_read(monkeypatch):
@@ -60,6 +63,9 @@ def test_mixed_precision_policy_is_scoped():
 
 def test_training_commands_take_strategy_and_precision():
     parser = build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions
+                 if a.dest == "strategy")  # fmt: skip
+    assert tuple(train.choices) == STRATEGIES  # the CLI lists what make_strategy takes
     for command in ("train", "caption-train", "instance-train"):
         args = parser.parse_args([command, "--strategy", "mirrored", "--mixed-precision",
                                   "bfloat16"])  # fmt: skip
@@ -67,17 +73,20 @@ def test_training_commands_take_strategy_and_precision():
         assert parser.parse_args([command]).strategy == "auto"
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--mixed-precision", "float64"])
+    for precision in MIXED_PRECISIONS:
+        assert parser.parse_args(["train", "--mixed-precision", precision])
 
 
 def test_train_segmenter_in_mixed_bfloat16(tmp_path):
     summary = train_segmenter(
         "fcn8s", "shapes", tmp_path / "run", epochs=1, batch_size=4, num_images=8,
-        width=0.0625, mixed_precision="bfloat16", strategy="mirrored", verbose=0,
+        width=0.0625, mixed_precision="bfloat16", strategy=tf.distribute.MirroredStrategy(),
+        verbose=0,
     )  # fmt: skip
     assert 0 <= summary["mean_iou"] <= 1
     assert keras.config.dtype_policy().name == "float32"  # restored
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["mixed_precision"] == "bfloat16"
+    assert run["mixed_precision"] == "bfloat16" and run["strategy"] == "MirroredStrategy"
     best = keras.saving.load_model(tmp_path / "run" / "best.keras", compile=False)
     assert best.get_layer("block1_conv1").dtype_policy.name == "mixed_bfloat16"
     assert best.output.dtype == "float32"
