@@ -2,6 +2,8 @@
 # each creates .venv if needed (plain Python is all it takes), installs the
 # package, then runs the main job or the whole test suite.
 PYTHON ?= python3
+# Test processes (pytest-xdist); each file's tests run in one of them.
+TEST_WORKERS ?= 2
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -19,7 +21,7 @@ demo: $(BIN)/segattn
 
 test: $(BIN)/segattn
 	$(BIN)/ruff check keras_segattn tests benchmarks
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests
 
 lint: $(BIN)/segattn
 	$(BIN)/ruff check keras_segattn tests benchmarks
