@@ -34,6 +34,7 @@ The rules of a run (`RunFolder.start` and `RunCheckpoints`):
   all resume together.
 """
 
+import atexit
 import csv
 import io
 import json
@@ -246,6 +247,8 @@ class RunFolder:
         """The folder this process writes in (see `file`)."""
         if self._root is None:
             self._root = tempfile.mkdtemp(prefix="segattn-worker-")
+            # Also gone if training raises before finish_training.
+            atexit.register(shutil.rmtree, self._root, ignore_errors=True)
         return self._root
 
     def __repr__(self):
