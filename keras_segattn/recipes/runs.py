@@ -127,12 +127,19 @@ def read_json(path):
 
 
 def config_differences(saved, new):
-    """The arguments whose values differ between two `run.json` records."""
+    """The arguments whose values differ between two `run.json` records.
+
+    An argument that one record lacks counts as `None` there: a run folder
+    written before an argument existed resumes under a version that has it,
+    as long as the argument is left at its `None` default (a run started
+    without mixed precision, say, before `mixed_precision` was recorded).
+    """
     keys = (set(saved) | set(new)) - set(NOT_COMPARED)
-    missing = object()
-    return sorted(
-        k for k in keys if json_ready(saved.get(k, missing)) != json_ready(new.get(k, missing))
-    )
+    return sorted(k for k in keys if json_ready(saved.get(k)) != json_ready(new.get(k)))
+
+
+def _recorded(config, key):
+    return repr(config[key]) if key in config else "not recorded"
 
 
 class RunCheckpoints(keras.callbacks.Callback):
@@ -342,7 +349,7 @@ class RunFolder:
             differing = config_differences(saved, config)
             if differing:
                 details = ", ".join(
-                    f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in differing
+                    f"{k}: {_recorded(saved, k)} -> {_recorded(config, k)}" for k in differing
                 )
                 raise ValueError(
                     f"output {self.path!r} holds a run with other arguments ({details}); "

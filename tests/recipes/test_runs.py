@@ -54,6 +54,16 @@ def test_every_task_gets_the_same_folder_and_callbacks(tmp_path):
         RunFolder("")
 
 
+def test_a_run_from_before_an_argument_existed_resumes(tmp_path):
+    old = {"epochs": 2}  # recorded by a version without `mixed_precision`
+    RunFolder(tmp_path / "a").start(old)
+    assert RunFolder(tmp_path / "a").start({**old, "mixed_precision": None}) is None  # resumes
+    RunFolder(tmp_path / "b").start(old)
+    run = RunFolder(tmp_path / "b")
+    with pytest.raises(ValueError, match=r"mixed_precision: not recorded -> 'bfloat16'"):
+        run.start({"epochs": 2, "mixed_precision": "bfloat16"})
+
+
 def test_history_rows_are_appended_whole(tmp_path):
     run = RunFolder(tmp_path)
     run.append_history(0, {"loss": np.float32(1.5), "val_loss": 2.0})
