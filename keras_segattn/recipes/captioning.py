@@ -136,7 +136,7 @@ def train_captioner(
         start = time.time()
         model.fit(
             train_batches, validation_data=val_batches, epochs=epochs, callbacks=callbacks,
-            verbose=verbose,
+            verbose=verbose, shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
         )  # fmt: skip
         train_seconds = time.time() - start
     if not run.finish_training(model):

@@ -210,6 +210,7 @@ def train_instance_model(
     start = time.perf_counter()
     history = model.fit(
         batches.repeat(),
+        shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
         steps_per_epoch=steps,
         epochs=epochs,
         callbacks=callbacks,

@@ -94,6 +94,7 @@ def two_stage_fit(model, stage1_data, stage2_data, stage1_epochs, epochs, **fit_
     """
     if not 0 <= stage1_epochs <= epochs:
         raise ValueError(f"stage1_epochs must be in [0, epochs={epochs}]; got {stage1_epochs}.")
+    fit_kwargs.setdefault("shuffle", False)  # the pipelines shuffle (Keras warns otherwise)
     first = model.fit(stage1_data, epochs=stage1_epochs, **fit_kwargs)
     # A restored state leaves the epoch it resumed from on the model, and
     # fit() prefers it to initial_epoch: stage 2 must count from stage 1's end
@@ -254,7 +255,10 @@ def train_segmenter(
                     callbacks=run_callbacks, **fit_kwargs,
                 )  # fmt: skip
             else:
-                built.fit(train_batches, epochs=epochs, callbacks=run_callbacks, **fit_kwargs)
+                built.fit(
+                    train_batches, epochs=epochs, callbacks=run_callbacks, shuffle=False,
+                    **fit_kwargs,
+                )  # fmt: skip
         train_seconds = time.time() - start
     if not run.finish_training(built):
         return None  # another worker than the chief
@@ -307,5 +311,6 @@ def fit_patch_classifier(
     )
     callbacks = run.callbacks(monitor="val_accuracy", mode="max") + list(callbacks)
     return model.fit(
-        train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose
-    )
+        train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose,
+        shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
+    )  # fmt: skip

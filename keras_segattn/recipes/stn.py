@@ -106,6 +106,7 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, s
     model.fit(
         training_data(distortion, epochs, batch_size, seed, train_mnist),
         epochs=epochs, steps_per_epoch=steps, verbose=verbose, callbacks=run.callbacks(),
+        shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
     )  # fmt: skip
     seconds = time.time() - start
     test = distorted_mnist("test", distortion, seed=seed, source=test_mnist)
