@@ -11,6 +11,9 @@ $(BIN)/segattn: requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
+	# The TF Serving client protos, for the serving tests: the wheel asks for
+	# the full `tensorflow` distribution, and only its protos are needed.
+	$(BIN)/pip install -q --no-deps "tensorflow-serving-api>=2.16"
 	# setup.py asks for `tensorflow`; requirements.txt brought tensorflow-cpu.
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@

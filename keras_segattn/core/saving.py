@@ -31,6 +31,37 @@ def crash_point(name):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def temporary_path(path):
+    """A name beside `path` with the same extension (Keras checks it)."""
+    folder, name = os.path.split(path)
+    extension = ".weights.h5" if name.endswith(".weights.h5") else os.path.splitext(name)[1]
+    stem = name[: len(name) - len(extension)]
+    return os.path.join(folder, f".{stem}.partial-{os.getpid()}{extension}")
+
+
+def publish_file(temporary, path):
+    """Moves a whole `temporary` file onto `path` in one `os.replace`."""
+    crash_point(os.path.basename(path))  # the new file is whole, the old one in place
+    os.replace(temporary, path)
+    return path
+
+
+def write_text(path, text):
+    """Writes `text` to `path` atomically (UTF-8); returns `path`."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path, data):
+    """Writes `data` to `path` under a temporary name, synced, then moved
+    into place: a kill leaves the old file or the new one. Returns `path`."""
+    temporary = temporary_path(path)
+    with open(temporary, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return publish_file(temporary, path)
+
+
 def load_keras_file(path, argument="model_path"):
     """Loads a whole `.keras` model, uncompiled.
 

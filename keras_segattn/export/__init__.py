@@ -1,17 +1,32 @@
 """Export to SavedModel (TF Serving layout) and builtin-only TFLite."""
 
 from keras_segattn.export.flow import EXPORT_TOLERANCE, export_checkpoint
-from keras_segattn.export.saved_model import export_saved_model, serving_module
-from keras_segattn.export.tflite import QUANTIZATIONS, convert_to_tflite, run_tflite
+from keras_segattn.export.saved_model import (
+    BYTES_SIGNATURE_KEY,
+    export_saved_model,
+    read_labels,
+    serving_module,
+    serving_task,
+)
+from keras_segattn.export.tflite import (
+    QUANTIZATIONS,
+    convert_to_tflite,
+    run_tflite,
+    tflite_labels,
+)
 from keras_segattn.export.verify import verify_export
 
 __all__ = [
+    "BYTES_SIGNATURE_KEY",
     "EXPORT_TOLERANCE",
     "export_checkpoint",
     "QUANTIZATIONS",
     "convert_to_tflite",
     "export_saved_model",
+    "read_labels",
     "run_tflite",
     "serving_module",
+    "serving_task",
+    "tflite_labels",
     "verify_export",
 ]

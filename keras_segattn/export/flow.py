@@ -18,14 +18,15 @@ from keras_segattn.core.saving import crash_point
 from keras_segattn.core.validation import check_size, optional_size
 from keras_segattn.export.saved_model import (
     SERVING_FUNCTIONS,
-    image_signature,
+    input_signature,
     publish,
+    serving_task,
     stage_saved_model,
     version_path,
+    write_labels,
 )
 from keras_segattn.export.tflite import convert_to_tflite
 from keras_segattn.export.verify import verify_export
-from keras_segattn.models.registry import task_of
 from keras_segattn.models.semantic import dense_model
 
 # Largest difference from Keras accepted for a float32 export (probabilities,
@@ -37,6 +38,87 @@ def resize_uint8(image, size):
     """Resizes one uint8 image (bilinear, rounded back to uint8)."""
     resized = tf.image.resize(tf.cast(image, tf.float32), size)
     return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+
+
+def sample_inputs(model, task, data_spec, image_size, count=32):
+    """`count` batches of one example each, as the serving signature of
+    `task` takes them (`{input name: array}`), for calibration and checks."""
+    if task in ("region_scoring", "box_segmentation"):
+        return [network_inputs(model, task, e) for e in instance_examples(data_spec, count)]
+    images = sample_images(model, task, data_spec, image_size, count)
+    return [{"images": batch} for batch in images]
+
+
+def instance_examples(data_spec, count, image_size=64):
+    """`count` examples of an instance dataset (the shapes by default) that
+    have at least one instance, as NumPy dicts."""
+    from keras_segattn.data import load_instance_dataset
+
+    spec = data_spec or "shapes"
+    kwargs = {"num_images": 2 * count, "image_size": image_size} if spec == "shapes" else {}
+    data, _ = load_instance_dataset(spec, "val", **kwargs)
+    examples = []
+    for example in data.as_numpy_iterator():
+        keep = example["bounding_boxes"]["labels"] > 0
+        if keep.any():
+            examples.append({
+                "images": example["images"],
+                "boxes": example["bounding_boxes"]["boxes"][keep],
+                "classes": example["bounding_boxes"]["labels"][keep],
+                "masks": example["instance_masks"][keep] > 0,
+            })  # fmt: skip
+        if len(examples) == count:
+            break
+    return examples
+
+
+def network_inputs(model, task, example):
+    """A batch of one for the SDS network (the crops and masks of the
+    example's instances, as `sds.crop_regions` makes them from proposals)
+    or the hypercolumns network (the image and its ground-truth boxes)."""
+    if task == "region_scoring":
+        from keras_segattn.models.instance.sds import crop_regions
+
+        size = int(model.get_layer("box_crops").output.shape[1])
+        crops, masks = crop_regions(example["images"], example["masks"], example["boxes"], size)
+        return {"box_crops": crops, "region_masks": masks}
+    inputs = {"images": example["images"][None], "boxes": example["boxes"][None]}
+    if len(model.inputs) == 3:
+        inputs["classes"] = example["classes"][None].astype(np.int32)
+    return inputs
+
+
+def fixed_size_inputs(inputs, size):
+    """`inputs` with their images resized to `size` (boxes scaled with them)."""
+    if "images" not in inputs:
+        return inputs  # crops: their size is the network's
+    images = inputs["images"]
+    resized = {**inputs, "images": resize_uint8(images[0], size)[None]}
+    if "boxes" in inputs:
+        scale = np.array([size[1] / images.shape[2], size[0] / images.shape[1]] * 2, np.float32)
+        resized["boxes"] = inputs["boxes"] * scale
+    return resized
+
+
+def export_labels(model, task, data_spec, run):
+    """What the exported files carry as labels, by id: a captioner's
+    vocabulary, a classifier's digits, else the class names of the data
+    it was trained on (`run.json`, or the dataset's own)."""
+    if task == "captioning":
+        return list(model.vocabulary)
+    if task == "classification":
+        return [str(digit) for digit in range(int(model.output.shape[-1]))]
+    if run.get("class_names"):
+        return list(run["class_names"])
+    if task == "semantic":
+        from keras_segattn.data import load_segmentation_dataset
+
+        return list(load_segmentation_dataset(data_spec or "shapes", "val")[1].class_names)
+    from keras_segattn.data import load_instance_dataset
+
+    spec = data_spec or "shapes"
+    kwargs = {"num_images": 1, "image_size": 32} if spec == "shapes" else {}
+    return list(load_instance_dataset(spec, "val", **kwargs)[1].class_names)
 
 
 def sample_images(model, task, data_spec, image_size, count=32):
@@ -100,7 +182,11 @@ def export_checkpoint(
     published: the version folder appears in one rename, the TFLite files
     (`<name>_v<version>[_<H>x<W>][_<quantization>].tflite`, so versions
     never overwrite each other) in one `os.replace` each. A failed check,
-    or a kill, publishes nothing. The SavedModel calls TensorFlow's fused
+    or a kill, publishes nothing. The labels (class names, or a
+    captioner's vocabulary, by id) travel with every artifact: in the
+    SavedModel's `assets.extra/labels.txt`, embedded in each TFLite file
+    (`tflite_labels`) and beside them as `<name>_v<version>.labels.txt`.
+    The SavedModel calls TensorFlow's fused
     kernels; the TFLite files are traced from the Keras model with the
     builtin formulations (`convert_to_tflite`).
 
@@ -108,7 +194,8 @@ def export_checkpoint(
         `(saved_model_path, report)`: `report` maps each artifact to its
         largest differences from Keras, and `"tflite_files"` to the
         published TFLite paths by quantization (`"float32"`, ...; fixed-size
-        files by `"<H>x<W>_<quantization>"`).
+        files by `"<H>x<W>_<quantization>"`), `"labels_file"` to the labels
+        beside them.
 
     Raises:
         ValueError: if a float32 artifact differs from Keras by more than
@@ -118,24 +205,26 @@ def export_checkpoint(
     # A mixed-precision checkpoint is exported computing in float32.
     model = float32_model(load_model(model_path, "model_path"))
     run = read_run_config(model_path)
-    task = task_of(model)
+    task = serving_task(model)
     if task == "patch":  # served as what it is used for: a dense labeller
         model, task = dense_model(model), "semantic"
     name = name or run.get("model") or model.name
     path = version_path(output, name, version)
     if tflite_size is not None:  # refused now, before anything is written
         tflite_size = check_size(tflite_size, "tflite_size")
-        image_signature(model, task, tflite_size)
-    images = sample_images(
+        input_signature(model, task, tflite_size)
+    examples = sample_inputs(
         model, task, data or run.get("data"),
         optional_size(run.get("image_size"), "image_size of run.json"),
     )  # fmt: skip
-    reference = {k: v.numpy() for k, v in SERVING_FUNCTIONS[task](model)(images[0]).items()}
+    serve = SERVING_FUNCTIONS[task](model)
+    reference = {k: v.numpy() for k, v in serve(**examples[0]).items()}
     # Everything is written to staging names, verified, and only then published.
-    staging = stage_saved_model(model, path, task)
+    labels = export_labels(model, task, data or run.get("data"), run)
+    staging = stage_saved_model(model, path, task, labels)
     staged_tflite = f"{staging}-tflite"  # removed with it if a later export finds it stale
     try:
-        report = verify_export(reference, images[0], saved_model_dir=staging)
+        report = verify_export(reference, examples[0], saved_model_dir=staging)
         log_parity(report, log)
         if max(report["saved_model"].values()) > EXPORT_TOLERANCE:
             raise ValueError(f"the SavedModel differs from Keras: {report['saved_model']}")
@@ -144,12 +233,11 @@ def export_checkpoint(
         # TFLite model is its "tokens" signature (token ids and attention).
         signature = "tokens" if task == "captioning" else "serving_default"
         # (size, images, Keras outputs): any size, and the fixed one if asked.
-        variants = [(None, images, reference)]
+        variants = [(None, examples, reference)]
         if tflite_size is not None:
-            size = tflite_size
-            fixed = [resize_uint8(batch[0], size)[None] for batch in images]
-            outputs = SERVING_FUNCTIONS[task](model)(fixed[0])
-            variants.append((size, fixed, {k: v.numpy() for k, v in outputs.items()}))
+            fixed = [fixed_size_inputs(inputs, tflite_size) for inputs in examples]
+            outputs = {k: v.numpy() for k, v in serve(**fixed[0]).items()}
+            variants.append((tflite_size, fixed, outputs))
         for quantization in tflite:
             for size, inputs, expected in variants:
                 key = quantization if size is None else f"{size[0]}x{size[1]}_{quantization}"
@@ -159,7 +247,7 @@ def export_checkpoint(
                 staged = os.path.join(staged_tflite, os.path.basename(final))
                 convert_to_tflite(
                     model, staged, quantization, representative_images=inputs,
-                    signature_key=signature, task=task, input_size=size,
+                    signature_key=signature, task=task, input_size=size, labels=labels,
                 )  # fmt: skip
                 check = verify_export(expected, inputs[0], tflite_model=staged)["tflite"]
                 report[f"tflite_{key}"] = check
@@ -171,6 +259,11 @@ def export_checkpoint(
                         f"{max(check.values()):.2e} (> {EXPORT_TOLERANCE}); nothing was published."
                     )
                 files[key] = (staged, final)
+        if files:  # the labels beside the TFLite files too, for an app's assets
+            final = os.path.join(output, name, f"{name}_v{version}.labels.txt")
+            staged = os.path.join(staged_tflite, os.path.basename(final))
+            write_labels(staged, labels)
+            files["labels"] = (staged, final)
         crash_point("publish")  # verified, nothing published yet
         publish(staging, path)
         for staged, final in files.values():
@@ -179,6 +272,7 @@ def export_checkpoint(
         for leftover in (staging, staged_tflite):
             shutil.rmtree(leftover, ignore_errors=True)
     log(f"SavedModel (TF Serving layout): {path}")
+    report["labels_file"] = files.pop("labels", (None, None))[1]
     report["tflite_files"] = {q: final for q, (_, final) in files.items()}
     return path, report
 

@@ -5,6 +5,7 @@ import keras
 import tensorflow as tf
 
 from keras_segattn.core.precision import float32_model
+from keras_segattn.core.saving import write_text
 from keras_segattn.core.validation import check_int, check_size
 from keras_segattn.layers.image_preprocessing import ImagePreprocessing
 
@@ -116,20 +117,175 @@ def instance_serving_fn(model):
     return serve
 
 
+def region_scoring_serving_fn(model):
+    """SDS's network: `box_crops` uint8 `(batch, S, S, 3)` and `region_masks`
+    float32 `(batch, S, S)` in [0, 1] (`sds.crop_regions` makes both) in;
+    `probabilities` float32 `(batch, num_classes)` and `figure_ground`
+    float32 `(batch, G, G)` out. Proposals, cropping, NMS and the superpixel
+    refinement stay on the host (`sds.sds_detect`)."""
+
+    def serve(box_crops, region_masks):
+        probabilities, figure_ground = model([box_crops, region_masks], training=False)
+        return {"probabilities": probabilities, "figure_ground": figure_ground}
+
+    return serve
+
+
+def box_segmentation_serving_fn(model):
+    """The hypercolumns network: uint8 `images` of any size, `boxes` float32
+    `(batch, R, 4)` `"xyxy"` pixels (and, for a class-specific model,
+    `classes` int32 `(batch, R)`) in; `masks` float32 `(batch, R, K, K)`,
+    each box's figure-ground probabilities on its K x K grid, out. The
+    boxes come from a detector; pasting the grids into the image stays on
+    the host (`hypercolumns.segment_boxes`)."""
+
+    def serve(images, boxes, classes=None):
+        inputs = [images, boxes] + ([] if classes is None else [classes])
+        return {"masks": model(inputs, training=False)}
+
+    return serve
+
+
 SERVING_FUNCTIONS = {
     "semantic": semantic_serving_fn,
     "classification": classification_serving_fn,
     "captioning": captioning_serving_fn,
     "instance": instance_serving_fn,
+    "region_scoring": region_scoring_serving_fn,
+    "box_segmentation": box_segmentation_serving_fn,
 }
+# Models whose serving task is not their registry task: networks whose
+# detection loop runs on the host, exported as the network alone.
+SERVING_TASKS = {"sds": "region_scoring", "hypercolumns": "box_segmentation"}
+# The tasks whose signatures take images alone (and get `serving_bytes`).
+IMAGE_TASKS = ("semantic", "classification", "captioning", "instance")
 # Signatures written beside `serving_default`, by task: name -> function.
 EXTRA_SERVING_FUNCTIONS = {"captioning": {"tokens": captioning_tokens_serving_fn}}
+# The signature that takes encoded images (every image task has it).
+BYTES_SIGNATURE_KEY = "serving_bytes"
+BYTES_SIGNATURE = tf.TensorSpec([None], tf.string, name="image_bytes")
+# Outputs at each image's height and width, by task: name -> (axis of the
+# height in one image's output, padding value in a batch of mixed sizes).
+PER_PIXEL_OUTPUTS = {
+    "semantic": {"class_map": (0, -1), "probabilities": (0, 0)},
+    "instance": {"masks": (1, 0)},
+}
+# The first bytes of the formats accepted, and the last ones of a whole file.
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+_JPEG_START, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
+
+
+def decode_image_bytes(encoded, index, channels, size=None):
+    """Decodes one JPEG or PNG string to a uint8 `(height, width, channels)`
+    image, resized (bilinear, rounded) to `size` if given.
+
+    A string that is not a whole JPEG or PNG file (another format, text,
+    a truncated upload: no start or end marker) fails an `Assert` that names
+    `image_bytes[index]`, instead of the decoder's message without it.
+    """
+    length = tf.strings.length(encoded)
+    padded = tf.strings.join([b"\0" * 8, encoded, b"\0" * 8])  # substr never runs out
+
+    def starts_with(marker):
+        return tf.strings.substr(padded, 8, len(marker)) == marker
+
+    def ends_with(marker):
+        return tf.strings.substr(padded, length + 8 - len(marker), len(marker)) == marker
+
+    is_png = starts_with(_PNG_START) & ends_with(_PNG_END)
+    is_jpeg = starts_with(_JPEG_START) & ends_with(_JPEG_END)
+    check = tf.debugging.Assert(
+        is_png | is_jpeg,
+        [
+            tf.strings.format(
+                "image_bytes[{}] is not a whole JPEG or PNG file (of {} bytes)", (index, length)
+            )
+        ],
+    )
+    with tf.control_dependencies([check]):
+        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+    image.set_shape([None, None, channels])
+    if size is None:
+        return image
+    resized = tf.image.resize(tf.cast(image, tf.float32), size)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def bytes_serving_fn(serve, task, channels, size=None):
+    """`serve` (uint8 images in) behind decoding: a batch of encoded JPEG or
+    PNG strings in, the same outputs as `serve` out.
+
+    Tasks that take a fixed size (`size`: classifiers, captioners) decode and
+    resize every image and run one batch. The others run image by image at
+    each image's own size (exactly what `serve` gives for that image alone);
+    their per-pixel outputs (`PER_PIXEL_OUTPUTS`) are padded to the largest
+    height and width of the batch (`class_map` with -1, the rest with 0),
+    and an extra output, `image_sizes` int32 `(batch, 2)`, gives each
+    image's `(height, width)` to crop them back.
+    """
+    padding = PER_PIXEL_OUTPUTS.get(task)
+
+    def serve_bytes(image_bytes):
+        count = tf.size(image_bytes)
+        check = tf.debugging.Assert(
+            (tf.rank(image_bytes) == 1) & (count > 0),
+            ["image_bytes must be a non-empty batch (a vector) of encoded images; got shape",
+             tf.shape(image_bytes)],
+        )  # fmt: skip
+        with tf.control_dependencies([check]):
+            image_bytes = tf.identity(image_bytes)
+        indices = tf.range(tf.size(image_bytes))
+        pairs = (image_bytes, indices)
+        if padding is None:
+            spec = tf.TensorSpec([*size, channels], tf.uint8)
+            images = tf.map_fn(
+                lambda p: decode_image_bytes(*p, channels, size), pairs, fn_output_signature=spec
+            )
+            return serve(images)
+
+        def image_size(pair):
+            return tf.shape(decode_image_bytes(*pair, channels))[:2]
+
+        sizes = tf.map_fn(image_size, pairs, fn_output_signature=tf.int32)
+        largest = tf.reduce_max(sizes, axis=0)
+        traced = tf.function(serve).get_concrete_function(
+            tf.TensorSpec([1, None, None, channels], tf.uint8)
+        )
+        dtypes = {k: v.dtype for k, v in traced.structured_outputs.items()}
+
+        def one_image(pair):
+            outputs = serve(decode_image_bytes(*pair, channels)[None])
+            padded = {}
+            for name, value in outputs.items():
+                value = value[0]
+                if name in padding:
+                    axis, fill = padding[name]
+                    extra = largest - tf.shape(value)[axis : axis + 2]
+                    widths = tf.scatter_nd([[axis], [axis + 1]], extra, [tf.rank(value)])
+                    widths = tf.stack([tf.zeros_like(widths), widths], axis=1)
+                    value = tf.pad(value, widths, constant_values=tf.cast(fill, value.dtype))
+                padded[name] = value
+            return padded
+
+        outputs = tf.map_fn(one_image, pairs, fn_output_signature=dtypes)
+        return {**outputs, "image_sizes": sizes}
+
+    return serve_bytes
+
+
+def serving_task(model):
+    """The serving functions of a model built by `create_model`: its
+    registry task, except for the networks whose detection loop runs on the
+    host (`SERVING_TASKS`: SDS and hypercolumns)."""
+    from keras_segattn.models.registry import task_of
+
+    return SERVING_TASKS.get(model.name) or task_of(model)
 
 
 def image_signature(model, task, image_size=None):
     """Semantic and instance models and captioners (which resize inside)
     take any size, or `image_size`; the classifiers their fixed input size."""
-    if task in ("semantic", "captioning", "instance"):
+    if task in ("semantic", "captioning", "instance", "box_segmentation"):
         if image_size is None:
             return IMAGE_SIGNATURE
         return tf.TensorSpec([None, *check_size(image_size, "input_size"), 3], tf.uint8, "images")
@@ -141,9 +297,34 @@ def image_signature(model, task, image_size=None):
     return tf.TensorSpec([None, *model.input.shape[1:]], tf.uint8, name="images")
 
 
+def input_signature(model, task, image_size=None):
+    """The `tf.TensorSpec`s a serving signature of `task` takes, in order."""
+    if task == "region_scoring":
+        size = int(model.get_layer("box_crops").output.shape[1])
+        if image_size is not None and check_size(image_size, "input_size") != (size, size):
+            raise ValueError(
+                f"An SDS network takes crops of its crop size {(size, size)}; got "
+                f"input_size={image_size!r}."
+            )
+        return [
+            tf.TensorSpec([None, size, size, 3], tf.uint8, "box_crops"),
+            tf.TensorSpec([None, size, size], tf.float32, "region_masks"),
+        ]
+    specs = [image_signature(model, task, image_size)]
+    if task == "box_segmentation":
+        specs.append(tf.TensorSpec([None, None, 4], tf.float32, "boxes"))
+        if len(model.inputs) == 3:  # class-specific
+            specs.append(tf.TensorSpec([None, None], tf.int32, "classes"))
+    return specs
+
+
 def serving_module(model, task="semantic", image_size=None, signatures=None):
-    """An `ExportArchive` tracking `model` with its `serving_default` signature
-    (and, for `"captioning"`, the TFLite-ready `"tokens"` signature).
+    """An `ExportArchive` tracking `model` with its signatures.
+
+    `serving_default` takes uint8 `images`; `serving_bytes` the same images
+    encoded (`image_bytes`, a batch of JPEG or PNG strings, see
+    `bytes_serving_fn`) and returns the same outputs; a captioner also has
+    the TFLite-ready `"tokens"` signature.
 
     Args:
         model: `keras.Model`.
@@ -156,10 +337,10 @@ def serving_module(model, task="semantic", image_size=None, signatures=None):
         raise ValueError(
             f"No serving signature for task={task!r}; known: {sorted(SERVING_FUNCTIONS)}."
         )
-    functions = {
-        "serving_default": SERVING_FUNCTIONS[task],
-        **EXTRA_SERVING_FUNCTIONS.get(task, {}),
-    }
+    functions = {"serving_default": SERVING_FUNCTIONS[task]}
+    if task in IMAGE_TASKS:
+        functions[BYTES_SIGNATURE_KEY] = SERVING_FUNCTIONS[task]
+    functions.update(EXTRA_SERVING_FUNCTIONS.get(task, {}))
     if signatures is not None:
         unknown = sorted(set(signatures) - set(functions))
         if unknown:
@@ -167,13 +348,27 @@ def serving_module(model, task="semantic", image_size=None, signatures=None):
         functions = {k: v for k, v in functions.items() if k in signatures}
     archive = keras.export.ExportArchive()
     archive.track(model)
-    signature = [image_signature(model, task, image_size)]
-    check = dict(min_size=minimum_image_size(model), channels=int(signature[0].shape[-1]))
+    specs = input_signature(model, task, image_size)
     for name, serving_fn in functions.items():
-        archive.add_endpoint(
-            name, tf.function(checked_images(serving_fn(model), **check)), input_signature=signature
-        )
+        serve = checked_inputs(serving_fn(model), specs, minimum_image_size(model))
+        signature = specs
+        if name == BYTES_SIGNATURE_KEY:
+            channels = int(specs[0].shape[-1])
+            serve = bytes_serving_fn(serve, task, channels, bytes_input_size(model, task))
+            signature = [BYTES_SIGNATURE]
+        archive.add_endpoint(name, tf.function(serve), input_signature=signature)
     return archive
+
+
+def bytes_input_size(model, task):
+    """The size `serving_bytes` resizes decoded images to: a captioner's
+    `image_size`, a classifier's input size; `None` (each image's own) for
+    the tasks with per-pixel outputs."""
+    if task == "captioning":
+        return tuple(model.image_size)
+    if task == "classification":
+        return tuple(model.input.shape[1:3])
+    return None
 
 
 def tflite_archive(model, task=None, input_size=None, signature_key="serving_default"):
@@ -212,43 +407,58 @@ def minimum_image_size(model):
     return max(sizes)
 
 
-def checked_images(serve, min_size=1, channels=3):
-    """`serve` behind a check of what a client sent: a non-empty batch of
-    images of at least `min_size` pixels a side with `channels` channels. A
-    loaded signature does not enforce its declared shape; without the check
-    an empty batch, a 0x0 image or a 4-channel one failed deep in the
-    network with a misleading message. The
-    check is an `Assert` in the SavedModel; the TFLite converter drops it, so
-    the TFLite trace stays builtin-only."""
+def checked_inputs(serve, specs, min_size=1):
+    """`serve` behind a check of what a client sent against `specs`: each
+    input a non-empty batch of the declared rank and fixed dimensions, all
+    of one batch size, images of at least `min_size` pixels a side. A
+    loaded signature does not enforce its declared shapes; without the
+    check an empty batch, a 0x0 image or a 4-channel one failed deep in the
+    network with a misleading message. The checks are `Assert`s in the
+    SavedModel; the TFLite converter drops them, so the TFLite trace stays
+    builtin-only."""
 
-    def checked(images):
-        shape = tf.shape(images)
-        # Padded, so that a client's 3-D or 5-D tensor is reported, not indexed.
-        dims = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)
-        valid = (
-            (tf.size(shape) == 4)
-            & (dims[0] > 0)
-            & (dims[1] >= min_size)
-            & (dims[2] >= min_size)
-            & (dims[3] == channels)
-        )
-        check = tf.debugging.Assert(
-            valid,
-            [
-                f"images must be a non-empty batch (batch, height, width, {channels}) of "
-                f"{'RGB ' if channels == 3 else ''}images of at least {min_size}x{min_size} "
-                "pixels; got shape",
-                shape,
-            ],
-        )
-        with tf.control_dependencies([check]):
-            images = tf.identity(images)
-        return serve(images)
+    def checked(*inputs):
+        checks, batch = [], None
+        for spec, value in zip(specs, inputs):
+            shape = tf.shape(value)
+            rank = len(spec.shape)
+            # Padded, so that a tensor of another rank is reported, not indexed.
+            dims = tf.concat([shape, tf.zeros([rank], tf.int32)], axis=0)
+            valid = (tf.size(shape) == rank) & (dims[0] > 0)
+            for axis, size in enumerate(spec.shape[1:], start=1):
+                if size is not None:
+                    valid &= dims[axis] == size
+            if batch is None:
+                batch = dims[0]
+            else:
+                valid &= dims[0] == batch
+            if spec.name == "images":
+                valid &= (dims[1] >= min_size) & (dims[2] >= min_size)
+            checks.append(tf.debugging.Assert(valid, [_expected(spec, min_size), shape]))
+        with tf.control_dependencies(checks):
+            inputs = [tf.identity(value) for value in inputs]
+        return serve(*inputs)
 
     return checked
 
 
-def export_saved_model(model, export_dir, name=None, version=1, task="semantic"):
+def _expected(spec, min_size):
+    """What a client must send for `spec`, as the start of an error message."""
+    dims = ", ".join("?" if d is None else str(d) for d in spec.shape[1:])
+    if spec.name != "images":
+        return (
+            f"{spec.name} must be a {spec.dtype.name} batch of shape (batch, {dims}), the "
+            "batch non-empty and as the other inputs'; got shape"
+        )
+    channels = spec.shape[-1]
+    kind = "RGB images" if channels == 3 else "images"
+    return (
+        f"images must be a non-empty batch (batch, height, width, {channels}) of {kind} "
+        f"of at least {min_size}x{min_size} pixels; got shape"
+    )
+
+
+def export_saved_model(model, export_dir, name=None, version=1, task=None, labels=None):
     """Writes a SavedModel in the TF Serving layout `<export_dir>/<name>/<version>/`.
 
     The `serving_default` signature takes `images`, a uint8 batch of any
@@ -268,7 +478,14 @@ def export_saved_model(model, export_dir, name=None, version=1, task="semantic")
         name: str. Model name in the path. Defaults to `model.name`.
         version: int. Version folder; must not exist yet, so an export never
             overwrites one being served. Defaults to `1`.
-        task: str. Which signature to write. Defaults to `"semantic"`.
+        task: str or `None`. Which signatures to write: `"semantic"`,
+            `"classification"`, `"captioning"`, `"instance"`,
+            `"region_scoring"` (SDS's network) or `"box_segmentation"`
+            (the hypercolumns network). Defaults to `None`: the task of a
+            registered model (`serving_task`).
+
+    Every image task also gets `serving_bytes`: the same outputs from a
+    batch of encoded JPEG or PNG strings (`bytes_serving_fn`).
 
     A model trained with mixed precision is exported computing in float32
     (`core.precision.float32_model`), as every export of the package is.
@@ -277,7 +494,7 @@ def export_saved_model(model, export_dir, name=None, version=1, task="semantic")
         The path of the version folder.
     """
     path = version_path(export_dir, name or model.name, version)
-    staging = stage_saved_model(float32_model(model), path, task)
+    staging = stage_saved_model(float32_model(model), path, task or serving_task(model), labels)
     return publish(staging, path)
 
 
@@ -293,7 +510,7 @@ def version_path(export_dir, name, version):
     return path
 
 
-def stage_saved_model(model, path, task="semantic"):
+def stage_saved_model(model, path, task="semantic", labels=None):
     """Writes the SavedModel of `path` (a version folder) to a hidden staging
     folder beside it, which TF Serving never loads (not a number), and
     returns the staging folder. Stale staging folders of the same version
@@ -305,7 +522,41 @@ def stage_saved_model(model, path, task="semantic"):
             shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
     staging = os.path.join(parent, f".staging-{version}-{os.getpid()}")
     serving_module(model, task).write_out(staging, verbose=False)
+    if labels is not None:
+        write_labels(os.path.join(staging, LABELS_FILE), labels)
     return staging
+
+
+LABELS_FILE = os.path.join("assets.extra", "labels.txt")
+
+
+def check_labels(labels):
+    """`labels` as a list of str, refused unless non-empty single lines."""
+    labels = [str(label) for label in labels]
+    if not labels or any("\n" in label for label in labels):
+        raise ValueError(
+            f"labels must be a non-empty sequence of single lines; got {labels[:3]!r}."
+        )
+    return labels
+
+
+def write_labels(path, labels):
+    """Writes `labels` one per line (UTF-8), whole or not at all."""
+    labels = check_labels(labels)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_text(path, "\n".join(labels) + "\n")
+
+
+def read_labels(path):
+    """The labels of a `labels.txt` (a SavedModel's `assets.extra/labels.txt`
+    when `path` is a version folder), or `None` if there is none."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, LABELS_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read().split("\n")[:-1]
 
 
 def publish(staging, path):

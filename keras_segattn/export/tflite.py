@@ -7,9 +7,12 @@ import tensorflow as tf
 
 from keras_segattn.core.kernels import tflite_builtins_only
 from keras_segattn.core.precision import float32_model
-from keras_segattn.export.saved_model import tflite_archive
+from keras_segattn.core.saving import write_bytes
+from keras_segattn.export.saved_model import check_labels, tflite_archive
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+# The name of the metadata entry that holds a TFLite model's labels.
+LABELS_METADATA = "keras_segattn.labels"
 
 
 def convert_to_tflite(
@@ -20,6 +23,7 @@ def convert_to_tflite(
     signature_key="serving_default",
     task=None,
     input_size=None,
+    labels=None,
 ):
     """Converts a model to TFLite with builtin ops only.
 
@@ -42,8 +46,9 @@ def convert_to_tflite(
             float16), `"dynamic"` (int8 weights, float activations) or
             `"int8"` (full-integer with a representative dataset). Defaults
             to `"float32"`.
-        representative_images: iterable of uint8 image batches, needed for
-            `"int8"`: a few dozen typical inputs.
+        representative_images: iterable of uint8 image batches (or, for a
+            signature of several inputs, of dicts of input name to batch),
+            needed for `"int8"`: a few dozen typical inputs.
         signature_key: str. The signature to convert (of the SavedModel, or
             of `task`'s serving signatures). Defaults to `"serving_default"`.
         task: str or `None`. With a model: trace the serving signature of
@@ -56,6 +61,14 @@ def convert_to_tflite(
             TFLite's XNNPACK delegate takes the whole graph (it leaves ops
             of a dynamic size, such as `TRANSPOSE_CONV`, to TFLite's slower
             kernels). `None` keeps any size. Defaults to `None`.
+        labels: sequence of str or `None`. The class names (or a captioner's
+            vocabulary), by id, embedded in the file (`tflite_labels` reads
+            them back). Defaults to `None`.
+
+    The signature's input and output tensors carry the signature's names
+    (`images`, `class_map`, ...), not the converter's
+    (`serving_default_images:0`, `StatefulPartitionedCall:0`), so an app
+    that looks tensors up by name, without the signature runner, finds them.
 
     Returns:
         The flatbuffer as `bytes`.
@@ -83,15 +96,60 @@ def convert_to_tflite(
                 f"source; got the SavedModel path {os.fspath(source)!r}."
             )
         flatbuffer = _convert(source, quantization, representative_images, signature_key)
+    flatbuffer = name_tensors(flatbuffer, labels)
     if output_path is not None:
         # Written beside its name, then moved into place: never half a file.
         os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-        folder, name = os.path.split(os.path.abspath(output_path))
-        temporary = os.path.join(folder, f".{name}.partial-{os.getpid()}")
-        with open(temporary, "wb") as f:
-            f.write(flatbuffer)
-        os.replace(temporary, output_path)
+        write_bytes(os.path.abspath(output_path), flatbuffer)
     return flatbuffer
+
+
+def _flatbuffer_utils():
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return flatbuffer_utils
+
+
+def name_tensors(flatbuffer, labels=None):
+    """Renames every signature input and output tensor to its signature
+    name, and embeds `labels` (metadata `LABELS_METADATA`, one per line)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    utils = _flatbuffer_utils()
+    model = utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    for signature in model.signatureDefs or []:
+        tensors = model.subgraphs[signature.subgraphIndex].tensors
+        for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
+            tensors[entry.tensorIndex].name = entry.name
+    if labels is not None:
+        labels = check_labels(labels)
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer("\n".join(labels).encode("utf-8"), np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = LABELS_METADATA, len(model.buffers) - 1
+        model.metadata = [*(model.metadata or []), entry]
+    return bytes(utils.convert_object_to_bytearray(model))
+
+
+def tflite_labels(model):
+    """The labels embedded by `convert_to_tflite(..., labels=...)`.
+
+    Args:
+        model: bytes or str. The flatbuffer or a `.tflite` path.
+
+    Returns:
+        A list of str, or `None` if the file has none.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        with open(model, "rb") as f:
+            model = f.read()
+    parsed = _flatbuffer_utils().convert_bytearray_to_object(bytearray(model))
+    for entry in parsed.metadata or []:
+        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+        if name == LABELS_METADATA:
+            return bytes(parsed.buffers[entry.buffer].data).decode("utf-8").split("\n")
+    return None
 
 
 def _convert(saved_model_dir, quantization, representative_images, signature_key):
@@ -107,8 +165,11 @@ def _convert(saved_model_dir, quantization, representative_images, signature_key
         images = list(representative_images)
 
         def representative_dataset():
-            for batch in images:
-                yield [np.asarray(batch)]
+            for batch in images:  # by signature input name, or the single input
+                if isinstance(batch, dict):
+                    yield {k: np.asarray(v) for k, v in batch.items()}
+                else:
+                    yield [np.asarray(batch)]
 
         converter.representative_dataset = representative_dataset
         converter.target_spec.supported_ops = [

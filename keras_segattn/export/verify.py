@@ -4,14 +4,16 @@ import tensorflow as tf
 from keras_segattn.export.tflite import run_tflite
 
 
-def verify_export(reference_outputs, images, saved_model_dir=None, tflite_model=None):
+def verify_export(reference_outputs, inputs, saved_model_dir=None, tflite_model=None):
     """Runs exported artifacts on `images` and compares them with Keras.
 
     Args:
         reference_outputs: dict of output name to the array Keras gave for
             `images` (for a semantic model, `semantic_serving_fn(model)
             (images)`).
-        images: uint8 array `(batch, h, w, 3)`.
+        inputs: uint8 array `(batch, h, w, 3)`, the signature's `images`;
+            or a dict of input name to array for a signature of several
+            inputs (SDS's and hypercolumns' networks).
         saved_model_dir: str or `None`. A SavedModel to run through its
             `serving_default` signature.
         tflite_model: bytes, str or `None`. A TFLite model to run in
@@ -23,15 +25,17 @@ def verify_export(reference_outputs, images, saved_model_dir=None, tflite_model=
         value is the fraction of elements that differ. String outputs a
         TFLite model lacks (a captioner's `words`, `captions`) are skipped.
     """
+    if not isinstance(inputs, dict):
+        inputs = {"images": inputs}
     report = {}
     artifacts = {}
     if saved_model_dir is not None:
         signature = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
         artifacts["saved_model"] = {
-            k: v.numpy() for k, v in signature(images=tf.constant(images)).items()
+            k: v.numpy() for k, v in signature(**tf.nest.map_structure(tf.constant, inputs)).items()
         }
     if tflite_model is not None:
-        artifacts["tflite"] = run_tflite(tflite_model, {"images": images})
+        artifacts["tflite"] = run_tflite(tflite_model, inputs)
     for artifact, outputs in artifacts.items():
         report[artifact] = {}
         for key, expected in reference_outputs.items():

@@ -48,7 +48,7 @@ import keras
 import numpy as np
 
 from keras_segattn.checkpoints import load_model
-from keras_segattn.core.saving import crash_point
+from keras_segattn.core.saving import crash_point, publish_file, temporary_path, write_text
 
 RUN_CONFIG = "run.json"
 METRICS = "metrics.json"
@@ -78,30 +78,6 @@ def json_ready(value):
     return value
 
 
-def _temporary(path):
-    """A name beside `path` with the same extension (Keras checks it)."""
-    folder, name = os.path.split(path)
-    extension = ".weights.h5" if name.endswith(".weights.h5") else os.path.splitext(name)[1]
-    stem = name[: len(name) - len(extension)]
-    return os.path.join(folder, f".{stem}.partial-{os.getpid()}{extension}")
-
-
-def _publish(temporary, path):
-    crash_point(os.path.basename(path))  # the new file is whole, the old one in place
-    os.replace(temporary, path)
-    return path
-
-
-def write_text(path, text):
-    """Writes `text` to `path` atomically; returns `path`."""
-    temporary = _temporary(path)
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    return _publish(temporary, path)
-
-
 def write_json(path, value):
     """Writes `value` as JSON to `path` atomically; returns `path`."""
     return write_text(path, json.dumps(json_ready(value), indent=2))
@@ -109,16 +85,16 @@ def write_json(path, value):
 
 def save_model(model, path):
     """`model.save(path)` atomically; returns `path`."""
-    temporary = _temporary(path)
+    temporary = temporary_path(path)
     model.save(temporary)
-    return _publish(temporary, path)
+    return publish_file(temporary, path)
 
 
 def save_weights(model, path):
     """`model.save_weights(path)` atomically (optimizer state included)."""
-    temporary = _temporary(path)
+    temporary = temporary_path(path)
     model.save_weights(temporary)
-    return _publish(temporary, path)
+    return publish_file(temporary, path)
 
 
 def read_json(path):
