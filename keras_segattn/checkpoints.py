@@ -22,12 +22,23 @@ def load_model(path, argument="model_path"):
     return load_keras_file(path, argument)
 
 
+def run_config_path(model_path):
+    """Where a model exported with its run's arguments keeps them:
+    `<model>.run.json` beside `<model>.keras`."""
+    stem = os.path.splitext(os.path.abspath(model_path))[0]
+    return stem + ".run.json"
+
+
 def read_run_config(model_path):
-    """The `run.json` of the run folder holding `model_path`, or `{}` for a
-    model saved elsewhere. Only the model's own folder is read: a `run.json`
-    further up belongs to another run and must not set, say, the image size."""
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "run.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """The arguments of the run that made `model_path`: its own
+    `<model>.run.json` (an exported model, `run_config_path`), else the
+    `run.json` of the run folder holding it, or `{}` for a model saved
+    elsewhere. Only the model's own folder is read: a `run.json` further
+    up belongs to another run and must not set, say, the image size."""
+    own = run_config_path(model_path)
+    folder = os.path.join(os.path.dirname(os.path.abspath(model_path)), "run.json")
+    for path in (own, folder):
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+    return {}

@@ -190,7 +190,7 @@ def export(args):
 
     return export_checkpoint(
         args.model_path, args.output, name=args.name, version=args.version, tflite=args.tflite,
-        data=args.data, tflite_size=args.tflite_size,
+        data=args.data, tflite_size=args.tflite_size, keras_file=args.keras,
     )  # fmt: skip
 
 
@@ -442,6 +442,12 @@ def build_parser():
         metavar=("HEIGHT", "WIDTH"),
         help="also write TFLite files at this fixed image size "
         "(<name>_v<version>_<H>x<W>[_<quantization>].tflite), which XNNPACK runs whole",
+    )
+    p.add_argument(
+        "--keras",
+        action="store_true",
+        help="also write the Keras model (no optimizer state) and its run's arguments "
+        "(<name>_v<version>.keras, .run.json): what predict, caption and evaluate load",
     )
     p.set_defaults(func=export)
 

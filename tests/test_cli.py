@@ -123,6 +123,34 @@ def test_export_writes_serving_layout_and_tflite(trained, tmp_path, capsys):
     assert "tflite vs Keras" in out and "TFLite 40x56_float32" in out
 
 
+def test_an_exported_folder_is_all_a_user_needs(trained, tmp_path):
+    from keras_segattn.export import read_labels, tflite_labels
+
+    main(["export", "--model-path", str(trained / "best.keras"), "--output", str(tmp_path),
+          "--name", "demo", "--keras"])  # fmt: skip
+    folder = tmp_path / "demo"
+    names = ["background", "circle", "square", "triangle"]
+    assert read_labels(folder / "1") == names  # assets.extra/labels.txt
+    assert tflite_labels(str(folder / "demo_v1.tflite")) == names
+    assert (folder / "demo_v1.labels.txt").read_text().split() == names
+    assert sorted(p for p in os.listdir(folder) if not p.startswith(".")) == [
+        "1",
+        "demo_v1.keras",
+        "demo_v1.labels.txt",
+        "demo_v1.run.json",
+        "demo_v1.tflite",
+    ]
+    # The Keras file has no optimizer state and finds its run's arguments.
+    run = json.loads((folder / "demo_v1.run.json").read_text())
+    assert run == json.loads((trained / "run.json").read_text())
+    assert os.path.getsize(folder / "demo_v1.keras") < os.path.getsize(trained / "best.keras")
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(image)
+    main(["predict", "--model-path", str(folder / "demo_v1.keras"), "--images", str(image),
+          "--output-dir", str(tmp_path / "out")])  # fmt: skip
+    assert os.path.isfile(tmp_path / "out" / "a_overlay.png")
+
+
 def test_bad_model_path_is_reported(tmp_path):
     with pytest.raises(SystemExit, match="--model-path"):
         main(["evaluate", "--model-path", str(tmp_path / "none.keras"), "--data", "shapes"])
@@ -189,6 +217,14 @@ def test_instance_train_of_the_array_trainers_on_a_coco_layout(tmp_path, model):
     assert os.path.isfile(output / "last.keras")
     run = json.loads((output / "run.json").read_text())
     assert run["model"] == model and run["epochs"] == 1
+    # The network exports (the detection loop stays on the host), checked
+    # against Keras on crops or boxes of this data, its classes as labels.
+    main(["export", "--model-path", str(output / "last.keras"), "--output", str(tmp_path / "sm"),
+          "--data", f"coco:{root}"])  # fmt: skip
+    from keras_segattn.export import read_labels, tflite_labels
+
+    assert read_labels(tmp_path / "sm" / model / "1")[0] == "background"
+    assert tflite_labels(str(tmp_path / "sm" / model / f"{model}_v1.tflite"))[0] == "background"
     # The checkpoint is scored like rpn / mnc ones: COCO numbers, one JSON.
     scores = tmp_path / "scores.json"
     main(["evaluate", "--model-path", str(output / "last.keras"), "--data", f"coco:{root}",

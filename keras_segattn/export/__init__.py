@@ -13,6 +13,7 @@ from keras_segattn.export.tflite import (
     convert_to_tflite,
     run_tflite,
     tflite_labels,
+    tflite_runner,
 )
 from keras_segattn.export.verify import verify_export
 
@@ -28,5 +29,6 @@ __all__ = [
     "serving_module",
     "serving_task",
     "tflite_labels",
+    "tflite_runner",
     "verify_export",
 ]

@@ -6,15 +6,16 @@ converts it to TFLite, and checks every artifact against Keras on a few
 real images of the data it was trained on.
 """
 
+import json
 import os
 import shutil
 
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.checkpoints import load_model, read_run_config
+from keras_segattn.checkpoints import load_model, read_run_config, run_config_path
 from keras_segattn.core.precision import float32_model
-from keras_segattn.core.saving import crash_point
+from keras_segattn.core.saving import crash_point, write_text
 from keras_segattn.core.validation import check_size, optional_size
 from keras_segattn.export.saved_model import (
     SERVING_FUNCTIONS,
@@ -156,7 +157,7 @@ def sample_images(model, task, data_spec, image_size, count=32):
 
 def export_checkpoint(
     model_path, output="saved_models", name=None, version=1, tflite=("float32",), data=None,
-    tflite_size=None, log=print,
+    tflite_size=None, keras_file=False, log=print,
 ):  # fmt: skip
     """Exports a checkpoint to a SavedModel and TFLite files, verified.
 
@@ -175,6 +176,12 @@ def export_checkpoint(
             checked against Keras at that size: TFLite's XNNPACK delegate
             runs the whole of a fixed-size graph (see the README's speed
             section). Defaults to `None`.
+        keras_file: bool. Also write the Keras model, without its optimizer
+            state, as `<name>_v<version>.keras`, with the run's arguments
+            beside it (`<name>_v<version>.run.json`, which `read_run_config`
+            finds): what `segattn predict`, `caption` and `evaluate` load,
+            so that the model folder is all a user needs. Defaults to
+            `False`.
         log: callable taking one str. Defaults to `print`.
 
     The SavedModel is written to a hidden staging folder and the TFLite
@@ -203,7 +210,8 @@ def export_checkpoint(
             or a bad checkpoint.
     """
     # A mixed-precision checkpoint is exported computing in float32.
-    model = float32_model(load_model(model_path, "model_path"))
+    loaded = load_model(model_path, "model_path")  # uncompiled: no optimizer state
+    model = float32_model(loaded)
     run = read_run_config(model_path)
     task = serving_task(model)
     if task == "patch":  # served as what it is used for: a dense labeller
@@ -264,6 +272,15 @@ def export_checkpoint(
             staged = os.path.join(staged_tflite, os.path.basename(final))
             write_labels(staged, labels)
             files["labels"] = (staged, final)
+        if keras_file:
+            final = os.path.join(output, name, f"{name}_v{version}.keras")
+            staged = os.path.join(staged_tflite, os.path.basename(final))
+            loaded.save(staged)
+            files["keras"] = (staged, final)
+            if run:
+                staged_run = os.path.join(staged_tflite, f"{name}_v{version}.run.json")
+                write_text(staged_run, json.dumps(run, indent=2))
+                files["run"] = (staged_run, run_config_path(final))
         crash_point("publish")  # verified, nothing published yet
         publish(staging, path)
         for staged, final in files.values():
@@ -273,6 +290,8 @@ def export_checkpoint(
             shutil.rmtree(leftover, ignore_errors=True)
     log(f"SavedModel (TF Serving layout): {path}")
     report["labels_file"] = files.pop("labels", (None, None))[1]
+    report["keras_file"] = files.pop("keras", (None, None))[1]
+    files.pop("run", None)
     report["tflite_files"] = {q: final for q, (_, final) in files.items()}
     return path, report
 

@@ -192,8 +192,27 @@ def _convert(saved_model_dir, quantization, representative_images, signature_key
         ) from None
 
 
+def tflite_runner(model, signature_key=None, num_threads=None):
+    """The signature runner of a TFLite model in the `ai_edge_litert`
+    interpreter, to call many times: `runner(images=...)` returns a dict of
+    output name to NumPy array.
+
+    Args:
+        model: bytes or str. The flatbuffer or a `.tflite` path.
+        signature_key: str or `None`. Defaults to the only signature.
+        num_threads: int or `None`. Interpreter threads.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model, (str, os.PathLike)):
+        interpreter = Interpreter(model_path=os.fspath(model), num_threads=num_threads)
+    else:
+        interpreter = Interpreter(model_content=model, num_threads=num_threads)
+    return interpreter.get_signature_runner(signature_key)
+
+
 def run_tflite(model, inputs, signature_key=None, num_threads=None):
-    """Runs a TFLite model in the `ai_edge_litert` interpreter.
+    """Runs a TFLite model once in the `ai_edge_litert` interpreter.
 
     Args:
         model: bytes or str. The flatbuffer or a `.tflite` path.
@@ -205,13 +224,7 @@ def run_tflite(model, inputs, signature_key=None, num_threads=None):
     Returns:
         A dict of output name to NumPy array.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
-    if isinstance(model, (str, os.PathLike)):
-        interpreter = Interpreter(model_path=os.fspath(model), num_threads=num_threads)
-    else:
-        interpreter = Interpreter(model_content=model, num_threads=num_threads)
-    runner = interpreter.get_signature_runner(signature_key)
+    runner = tflite_runner(model, signature_key, num_threads)
     if not isinstance(inputs, dict):
         names = list(runner.get_input_details())
         if len(names) != 1:
