@@ -170,7 +170,7 @@ PER_PIXEL_OUTPUTS = {
     "semantic": {"class_map": (0, -1), "probabilities": (0, 0)},
     "instance": {"masks": (1, 0)},
 }
-# The first bytes of the formats accepted, and the last ones of a whole file.
+# The first bytes of the formats accepted, and the marker that ends a whole file.
 _PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 _JPEG_START, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
 
@@ -180,20 +180,21 @@ def decode_image_bytes(encoded, index, channels, size=None):
     image, resized (bilinear, rounded) to `size` if given.
 
     A string that is not a whole JPEG or PNG file (another format, text,
-    a truncated upload: no start or end marker) fails an `Assert` that names
-    `image_bytes[index]`, instead of the decoder's message without it.
+    a truncated upload: no start or no end marker; bytes after the end
+    marker, which some cameras append, are allowed) fails an `Assert` that
+    names `image_bytes[index]`, instead of the decoder's message without it.
     """
     length = tf.strings.length(encoded)
-    padded = tf.strings.join([b"\0" * 8, encoded, b"\0" * 8])  # substr never runs out
+    padded = tf.strings.join([encoded, b"\0" * 8])  # substr never runs out
 
     def starts_with(marker):
-        return tf.strings.substr(padded, 8, len(marker)) == marker
+        return tf.strings.substr(padded, 0, len(marker)) == marker
 
-    def ends_with(marker):
-        return tf.strings.substr(padded, length + 8 - len(marker), len(marker)) == marker
+    def holds(marker):  # split works on bytes: more than one part, the marker is there
+        return tf.size(tf.strings.split(encoded, sep=marker)) > 1
 
-    is_png = starts_with(_PNG_START) & ends_with(_PNG_END)
-    is_jpeg = starts_with(_JPEG_START) & ends_with(_JPEG_END)
+    is_png = starts_with(_PNG_START) & holds(_PNG_END)
+    is_jpeg = starts_with(_JPEG_START) & holds(_JPEG_END)
     check = tf.debugging.Assert(
         is_png | is_jpeg,
         [

@@ -159,6 +159,17 @@ def test_a_bad_string_is_named_by_its_index(exported, rng, corrupt, message):
         signature(image_bytes=batch)
 
 
+def test_bytes_after_a_jpeg_end_marker_are_allowed(exported, rng):
+    model, path = exported
+    if serving_task(model) != "semantic":
+        pytest.skip("one task is enough: the decoding is shared")
+    signature = tf.saved_model.load(path).signatures[BYTES_SIGNATURE_KEY]
+    good = tf.io.encode_jpeg(rng.integers(0, 256, (40, 40, 3)).astype("uint8")).numpy()
+    plain = signature(image_bytes=tf.constant([good]))["class_map"].numpy()
+    trailed = signature(image_bytes=tf.constant([good + b"camera trailer"]))["class_map"].numpy()
+    np.testing.assert_array_equal(plain, trailed)  # as some cameras write them
+
+
 def documented_requests():
     """The ```json bodies of `saved_models/README.md` that use `b64`."""
     with open(os.path.join(ROOT, "saved_models", "README.md"), encoding="utf-8") as f:
