@@ -287,6 +287,15 @@ def caption(args):
     return written
 
 
+def score_export(args):
+    from keras_segattn.recipes.served import score_shipped
+
+    scores = score_shipped(args.folder, args.images, args.shared_data)
+    for key, value in scores.items():
+        print(f"{key:<16} {value:.4f}")
+    return scores
+
+
 def list_registered(args):
     from keras_segattn.models import get_model_spec, list_models
 
@@ -514,6 +523,14 @@ def build_parser():
     p.add_argument("--beam-width", type=int, default=3)
     p.add_argument("--output-dir", default="captions")
     p.set_defaults(func=caption)
+
+    p = commands.add_parser(
+        "score-export", help="score a shipped model's SavedModel on its held-out data"
+    )
+    p.add_argument("folder", help="a folder with a heldout.json, e.g. saved_models/st_cnn_rts")
+    p.add_argument("--images", type=int, help="the first N held-out examples (default: all)")
+    p.add_argument("--shared-data", default="../shared/data", help="the data folder")
+    p.set_defaults(func=score_export)
 
     p = commands.add_parser("models", help="list the registered models")
     p.add_argument("--task")

@@ -9,7 +9,7 @@ import pytest
 
 from keras_segattn.cli import main
 from keras_segattn.export import read_labels, tflite_labels
-from keras_segattn.recipes.served import HELDOUT_FILE, read_heldout, score_saved_model
+from keras_segattn.recipes.served import HELDOUT_FILE, read_heldout, score_shipped
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAVED_MODELS = os.path.join(ROOT, "saved_models")
@@ -34,11 +34,8 @@ def folder_megabytes(folder):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_a_shipped_model_reproduces_its_held_out_score(name, shared_data):
     folder = os.path.join(SAVED_MODELS, name)
-    heldout = read_heldout(folder)
-    arguments = dict(heldout["score"])
-    arguments["data"] = arguments["data"].format(shared=shared_data)
-    subset = heldout["subset"]
-    scores = score_saved_model(os.path.join(folder, "1"), count=subset["images"], **arguments)
+    subset = read_heldout(folder)["subset"]
+    scores = score_shipped(folder, subset["images"], shared_data)
     for key, expected in subset["scores"].items():
         assert scores[key] == pytest.approx(expected, abs=1e-4), (key, scores)
     assert folder_megabytes(folder) < MAX_MEGABYTES
@@ -66,6 +63,9 @@ def test_the_command_line_works_on_a_shipped_model(name, tmp_path, capsys, share
     task = read_heldout(folder)["score"]["task"]
     image = tmp_path / "image.png"
     rng = np.random.default_rng(0)
+    main(["score-export", folder, "--images", "2", "--shared-data", shared_data])
+    printed = capsys.readouterr().out
+    assert all(key in printed for key in read_heldout(folder)["subset"]["scores"])
     if task == "classification":  # the transformer's figure on test digits
         figure = str(tmp_path / "stn.png")
         main(["stn-figure", "--model-path", model_path, "--output", figure, "--count", "4",

@@ -119,3 +119,14 @@ def read_heldout(folder):
     and what it was (`"full"` and `"subset"`)."""
     with open(os.path.join(os.fspath(folder), HELDOUT_FILE), encoding="utf-8") as f:
         return json.load(f)
+
+
+def score_shipped(folder, count=None, shared_data="../shared/data", version=1):
+    """Scores a shipped model folder as its `heldout.json` says
+    (`score_saved_model`'s arguments, `{shared}` in the data spec standing
+    for `shared_data`), on its first `count` held-out examples (`None`: all).
+    """
+    arguments = dict(read_heldout(folder)["score"])
+    arguments["data"] = arguments["data"].format(shared=os.fspath(shared_data))
+    path = os.path.join(os.fspath(folder), str(version))
+    return score_saved_model(path, count=count, **arguments)
