@@ -109,8 +109,8 @@ def proposal_rows(quick):
 
 
 SUPERPIXELS = [
-    ("felzenszwalb scale=100, sigma=0.8, min_size=50 (the default)", "felzenszwalb", {}),
-    ("felzenszwalb scale=40, min_size=50", "felzenszwalb", {"scale": 40}),
+    ("felzenszwalb scale=100, sigma=0.8, min_size=50", "felzenszwalb", {"scale": 100}),
+    ("felzenszwalb scale=40, min_size=50 (the default)", "felzenszwalb", {}),
     ("felzenszwalb scale=300, min_size=100", "felzenszwalb", {"scale": 300, "min_size": 100}),
     ("slic n_segments=400, compactness=10", "slic", {}),
     ("slic n_segments=1000, compactness=10", "slic", {"n_segments": 1000}),
@@ -165,8 +165,8 @@ def superpixel_rows(quick):
 
 VOTING = [
     ("none (the network's argmax)", None),
-    ("felzenszwalb scale=100 (the default)", {}),
-    ("felzenszwalb scale=40", {"scale": 40}),
+    ("felzenszwalb scale=100", {"scale": 100}),
+    ("felzenszwalb scale=40 (the default)", {}),
     ("slic n_segments=400, max_num_iter=5", {"segmentation_method": "slic", "max_num_iter": 5}),
 ]
 

@@ -73,7 +73,7 @@ def test_superpixel_kwargs_override_defaults(scene):
     _, coarse = superpixel_vote(image, probabilities, method="slic", n_segments=4)
     _, fine = superpixel_vote(image, probabilities, method="slic", n_segments=200)
     assert len(np.unique(coarse)) < len(np.unique(fine))
-    assert SEGMENTATION_DEFAULTS["felzenszwalb"]["scale"] == 100
+    assert SEGMENTATION_DEFAULTS["felzenszwalb"]["scale"] == 40  # not changed by the override
 
 
 def test_felzenszwalb_defaults_on_street_scene_size():
