@@ -319,6 +319,29 @@ def input_signature(model, task, image_size=None):
     return specs
 
 
+def tracking_archive(model):
+    """An `ExportArchive` tracking `model`, each weight stored once.
+
+    Keras 3.15's `track` keeps the `keras.Variable` wrappers while the
+    traced endpoints capture the `tf.Variable`s inside them: two objects per
+    weight, so the SavedModel stored (and TF Serving loaded) every weight
+    twice (keras-team/keras#23553). The tracked collections hold the
+    `tf.Variable`s here, which TensorFlow's checkpoint de-duplicates: half
+    the file and the server's memory, same outputs.
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    tracked = archive._tf_trackable
+    for collection in ("variables", "trainable_variables", "non_trainable_variables"):
+        variables = getattr(tracked, collection)
+        setattr(tracked, collection, [_tf_variable(v) for v in variables])
+    return archive
+
+
+def _tf_variable(variable):
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
 def serving_module(model, task="semantic", image_size=None, signatures=None):
     """An `ExportArchive` tracking `model` with its signatures.
 
@@ -347,8 +370,7 @@ def serving_module(model, task="semantic", image_size=None, signatures=None):
         if unknown:
             raise ValueError(f"A {task} model has signatures {sorted(functions)}; got {unknown}.")
         functions = {k: v for k, v in functions.items() if k in signatures}
-    archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive = tracking_archive(model)
     specs = input_signature(model, task, image_size)
     for name, serving_fn in functions.items():
         serve = checked_inputs(serving_fn(model), specs, minimum_image_size(model))
@@ -387,8 +409,7 @@ def tflite_archive(model, task=None, input_size=None, signature_key="serving_def
         specs.append(tf.TensorSpec(shape, tensor.dtype, name=tensor.name))
     # One argument: the single input, or the list of them (as the model takes).
     structure = [specs[0] if len(specs) == 1 else specs]
-    archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive = tracking_archive(model)
     archive.add_endpoint(
         signature_key, tf.function(lambda inputs: model(inputs, training=False)),
         input_signature=structure,

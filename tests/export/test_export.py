@@ -46,6 +46,14 @@ def test_saved_model_matches_keras_at_any_size(model, exported, size, rng):
     assert reference["class_map"].shape == (2, *size)
 
 
+def test_every_weight_is_stored_once(model, exported):
+    # Keras 3.15's ExportArchive stored each weight twice (keras-team/keras#23553).
+    prefix = os.path.join(exported[1], "variables", "variables")
+    stored = [shape for name, shape in tf.train.list_variables(prefix) if shape]
+    weights = sum(int(np.prod(v.shape)) for v in model.variables)  # seed states included
+    assert sum(int(np.prod(shape)) for shape in stored) == weights
+
+
 def test_existing_version_is_never_overwritten(model, exported):
     base, _ = exported
     with pytest.raises(ValueError, match="already exists"):
