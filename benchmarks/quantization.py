@@ -36,8 +36,12 @@ QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 
 
 def as_numpy(serve):
-    """A serving function returning NumPy arrays, as the TFLite runner does."""
-    return lambda images: {k: v.numpy() for k, v in serve(images).items()}
+    """A serving function, traced once (a graph, as a server runs it),
+    returning NumPy arrays as the TFLite runner does."""
+    import tensorflow as tf
+
+    traced = tf.function(serve, reduce_retracing=True)
+    return lambda images: {k: v.numpy() for k, v in traced(images).items()}
 
 
 def segmenter_task(model_path, count):
