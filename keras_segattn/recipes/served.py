@@ -12,17 +12,15 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.export.flow import resize_uint8
 from keras_segattn.metrics import confusion_matrix_update, scores_from_confusion_matrix
 
 HELDOUT_FILE = "heldout.json"
 
 
 def _uint8(image, size=None):
-    image = tf.convert_to_tensor(image)
-    if size is None:
-        return tf.cast(image, tf.uint8)
-    resized = tf.image.resize(tf.cast(image, tf.float32), size)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    """A uint8 image as a client sends it, resized (and rounded) to `size`."""
+    return tf.cast(image, tf.uint8) if size is None else tf.constant(resize_uint8(image, size))
 
 
 def _semantic(signature, data, split, count, image_size):
