@@ -58,11 +58,13 @@ def _classification(signature, data, split, count, distortion):
     return {"error_percent": 100.0 * wrong / total}
 
 
-def _captioning(signature, data, split, count, image_size):
+def _captioning(signature, data, split, count, image_size, num_images):
     from keras_segattn.data import load_caption_dataset
-    from keras_segattn.evaluation.captioning import score_captions
+    from keras_segattn.evaluation import score_captions
 
-    kwargs = {"num_images": count, "image_size": image_size[0]} if data == "shapes" else {}
+    kwargs = {}
+    if data == "shapes":  # generated: how many, at which size
+        kwargs = {"num_images": num_images or count or 200, "image_size": image_size[0]}
     dataset = load_caption_dataset(data, split, **kwargs)
     if count is not None:
         dataset = dataset.take(count)
@@ -75,7 +77,9 @@ def _captioning(signature, data, split, count, image_size):
     return {"BLEU-1": scores["BLEU-1"], "BLEU-4": scores["BLEU-4"]}
 
 
-def score_saved_model(path, task, data, split="test", count=None, image_size=None, distortion=None):
+def score_saved_model(
+    path, task, data, split="test", count=None, image_size=None, distortion=None, num_images=None
+):
     """Scores a SavedModel on held-out data through `serving_default`.
 
     Args:
@@ -92,6 +96,8 @@ def score_saved_model(path, task, data, split="test", count=None, image_size=Non
         image_size: `(height, width)` or `None`. Semantic: the network's
             size; captioning on the shapes: the images' size.
         distortion: str. Classification: `"R"`, `"RTS"`, `"P"` or `"E"`.
+        num_images: int or `None`. Captioning on the shapes: how many
+            held-out images to generate (`count` takes the first ones).
 
     Returns:
         A dict of scores.
@@ -105,7 +111,7 @@ def score_saved_model(path, task, data, split="test", count=None, image_size=Non
             raise ValueError("task='classification' needs distortion ('R', 'RTS', 'P' or 'E').")
         return _classification(signature, data, split, count, distortion)
     if task == "captioning":
-        return _captioning(signature, data, split, count, size)
+        return _captioning(signature, data, split, count, size, num_images)
     raise ValueError(
         f"task must be 'semantic', 'classification' or 'captioning'; got task={task!r}."
     )
