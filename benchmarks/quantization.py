@@ -134,7 +134,7 @@ def captioner_task(model_path, count):
         references, candidates = {}, {}
         for i, (images, captions) in enumerate(held_out):
             references[i] = captions
-            candidates[i] = model.decode_tokens(predict(images)["token_ids"])[0]
+            candidates[i] = " ".join(model.decode_tokens(predict(images)["token_ids"][0]))
         return score_captions(references, candidates, metrics=("BLEU",))["BLEU-4"]
 
     serve = captioning_tokens_serving_fn(model)
@@ -205,6 +205,7 @@ def main():
                 f"| {task['name']} | {runtime} | {size} | {seconds * 1000:.1f} ms | "
                 f"{task['metric']} {score:.3f} |"
             )
+            print(lines[-1], flush=True)
     report(lines, "quantization.md", args.quick)
 
 
