@@ -389,7 +389,7 @@ def test_saved_model_signature_and_builtin_tflite(toy, tmp_path, rng):
     model, images, _ = toy
     path = export_saved_model(model, tmp_path, name="captioner", task="captioning")
     loaded = tf.saved_model.load(path)
-    assert set(loaded.signatures) == {"serving_default", "tokens"}
+    assert set(loaded.signatures) == {"serving_default", "serving_bytes", "tokens"}
     signature = loaded.signatures["serving_default"]
     (spec,) = signature.structured_input_signature[1].values()
     assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, None, None, 3]
@@ -415,6 +415,22 @@ def test_saved_model_signature_and_builtin_tflite(toy, tmp_path, rng):
     assert report["tflite"]["token_ids"] == 0.0 and report["tflite"]["attention"] < 1e-4
     single = run_tflite(flatbuffer, {"images": other[:1]})
     np.testing.assert_array_equal(single["token_ids"], reference["token_ids"][:1])
+
+
+def test_full_integer_tflite_still_speaks(toy, rng):
+    # The greedy decoder kept <pad> and <start> out of the argmax with a
+    # -1e9 offset: int8 quantised the argmax input over that range, every
+    # real logit became one value, and each word came out <unk>.
+    model, images, _ = toy
+    calibration = [images[i : i + 1] for i in range(2)]
+    calibration += [rng.integers(0, 256, (1, 32, 32, 3)).astype("uint8") for _ in range(6)]
+    flatbuffer = convert_to_tflite(
+        model, quantization="int8", representative_images=calibration,
+        signature_key="tokens", task="captioning",
+    )  # fmt: skip
+    for i, caption in enumerate(CAPTIONS):
+        token_ids = run_tflite(flatbuffer, {"images": images[i : i + 1]})["token_ids"][0]
+        assert " ".join(model.decode_tokens(token_ids)) == caption
 
 
 def test_keras_file_keeps_the_vocabulary(toy, tmp_path):

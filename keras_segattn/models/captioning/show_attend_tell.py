@@ -562,13 +562,18 @@ class ShowAttendTell(keras.Model):
         end_id = self._ids[END]
         tokens = tf.fill(tf.shape(annotations)[:1], self._ids[START])
         alive = tf.cast(tf.not_equal(tokens, end_id), tf.float32)
-        forbidden = tf.constant(self._forbidden)
+        # <pad> and <start> lose the argmax by sitting just below the smallest
+        # logit, not at -1e9: a full-integer TFLite file quantises the argmax
+        # input over its range, and -1e9 left every real logit one value.
+        allowed = tf.constant(self._forbidden == 0)
         token_ids, maps = [], []
         for _ in range(max_length):
             logits, states, alpha, _ = decoder.step(
                 tokens, states, annotations, projected, training=False
             )
-            tokens = tf.argmax(tf.cast(logits, tf.float32) + forbidden, -1, output_type=tf.int32)
+            logits = tf.cast(logits, tf.float32)
+            floor = tf.reduce_min(logits, axis=-1, keepdims=True) - 1.0
+            tokens = tf.argmax(tf.where(allowed, logits, floor), -1, output_type=tf.int32)
             # <pad> is 0: multiplying by `alive` pads everything after <end>.
             token_ids.append(tokens * tf.cast(alive, tf.int32))
             maps.append(tf.cast(alpha, tf.float32) * alive[:, None])
