@@ -57,6 +57,19 @@ def exported(request, tmp_path_factory):
     return model, export_saved_model(model, base, labels=LABELS)
 
 
+@pytest.fixture(scope="module")
+def semantic(exported_models):
+    """The semantic export alone, for the checks the tasks share."""
+    return exported_models["fcn8s"]
+
+
+@pytest.fixture(scope="module")
+def exported_models(tmp_path_factory):
+    model = tiny("fcn8s")
+    return {"fcn8s": (model, export_saved_model(model, tmp_path_factory.mktemp("fcn8s"),
+                                                labels=LABELS))}  # fmt: skip
+
+
 def serve(loaded, request):
     """What TF Serving does with a `PredictRequest`: the tensors out of the
     protos, the signature run, the outputs into a `PredictResponse` (both
@@ -145,10 +158,8 @@ def test_both_signatures_through_the_serving_api_protos(exported, rng):
         (None, "image_bytes must be a non-empty batch"),
     ],
 )
-def test_a_bad_string_is_named_by_its_index(exported, rng, corrupt, message):
-    model, path = exported
-    if serving_task(model) != "semantic":
-        pytest.skip("one task is enough: the decoding is shared")
+def test_a_bad_string_is_named_by_its_index(semantic, rng, corrupt, message):
+    model, path = semantic
     signature = tf.saved_model.load(path).signatures[BYTES_SIGNATURE_KEY]
     good = tf.io.encode_jpeg(rng.integers(0, 256, (40, 40, 3)).astype("uint8")).numpy()
     if corrupt is None:
@@ -159,10 +170,8 @@ def test_a_bad_string_is_named_by_its_index(exported, rng, corrupt, message):
         signature(image_bytes=batch)
 
 
-def test_bytes_after_a_jpeg_end_marker_are_allowed(exported, rng):
-    model, path = exported
-    if serving_task(model) != "semantic":
-        pytest.skip("one task is enough: the decoding is shared")
+def test_bytes_after_a_jpeg_end_marker_are_allowed(semantic, rng):
+    model, path = semantic
     signature = tf.saved_model.load(path).signatures[BYTES_SIGNATURE_KEY]
     good = tf.io.encode_jpeg(rng.integers(0, 256, (40, 40, 3)).astype("uint8")).numpy()
     plain = signature(image_bytes=tf.constant([good]))["class_map"].numpy()
@@ -206,10 +215,8 @@ def rest_predict(loaded, body):
     return {"outputs": {k: v.numpy().tolist() for k, v in outputs.items()}}
 
 
-def test_the_documented_rest_bodies_run(exported):
-    model, path = exported
-    if serving_task(model) != "semantic":
-        pytest.skip("the README's bodies are for a semantic model")
+def test_the_documented_rest_bodies_run(semantic):
+    model, path = semantic
     loaded = tf.saved_model.load(path)
     bodies = documented_requests()
     assert [("instances" in b, "inputs" in b) for b in bodies] == [(True, False), (False, True)]
@@ -225,10 +232,8 @@ def test_the_documented_rest_bodies_run(exported):
     json.dumps(columns)  # what the server sends back is plain JSON
 
 
-def test_saved_model_cli_shows_and_runs_both_signatures(exported, tmp_path):
-    model, path = exported
-    if serving_task(model) != "semantic":
-        pytest.skip("one task is enough for TensorFlow's own tool")
+def test_saved_model_cli_shows_and_runs_both_signatures(semantic, tmp_path):
+    model, path = semantic
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     shown = subprocess.run(
@@ -271,10 +276,8 @@ def test_tflite_carries_its_names_and_labels(exported, rng, tmp_path):
     assert tflite_labels(convert_to_tflite(model, task=task, signature_key=signature)) is None
 
 
-def test_labels_are_refused_unless_single_lines(exported, tmp_path):
-    model, _ = exported
-    if serving_task(model) != "semantic":
-        pytest.skip("the check is shared")
+def test_labels_are_refused_unless_single_lines(semantic, tmp_path):
+    model, _ = semantic
     for labels in ([], ["sky", "two\nlines"]):
         with pytest.raises(ValueError, match="labels must be a non-empty sequence"):
             export_saved_model(model, tmp_path, version=7, labels=labels)
