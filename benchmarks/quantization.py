@@ -44,10 +44,26 @@ def as_numpy(serve):
     return lambda images: {k: v.numpy() for k, v in traced(images).items()}
 
 
+def benchmark_task(name, metric, model, task, calibration, held_out, score):
+    """What `measure` needs of one model: its serving function (a
+    captioner's TFLite-ready `tokens` one), a sample, the scorer."""
+    from keras_segattn.export.saved_model import (
+        SERVING_FUNCTIONS,
+        captioning_tokens_serving_fn,
+    )
+
+    captioning = task == "captioning"
+    serve = captioning_tokens_serving_fn(model) if captioning else SERVING_FUNCTIONS[task](model)
+    return dict(
+        name=name, metric=metric, model=model, task=task, calibration=calibration,
+        signature="tokens" if captioning else "serving_default", sample=held_out[0][0],
+        score=score, keras=as_numpy(serve),
+    )  # fmt: skip
+
+
 def segmenter_task(model_path, count):
     from keras_segattn.checkpoints import load_model, read_run_config
     from keras_segattn.data import load_segmentation_dataset, segmentation_pipeline
-    from keras_segattn.export.saved_model import semantic_serving_fn
 
     model = load_model(model_path)
     run = read_run_config(model_path)
@@ -72,18 +88,13 @@ def segmenter_task(model_path, count):
         present = union > 0
         return float(np.mean(np.diag(confusion)[present] / union[present]))
 
-    serve = semantic_serving_fn(model)
-    return dict(
-        name=f"{model.name} ({run.get('data', 'shapes')})", metric="mean IoU", model=model,
-        task="semantic", signature="serving_default", calibration=calibration,
-        sample=held_out[0][0], score=score, keras=as_numpy(serve),
-    )  # fmt: skip
+    name = f"{model.name} ({run.get('data', 'shapes')})"
+    return benchmark_task(name, "mean IoU", model, "semantic", calibration, held_out, score)
 
 
 def classifier_task(model_path, count):
     from keras_segattn.checkpoints import load_model
     from keras_segattn.data import distorted_mnist, load_mnist
-    from keras_segattn.export.saved_model import classification_serving_fn
 
     model = load_model(model_path)
     size = model.input.shape[1]
@@ -102,12 +113,8 @@ def classifier_task(model_path, count):
         wrong = [np.argmax(predict(x)["probabilities"][0]) != y for x, y in held_out]
         return 100.0 * float(np.mean(wrong))
 
-    serve = classification_serving_fn(model)
-    return dict(
-        name=f"{model.name} ({distortion} MNIST)", metric="% error", model=model,
-        task="classification", signature="serving_default", calibration=calibration,
-        sample=held_out[0][0], score=score, keras=as_numpy(serve),
-    )  # fmt: skip
+    name = f"{model.name} ({distortion} MNIST)"
+    return benchmark_task(name, "% error", model, "classification", calibration, held_out, score)
 
 
 def captioner_task(model_path, count):
@@ -115,7 +122,6 @@ def captioner_task(model_path, count):
     from keras_segattn.data import load_caption_dataset
     from keras_segattn.evaluation.captioning import score_captions
     from keras_segattn.export.flow import resize_uint8
-    from keras_segattn.export.saved_model import captioning_tokens_serving_fn
 
     model = load_model(model_path)
     size = tuple(model.image_size)
@@ -137,12 +143,8 @@ def captioner_task(model_path, count):
             candidates[i] = " ".join(model.decode_tokens(predict(images)["token_ids"][0]))
         return score_captions(references, candidates, metrics=("BLEU",))["BLEU-4"]
 
-    serve = captioning_tokens_serving_fn(model)
-    return dict(
-        name=f"{model.name} (shapes)", metric="BLEU-4", model=model, task="captioning",
-        signature="tokens", calibration=calibration, sample=held_out[0][0], score=score,
-        keras=as_numpy(serve),
-    )  # fmt: skip
+    name = f"{model.name} (shapes)"
+    return benchmark_task(name, "BLEU-4", model, "captioning", calibration, held_out, score)
 
 
 def measure(task, repeats):

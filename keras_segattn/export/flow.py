@@ -11,7 +11,6 @@ import os
 import shutil
 
 import numpy as np
-import tensorflow as tf
 
 from keras_segattn.checkpoints import load_model, read_run_config, run_config_path
 from keras_segattn.core.precision import float32_model
@@ -21,6 +20,7 @@ from keras_segattn.export.saved_model import (
     SERVING_FUNCTIONS,
     input_signature,
     publish,
+    resize_image_uint8,
     serving_task,
     stage_saved_model,
     version_path,
@@ -36,9 +36,8 @@ EXPORT_TOLERANCE = 1e-3
 
 
 def resize_uint8(image, size):
-    """Resizes one uint8 image (bilinear, rounded back to uint8)."""
-    resized = tf.image.resize(tf.cast(image, tf.float32), size)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+    """Resizes one uint8 image (bilinear, rounded back to uint8), as NumPy."""
+    return resize_image_uint8(image, size).numpy()
 
 
 def sample_inputs(model, task, data_spec, image_size, count=32):
@@ -267,31 +266,31 @@ def export_checkpoint(
                         f"{max(check.values()):.2e} (> {EXPORT_TOLERANCE}); nothing was published."
                     )
                 files[key] = (staged, final)
+        extras = {}  # the other files published beside the TFLite ones
         if files:  # the labels beside the TFLite files too, for an app's assets
             final = os.path.join(output, name, f"{name}_v{version}.labels.txt")
             staged = os.path.join(staged_tflite, os.path.basename(final))
             write_labels(staged, labels)
-            files["labels"] = (staged, final)
+            extras["labels"] = (staged, final)
         if keras_file:
             final = os.path.join(output, name, f"{name}_v{version}.keras")
             staged = os.path.join(staged_tflite, os.path.basename(final))
             loaded.save(staged)
-            files["keras"] = (staged, final)
+            extras["keras"] = (staged, final)
             if run:
                 staged_run = os.path.join(staged_tflite, f"{name}_v{version}.run.json")
                 write_text(staged_run, json.dumps(run, indent=2))
-                files["run"] = (staged_run, run_config_path(final))
+                extras["run"] = (staged_run, run_config_path(final))
         crash_point("publish")  # verified, nothing published yet
         publish(staging, path)
-        for staged, final in files.values():
+        for staged, final in [*files.values(), *extras.values()]:
             os.replace(staged, final)
     finally:
         for leftover in (staging, staged_tflite):
             shutil.rmtree(leftover, ignore_errors=True)
     log(f"SavedModel (TF Serving layout): {path}")
-    report["labels_file"] = files.pop("labels", (None, None))[1]
-    report["keras_file"] = files.pop("keras", (None, None))[1]
-    files.pop("run", None)
+    report["labels_file"] = extras.get("labels", (None, None))[1]
+    report["keras_file"] = extras.get("keras", (None, None))[1]
     report["tflite_files"] = {q: final for q, (_, final) in files.items()}
     return path, report
 

@@ -206,8 +206,12 @@ def decode_image_bytes(encoded, index, channels, size=None):
     with tf.control_dependencies([check]):
         image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
     image.set_shape([None, None, channels])
-    if size is None:
-        return image
+    return image if size is None else resize_image_uint8(image, size)
+
+
+def resize_image_uint8(image, size):
+    """Resizes uint8 images (bilinear), rounded and clipped back to uint8:
+    what a client resizing its own pixels sends."""
     resized = tf.image.resize(tf.cast(image, tf.float32), size)
     return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.export.flow import resize_uint8
+from keras_segattn.export.saved_model import resize_image_uint8
 from keras_segattn.metrics import confusion_matrix_update, scores_from_confusion_matrix
 
 HELDOUT_FILE = "heldout.json"
@@ -20,7 +20,7 @@ HELDOUT_FILE = "heldout.json"
 
 def _uint8(image, size=None):
     """A uint8 image as a client sends it, resized (and rounded) to `size`."""
-    return tf.cast(image, tf.uint8) if size is None else tf.constant(resize_uint8(image, size))
+    return tf.cast(image, tf.uint8) if size is None else resize_image_uint8(image, size)
 
 
 def _semantic(signature, data, split, count, image_size):
