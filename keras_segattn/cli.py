@@ -309,8 +309,9 @@ def stn_table(args):
 
     run_table(
         args.rows, args.distortions, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, seed=args.seed, output=args.output,
-        source=args.mnist, limit=args.limit, verbose=args.verbose,
+        learning_rate=args.learning_rate, optimizer=args.optimizer, schedule=args.schedule,
+        momentum=args.momentum, seed=args.seed, output=args.output, source=args.mnist,
+        limit=args.limit, overwrite=args.overwrite, verbose=args.verbose,
     )  # fmt: skip
 
 
@@ -547,10 +548,18 @@ def build_parser():
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD's momentum")
+    p.add_argument(
+        "--schedule", default="cosine", choices=["cosine", "step"],
+        help="cosine to 0, or step: /10 after 1/3 and 2/3 of the steps (the paper's)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mnist", help="MNIST folder of IDX files, 'keras' or 'tfds'")
     p.add_argument("--limit", type=int, help="use only this many digits (smoke runs)")
     p.add_argument("--output", default="runs/stn")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a cell afresh if its folder holds other settings")  # fmt: skip
     p.add_argument("--verbose", type=int, default=2)
     p.set_defaults(func=stn_table)
 

@@ -203,6 +203,20 @@ def doubly_stochastic_penalty_reference(attention, targets, weight, pad_id=0):
     return weight * total / attention.shape[0]
 
 
+def reward_to_go_advantages_reference(token_log_likelihood, targets, baseline, sampled, pad_id=0):
+    """Loop form of `reward_to_go_advantages`: per step, the log-likelihood
+    of the words from it on minus `baseline` per token, divided by the
+    standard deviation over the sampled non-pad steps."""
+    mask = targets != pad_id
+    advantages = np.zeros(targets.shape, np.float64)
+    for n, t in np.ndindex(*targets.shape):
+        if mask[n, t]:
+            rest = mask[n, t:]
+            advantages[n, t] = token_log_likelihood[n, t:][rest].sum() - baseline * rest.sum()
+    scored = advantages[mask & sampled]
+    return advantages / max(scored.std(), 1e-3)
+
+
 def anchors_reference(height, width, scales, aspect_ratios, stride):
     """Faster R-CNN anchors, one position and one anchor at a time (float64).
 

@@ -161,6 +161,24 @@ def test_attention_localization_hand_computed():
     assert out["score"] == pytest.approx(0.3)
 
 
+def test_attention_localization_at_the_colour_step():
+    masks, names, colors = _two_circles()
+    words = ["a", "blue", "circle", "and", "a", "circle", "<end>"]
+    alpha = np.full((7, 2, 2), 0.25)
+    alpha[1] = [[0.0, 0.0], [0.0, 1.0]]  # "blue": on the blue circle's cell
+    alpha[2] = [[1.0, 0.0], [0.0, 0.0]]  # "circle": on the red one
+    at_colour = attention_localization(alpha, words, masks, names, colors, step="colour")
+    # Only the noun after a colour word counts; its colour step is scored.
+    assert at_colour["count"] == 1 and at_colour["score"] == pytest.approx(0.5)
+    at_noun = attention_localization(alpha, words, masks, names, colors)
+    assert at_noun["count"] == 2 and at_noun["scores"][0] == pytest.approx(0.0)
+    assert at_colour["uniform_score"] == pytest.approx(0.125)  # half of one cell of four
+    with pytest.raises(ValueError, match="needs object_colors"):
+        attention_localization(alpha, words, masks, names, step="colour")
+    with pytest.raises(ValueError, match="step must be one of"):
+        attention_localization(alpha, words, masks, names, colors, step="verb")
+
+
 def test_attention_localization_batched_and_unmatched_nouns():
     masks, names, colors = _two_circles()
     alpha = np.zeros((3, 4))  # flat grid, inferred 2x2

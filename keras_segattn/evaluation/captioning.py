@@ -286,6 +286,9 @@ def _attention_grid(attention, grid_shape, index):
     return att
 
 
+LOCALIZATION_STEPS = ("noun", "colour")
+
+
 def attention_localization(
     attention,
     words,
@@ -294,8 +297,10 @@ def attention_localization(
     object_colors=None,
     nouns=None,
     grid_shape=None,
+    step="noun",
 ):
-    """Share of attention on the named object when its noun is emitted.
+    """Share of attention on the named object when its noun is emitted
+    (or, with `step="colour"`, when the colour word before it is).
 
     For every emitted word that is a noun (`nouns`), the objects of that
     name are looked up; if the word before the noun is the colour of some
@@ -314,6 +319,12 @@ def attention_localization(
     Tell, `alpha_t` feeds the step that outputs `y_t`). The grid is taken
     to cover the whole image the masks describe (`caption_pipeline` resizes
     without cropping, so original-resolution masks are right).
+
+    `step="colour"` scores the weights of the step before the noun instead,
+    for the pairs where that word is the colour of the named objects (`"a
+    red circle"`: the step that emitted `"red"`); it needs `object_colors`.
+    The two show whether the decoder looks at an object while it describes
+    it, or only before.
 
     Args:
         attention: One caption's weights `(steps, Hg, Wg)` or
@@ -334,6 +345,8 @@ def attention_localization(
             names found in `object_names` over the whole call.
         grid_shape: tuple `(Hg, Wg)` for flat attention; `None` takes a
             square grid. Defaults to `None`.
+        step: `"noun"` or `"colour"`: whose weights are scored (see
+            above). Defaults to `"noun"`.
 
     Returns:
         A dict: `score` (mean over matched (caption, noun) pairs, NaN if
@@ -361,6 +374,10 @@ def attention_localization(
             "words must be the list of emitted words (one per step), not one string; "
             f"got {words!r:.60}"
         )
+    if step not in LOCALIZATION_STEPS:
+        raise ValueError(f"step must be one of {LOCALIZATION_STEPS}; got step={step!r}.")
+    if step == "colour" and object_colors is None:
+        raise ValueError("step='colour' needs object_colors (the colour word of each object).")
     words = list(words)
     single = not words or all(isinstance(w, (str, bytes)) for w in words)
     if single:
@@ -418,6 +435,12 @@ def attention_localization(
             if colors is not None and t > 0:
                 same_colour = [k for k in found if colors[k] == caption[t - 1]]
                 found = same_colour or found
+                if step == "colour":
+                    if not same_colour:
+                        continue  # no colour word before this noun
+                    t, word = t - 1, caption[t - 1]
+            elif step == "colour":
+                continue
             total = att[t].sum()
             if total <= 0:
                 raise ValueError(
@@ -488,14 +511,17 @@ def evaluate_captioner(
     report = {k: float(v) for k, v in scores.items()}
     report.update(num_images=len(candidates), exact_match=float(np.mean(exact)))
     if objects is not None:
-        localization = attention_localization(
-            attention_maps, words, masks, names, colors, nouns=nouns
-        )
+        found = (attention_maps, words, masks, names, colors)
+        localization = attention_localization(*found, nouns=nouns)
+        at_colour = attention_localization(*found, nouns=nouns, step="colour")
         report.update(
             localization=float(localization["score"]),
             localization_uniform=float(localization["uniform_score"]),
             localization_pairs=int(localization["count"]),
             hallucinated_nouns=int(localization["unmatched"]),
+            localization_colour=float(at_colour["score"]),
+            localization_colour_uniform=float(at_colour["uniform_score"]),
+            localization_colour_pairs=int(at_colour["count"]),
         )
     report["examples"] = [
         {"image_id": i, "generated": candidates[i], "references": references[i]}

@@ -8,8 +8,6 @@ search, BLEU / METEOR / CIDEr, and on the built-in shapes the
 attention-localisation score), all in the shared run folder.
 """
 
-import time
-
 import keras
 
 from keras_segattn.core.validation import check_int
@@ -133,14 +131,13 @@ def train_captioner(
         train_batches = caption_pipeline(train, shuffle=1024, seed=seed, **pipeline)
         val_batches = caption_pipeline(val, one_caption_per_image="all", **pipeline)
         callbacks = run.callbacks(monitor="val_loss", mode="min") + list(callbacks or [])
-        start = time.time()
         model.fit(
             train_batches, validation_data=val_batches, epochs=epochs, callbacks=callbacks,
             verbose=verbose, shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
         )  # fmt: skip
-        train_seconds = time.time() - start
     if not run.finish_training(model):
         return None  # another worker than the chief
+    train_seconds = run.training_seconds()  # the epochs of every sitting
 
     best_model = run.best_model(model)
     test = load_caption_dataset(

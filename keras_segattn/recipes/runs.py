@@ -43,6 +43,7 @@ import numbers
 import os
 import shutil
 import tempfile
+import time
 
 import keras
 import numpy as np
@@ -171,7 +172,13 @@ class RunCheckpoints(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         crash_point("batch")  # the kill tests' mid-epoch point
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.time()
+
     def on_epoch_end(self, epoch, logs=None):
+        # Its wall time (validation included), so a run's training time
+        # adds up over sittings: `RunFolder.training_seconds`.
+        logs = {**(logs or {}), "epoch_seconds": time.time() - self._epoch_start}
         os.makedirs(self.run.backup, exist_ok=True)
         name = f"epoch-{epoch + 1}.weights.h5"
         save_weights(self.model, os.path.join(self.run.backup, name))
@@ -281,6 +288,16 @@ class RunFolder:
     def history(self):
         return self.file("history.csv")
 
+    def resume_epoch(self):
+        """The epoch a resumed `fit` goes on from (`backup/state.json`); 0
+        for a new run. Recipes whose data differ per epoch start their
+        pipeline there, so a resumed run sees what an uninterrupted one
+        would."""
+        path = os.path.join(self.shared("backup"), STATE)
+        if not self.resume or not os.path.exists(path):
+            return 0
+        return int(read_json(path)["epoch"])
+
     def write_config(self, config):
         """Writes the run's arguments to `run.json`."""
         return write_json(self.file(RUN_CONFIG), config)
@@ -347,6 +364,19 @@ class RunFolder:
         text = io.StringIO()
         csv.writer(text).writerows(rows)
         write_text(self.history, text.getvalue())
+
+    def history_column(self, name):
+        """The values of one `history.csv` column, epoch by epoch, as floats
+        (`[]` if the column is missing; a row without it is skipped)."""
+        rows = self._history_rows()
+        if not rows or name not in rows[0]:
+            return []
+        index = rows[0].index(name)
+        return [float(r[index]) for r in rows[1:] if len(r) > index and r[index] != ""]
+
+    def training_seconds(self):
+        """The wall time of the epochs in `history.csv`, over every sitting."""
+        return sum(self.history_column("epoch_seconds"))
 
     def trim_history(self, epochs):
         """Keeps the header and the rows of epochs `< epochs` in `history.csv`."""

@@ -7,8 +7,6 @@ patches (`patch_pipeline`) and scored densely (`dense_model`, shift-and-stitch
 by shifted pooling) like the others.
 """
 
-import time
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -222,7 +220,6 @@ def train_segmenter(
         built = create_model(model, num_classes=info.num_classes, width=width,
                              **kwargs, **(model_kwargs or {}))  # fmt: skip
 
-        start = time.time()
         if task == "patch":
             fit_patch_classifier(
                 built, run, train_data, val_data, info, epochs, batch_size, image_size, augment,
@@ -259,9 +256,9 @@ def train_segmenter(
                     train_batches, epochs=epochs, callbacks=run_callbacks, shuffle=False,
                     **fit_kwargs,
                 )  # fmt: skip
-        train_seconds = time.time() - start
     if not run.finish_training(built):
         return None  # another worker than the chief
+    train_seconds = run.training_seconds()  # the epochs of every sitting
 
     best = run.best_model(built)
     crash_point("evaluation")  # the kill tests' point in the final evaluation

@@ -9,7 +9,6 @@ where it stopped. It prints the measured error beside the paper's.
 
 import math
 import os
-import time
 
 import keras
 import numpy as np
@@ -21,7 +20,7 @@ from keras_segattn.data.distortions import DISTORTIONS, distorted_mnist, distort
 from keras_segattn.data.mnist import load_mnist
 from keras_segattn.models.registry import create_model
 from keras_segattn.models.spatial_transformer.mnist_models import transformer_outputs
-from keras_segattn.recipes.runs import RUN_CONFIG, RunFolder, config_differences, read_json
+from keras_segattn.recipes.runs import RunFolder
 from keras_segattn.viz import save_transformer_grid
 
 # Table 1 of the paper, test error in %, columns R, RTS, P, E.
@@ -45,46 +44,102 @@ def parse_row(row):
     return name, transform or None
 
 
-def training_data(distortion, epochs, batch_size, seed, mnist):
-    """`epochs` passes over the 60,000 digits, freshly distorted each pass."""
-    passes = [
-        distorted_mnist("train", distortion, seed=seed + epoch, source=mnist)
-        for epoch in range(epochs)
-    ]
+def training_data(distortion, epochs, batch_size, seed, mnist, start_epoch=0):
+    """Passes `start_epoch` to `epochs - 1` over the 60,000 digits, each
+    freshly distorted (seed `seed + epoch`) and shuffled on its own, so
+    epoch `e` is the same batches whether or not the run was interrupted
+    before it."""
+    passes = []
+    for epoch in range(start_epoch, epochs):
+        data = distorted_mnist("train", distortion, seed=seed + epoch, source=mnist)
+        passes.append(
+            data.shuffle(10_000, seed=seed + epoch).batch(batch_size, drop_remainder=True)
+        )
     data = passes[0]
     for more in passes[1:]:
         data = data.concatenate(more)
-    return (
-        data.shuffle(10_000, seed=seed)
-        .map(lambda x, y: (x * 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(batch_size, drop_remainder=True)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    data = data.map(lambda x, y: (x * 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
+    # Exactly the batches fit reads; repeat() only keeps Keras from warning
+    # that the data ran out as the last epoch ends.
+    return data.repeat().prefetch(tf.data.AUTOTUNE)
 
 
-def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, seed=0,
-               output="runs/stn", source=None, limit=None, verbose=2):  # fmt: skip
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("cosine", "step")
+
+
+def learning_rate_schedule(schedule, learning_rate, total_steps):
+    """`"cosine"`: from `learning_rate` down to 0 over the run. `"step"`:
+    the paper's, `learning_rate` divided by 10 after a third and again
+    after two thirds of the steps (its 50k and 100k of 150k iterations)."""
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
+    if schedule == "step":
+        boundaries = [max(1, total_steps // 3), max(2, 2 * total_steps // 3)]
+        values = [learning_rate, learning_rate / 10, learning_rate / 100]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    raise ValueError(f"schedule must be one of {SCHEDULES}; got schedule={schedule!r}.")
+
+
+def make_optimizer(optimizer, schedule, momentum):
+    if optimizer == "adam":
+        return keras.optimizers.Adam(schedule)
+    if optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=momentum)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got optimizer={optimizer!r}.")
+
+
+def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, optimizer="adam",
+               schedule="cosine", momentum=0.9, seed=0, output="runs/stn", source=None,
+               limit=None, overwrite=False, verbose=2):  # fmt: skip
     """Trains and tests one table cell; returns (and saves) its result dict.
 
     Each cell is a run folder `<output>/<row>_<distortion>/` (run.json,
     history.csv, last.keras, the resume state, logs/, metrics.json): a cell
-    measured with the same settings is read back instead of retrained, and
-    an interrupted one resumes from its last finished epoch.
-    `source` is the MNIST source of `load_mnist`; `limit` keeps only the
-    first `limit` training and test digits (for smoke runs).
+    measured with the same settings is read back instead of retrained, an
+    interrupted one resumes from its last finished epoch (on the same
+    distorted digits an uninterrupted run would see), and a folder holding
+    a cell of other settings is refused, naming them, unless `overwrite`.
+
+    The test error is measured after every epoch too (`val_accuracy` in
+    history.csv, `test_error_by_epoch` in the result): it shows how the
+    error falls with training; nothing is chosen on it, the cell reports
+    the last epoch.
+
+    Args:
+        row: str. A row of `PAPER_ERRORS`, e.g. `"st_cnn:affine"`.
+        distortion: str. One of `DISTORTIONS`.
+        epochs: int. Passes over the 60,000 training digits.
+        batch_size: int.
+        learning_rate: float. The initial learning rate.
+        optimizer: `"adam"` or `"sgd"` (with `momentum`; the paper's).
+        schedule: `"cosine"` (to 0) or `"step"` (/10 after 1/3 and 2/3 of
+            the steps, the paper's).
+        momentum: float. SGD's momentum.
+        seed: int. The initialisation and distortion seed.
+        output: str. The folder of the cells.
+        source: the MNIST source of `load_mnist`.
+        limit: int or `None`. Only the first `limit` training and test
+            digits (smoke runs).
+        overwrite: bool. Start the cell afresh if its folder holds other
+            settings.
+        verbose: int. Keras' fit verbosity.
     """
     epochs = check_int(epochs, "epochs")
     name, transform = parse_row(row)
     if distortion not in DISTORTIONS:
         raise ValueError(f"distortion must be one of {DISTORTIONS}; got {distortion!r}.")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got optimizer={optimizer!r}.")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}; got schedule={schedule!r}.")
     settings = {"row": row, "distortion": distortion, "epochs": epochs,
-                "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+                "batch_size": batch_size, "learning_rate": learning_rate,
+                "optimizer": optimizer, "schedule": schedule,
+                "momentum": momentum if optimizer == "sgd" else None, "seed": seed,
                 "limit": limit, "source": source}  # fmt: skip
     run = RunFolder(cell_folder(output, row, distortion))
-    saved = run.file(RUN_CONFIG)
-    # A cell is keyed by its settings: other settings start it afresh.
-    stale = os.path.exists(saved) and config_differences(read_json(saved), settings)
-    finished = run.start(settings, overwrite=bool(stale))
+    finished = run.start(settings, overwrite=overwrite)
     if finished is not None:
         return finished
 
@@ -96,27 +151,30 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, s
     if transform:
         kwargs["transform"] = transform
     model = create_model(name, **kwargs)
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps)
     model.compile(
-        keras.optimizers.Adam(schedule),
+        make_optimizer(optimizer, learning_rate_schedule(schedule, learning_rate, epochs * steps),
+                       momentum),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-    )
-    start = time.time()
+    )  # fmt: skip
+    test = distorted_mnist("test", distortion, seed=seed, source=test_mnist)
+    test = test.map(lambda x, y: (x * 255.0, y)).batch(1000).cache()
+    # A resumed cell starts its data at its first untrained epoch (with
+    # every epoch trained, fit only restores the saved state).
+    first = min(run.resume_epoch(), epochs - 1)
     model.fit(
-        training_data(distortion, epochs, batch_size, seed, train_mnist),
-        epochs=epochs, steps_per_epoch=steps, verbose=verbose, callbacks=run.callbacks(),
+        training_data(distortion, epochs, batch_size, seed, train_mnist, start_epoch=first),
+        epochs=epochs, steps_per_epoch=steps, validation_data=test, verbose=verbose,
+        callbacks=run.callbacks(),
         shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
     )  # fmt: skip
-    seconds = time.time() - start
-    test = distorted_mnist("test", distortion, seed=seed, source=test_mnist)
-    test = test.map(lambda x, y: (x * 255.0, y)).batch(1000)
     _, accuracy = model.evaluate(test, verbose=0)
     result = {
         "settings": settings,
         "test_error": 100.0 * (1.0 - accuracy),
         "paper_error": PAPER_ERRORS[row][DISTORTIONS.index(distortion)],
-        "train_seconds": round(seconds, 1),
+        "test_error_by_epoch": [100.0 * (1.0 - a) for a in run.history_column("val_accuracy")],
+        "train_seconds": round(run.training_seconds(), 1),
         "test_images": int(len(test_mnist[1])),
         "parameters": int(model.count_params()),
     }
@@ -143,10 +201,20 @@ def format_table(results, distortions):
                 cells.append(f"- (paper {paper})")
             else:
                 minutes = math.ceil(r["train_seconds"] / 60)
-                cells.append(f"**{r['test_error']:.2f}** (paper {paper}; {minutes} min)")
+                cells.append(f"**{r['test_error']:.2f}** (paper {paper}; {schedule_text(r)}, "
+                             f"{minutes} min)")  # fmt: skip
         if any(not c.startswith("-") for c in cells):
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def schedule_text(result):
+    """E.g. `"40 ep. SGD, step"` from a cell's settings."""
+    settings = result["settings"]
+    optimizer = settings.get("optimizer", "adam")
+    return f"{settings['epochs']} ep. {optimizer.upper() if optimizer == 'sgd' else 'Adam'}, " + (
+        settings.get("schedule") or "cosine"
+    )
 
 
 def run_table(rows, distortions, **kwargs):

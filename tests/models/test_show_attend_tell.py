@@ -15,12 +15,19 @@ from keras_segattn.models.captioning import (
     encode_captions,
     masked_caption_loss,
     reinforce_surrogate,
+    reward_to_go_advantages,
     show_attend_tell,
+    step_reinforce_surrogate,
+    token_log_likelihood,
 )
 from keras_segattn.models.captioning.show_attend_tell import build_encoder
 from keras_segattn.models.registry import create_model, get_model_spec, list_models
 from keras_segattn.testing import run_model_test
-from tests.references import caption_cross_entropy_reference, doubly_stochastic_penalty_reference
+from tests.references import (
+    caption_cross_entropy_reference,
+    doubly_stochastic_penalty_reference,
+    reward_to_go_advantages_reference,
+)
 
 CAPTIONS = ["a red square", "blue circle on grass"]
 
@@ -200,6 +207,50 @@ def test_reinforce_surrogate_value():
     )  # fmt: skip
     entropy = np.log(2.0) - (0.9 * np.log(0.9) + 0.1 * np.log(0.1))
     np.testing.assert_allclose(value, [2.0 * (-3.0 + 1.0) * np.log(0.5) + 0.1 * entropy], rtol=1e-6)
+
+
+def test_reward_to_go_advantages_match_numpy(rng):
+    targets = np.array([[5, 6, 2, 0, 0], [7, 5, 6, 8, 2]])
+    tokens = np.where(targets != 0, -rng.uniform(0.1, 3.0, targets.shape), 0.0)
+    sampled = rng.uniform(size=targets.shape) < 0.6
+    sampled[0, 0] = sampled[1, 1] = True
+    expected = reward_to_go_advantages_reference(tokens, targets, -1.2, sampled)
+    got = reward_to_go_advantages(tokens, targets != 0, -1.2, sampled=sampled)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert (got.numpy()[targets == 0] == 0).all()
+    # One advantage per caption broadcast over the steps is the paper's surrogate.
+    attention = rng.dirichlet(np.ones(4), size=(2, 5)).astype("float32")
+    log_probs = np.where(sampled, np.log(attention[..., 0]), 0.0)
+    caption = tokens.sum(-1)
+    paper = reinforce_surrogate(caption, log_probs, attention, targets != 0, -4.0, 1.5, 0.1)
+    steps = step_reinforce_surrogate(
+        (caption + 4.0)[:, None], log_probs, attention, targets != 0, 1.5, 0.1
+    )
+    np.testing.assert_allclose(paper, steps, rtol=1e-6)
+
+
+def test_hard_attention_with_variance_reduction_trains(rng):
+    model = tiny(attention="hard", baseline_decay=0.5, variance_reduction=True)
+    assert show_attend_tell(**model.get_config()).get_config()["variance_reduction"] is True
+    model.compile("sgd", CaptionLoss())
+    model.decoder.baseline.assign(-1.0)
+    inputs, targets = batch(model, rng, size=8)
+    outputs = model(inputs, training=True)
+    cross_entropy = caption_cross_entropy_reference(targets, outputs["logits"])
+    loss = float(model.compute_loss(inputs, targets, outputs, training=True))
+    np.testing.assert_allclose(loss, cross_entropy.mean(), rtol=1e-5)  # value: caption loss
+    # The baseline follows the log-likelihood per token.
+    tokens = token_log_likelihood(targets, outputs["logits"]).numpy()
+    per_token = tokens.sum() / (targets != 0).sum()
+    np.testing.assert_allclose(
+        float(model.decoder.baseline.numpy()), 0.5 * -1.0 + 0.5 * per_token, rtol=1e-5
+    )
+    # The score-function term reaches the attention weights.
+    with tf.GradientTape() as tape:
+        outputs = model(inputs, training=True)
+        loss = model.compute_loss(inputs, targets, outputs, training=True)
+    kernel = model.decoder.attention.score_kernel
+    assert np.abs(dense(tape.gradient(loss, kernel), kernel)).sum() > 0
 
 
 @pytest.mark.parametrize("expected_context_rate", [0.0, 0.5])

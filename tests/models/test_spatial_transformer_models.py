@@ -1,5 +1,7 @@
 import os
 
+import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -86,3 +88,19 @@ def test_transformer_figure(shared_data, tmp_path):
                               source=f"{shared_data}/mnist")  # fmt: skip
     width, height = Image.open(path).size
     assert height == 3 * (42 + 2 + 42) and width == 3 * (3 * 42 + 2 * 2)
+
+
+def test_table_schedules_and_optimizers():
+    from keras_segattn.recipes.stn import learning_rate_schedule, make_optimizer
+
+    step = learning_rate_schedule("step", 0.05, 300)  # the paper's: /10 at 1/3 and 2/3
+    values = [float(step(s)) for s in (0, 99, 101, 199, 201, 299)]
+    np.testing.assert_allclose(values, [0.05, 0.05, 0.005, 0.005, 0.0005, 0.0005], rtol=1e-6)
+    cosine = learning_rate_schedule("cosine", 0.05, 300)
+    assert float(cosine(0)) == pytest.approx(0.05) and float(cosine(300)) == pytest.approx(0.0)
+    sgd = make_optimizer("sgd", step, 0.9)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.9
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        learning_rate_schedule("linear", 0.05, 300)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        train_cell("cnn", "R", optimizer="rmsprop")

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -104,3 +105,34 @@ def test_killed_runs_resume_to_the_same_result(tmp_path):
     assert versions == ["1"] and (base / "tiny" / "1" / "saved_model.pb").is_file()
     assert (base / "tiny" / "tiny_v1.tflite").is_file()
     assert not [n for n in os.listdir(base / "tiny") if n.startswith(".staging")]
+
+
+def test_killed_stn_cell_resumes_to_the_uninterrupted_result(tmp_path, shared_data):
+    """A Table 1 cell killed mid-way resumes on the distorted digits of its
+    next epoch, so it ends where an uninterrupted cell ends."""
+    from keras_segattn.checkpoints import load_model
+
+    cell = ["stn-table", "--rows", "st_cnn:affine", "--distortions", "R", "--epochs", "3",
+            "--batch-size", "64", "--limit", "256", "--optimizer", "sgd", "--schedule", "step",
+            "--learning-rate", "0.02", "--mnist", f"{shared_data}/mnist"]  # fmt: skip
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert segattn([*cell, "--output", str(whole)]).returncode == 0
+    # Four batches an epoch: killed in the middle of epoch 2.
+    assert killed(segattn([*cell, "--output", str(resumed)], "batch:6"))
+    folder = resumed / "st_cnn_affine_R"
+    assert json.loads((folder / "backup" / "state.json").read_text())["epoch"] == 1
+    result = segattn([*cell, "--output", str(resumed)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    one = json.loads((whole / "st_cnn_affine_R" / "metrics.json").read_text())
+    two = json.loads((folder / "metrics.json").read_text())
+    assert len(two["test_error_by_epoch"]) == 3 and two["train_seconds"] > 0
+    assert [int(r["epoch"]) for r in history(folder)] == [0, 1, 2]
+    a = load_model(str(whole / "st_cnn_affine_R" / "last.keras"))
+    b = load_model(str(folder / "last.keras"))
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    assert two["test_error"] == pytest.approx(one["test_error"], abs=0.5)
+    # Other settings in the same folder are refused by name, not overwritten.
+    other = segattn([*cell, "--output", str(resumed), "--momentum", "0.5"])
+    assert other.returncode != 0 and "momentum: 0.9 -> 0.5" in other.stderr
+    assert json.loads((folder / "metrics.json").read_text()) == two

@@ -7,6 +7,9 @@ from keras_segattn.models.captioning.losses import (
     doubly_stochastic_penalty,
     masked_caption_loss,
     reinforce_surrogate,
+    reward_to_go_advantages,
+    step_reinforce_surrogate,
+    token_log_likelihood,
 )
 from keras_segattn.models.captioning.show_attend_tell import (
     CaptionDecoder,
@@ -27,5 +30,8 @@ __all__ = [
     "encode_captions",
     "masked_caption_loss",
     "reinforce_surrogate",
+    "reward_to_go_advantages",
     "show_attend_tell",
+    "step_reinforce_surrogate",
+    "token_log_likelihood",
 ]

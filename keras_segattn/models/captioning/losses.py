@@ -21,9 +21,8 @@ def target_mask(targets, pad_id=PAD_ID, dtype="float32"):
     return tf.cast(tf.not_equal(tf.cast(targets, tf.int32), pad_id), dtype)
 
 
-def caption_log_likelihood(targets, logits, pad_id=PAD_ID):
-    """`log p(y | image)` of every caption: its token log-probabilities summed
-    over the non-pad steps.
+def token_log_likelihood(targets, logits, pad_id=PAD_ID):
+    """`log p(y_t | y_<t, image)` of every target token, 0 at padding.
 
     Args:
         targets: int tensor `(batch, T)`.
@@ -31,7 +30,7 @@ def caption_log_likelihood(targets, logits, pad_id=PAD_ID):
         pad_id: int. The padding token. Defaults to `0`.
 
     Returns:
-        A float32 tensor `(batch,)`.
+        A float32 tensor `(batch, T)`.
     """
     targets = tf.cast(targets, tf.int32)
     logits = tf.cast(logits, tf.float32)
@@ -39,7 +38,14 @@ def caption_log_likelihood(targets, logits, pad_id=PAD_ID):
     token_nll = tf.nn.sparse_softmax_cross_entropy_with_logits(
         tf.where(mask > 0, targets, 0), logits
     )
-    return -tf.reduce_sum(token_nll * mask, axis=-1)
+    return -token_nll * mask
+
+
+def caption_log_likelihood(targets, logits, pad_id=PAD_ID):
+    """`log p(y | image)` of every caption: its token log-probabilities summed
+    over the non-pad steps, a float32 tensor `(batch,)` (see
+    `token_log_likelihood`)."""
+    return tf.reduce_sum(token_log_likelihood(targets, logits, pad_id), axis=-1)
 
 
 def masked_caption_loss(y_true, y_pred, pad_id=PAD_ID, per_token=False, from_logits=True):
@@ -186,8 +192,63 @@ def reinforce_surrogate(
     Returns:
         A float32 tensor `(batch,)` to MAXIMISE (subtract it from a loss).
     """
-    mask = tf.cast(mask, tf.float32)
     reward = tf.stop_gradient(tf.cast(log_likelihood, tf.float32)) - tf.cast(baseline, tf.float32)
-    score = tf.reduce_sum(tf.cast(location_log_probs, tf.float32) * mask, axis=-1)
+    return step_reinforce_surrogate(
+        reward[:, None], location_log_probs, attention, mask, reinforce_weight, entropy_weight
+    )
+
+
+def step_reinforce_surrogate(
+    advantages, location_log_probs, attention, mask, reinforce_weight=1.0, entropy_weight=0.0
+):
+    """`lambda_r sum_t A_t log p(s_t) + lambda_e sum_t H(alpha_t)` per
+    caption, over the non-pad steps: REINFORCE with an advantage `A_t` for
+    each step's location (`(batch, T)`, or `(batch, 1)` for one per
+    caption; its gradient is stopped). `reinforce_surrogate` is the
+    paper's case, `A_t = log p(y | s) - b` at every step."""
+    mask = tf.cast(mask, tf.float32)
+    advantages = tf.stop_gradient(tf.cast(advantages, tf.float32))
+    score = tf.reduce_sum(advantages * tf.cast(location_log_probs, tf.float32) * mask, axis=-1)
     entropy = tf.reduce_sum(attention_entropy(attention) * mask, axis=-1)
-    return reinforce_weight * reward * score + entropy_weight * entropy
+    return reinforce_weight * score + entropy_weight * entropy
+
+
+def reward_to_go_advantages(token_log_likelihood, mask, baseline, sampled=None):
+    """Lower-variance REINFORCE advantages for hard attention, `(batch, T)`.
+
+    Two standard variance reductions of the paper's estimator, both
+    leaving it unbiased: (1) the location chosen at step `t` can only
+    change the words from `t` on (the decoder is causal), so its reward is
+    `R_t = sum_{t' >= t} log p(y_t')`, the log-likelihood still to come,
+    rather than the whole caption's; (2) its baseline is `b * n_t`, a
+    moving average `b` of the log-likelihood per token times the `n_t`
+    tokens still to come, so long and short captions are not compared with
+    one number. The advantages `R_t - b n_t` are then divided by their
+    standard deviation over the batch's scored steps (the steps in
+    `mask` and, if given, `sampled`), which fixes the step size of the
+    score-function term whatever the scale of the rewards (as in Mnih and
+    Gregor's variance normalisation, 2014).
+
+    Args:
+        token_log_likelihood: float tensor `(batch, T)`, 0 at padding
+            (`token_log_likelihood`); its gradient is stopped.
+        mask: float tensor `(batch, T)`. 1 at the non-pad steps.
+        baseline: float scalar. The moving average of the log-likelihood
+            per token.
+        sampled: bool tensor `(batch, T)` or `None`. The steps that sampled
+            a location (the others' advantages do not count in the
+            standard deviation).
+
+    Returns:
+        A float32 tensor `(batch, T)`, 0 at padding.
+    """
+    mask = tf.cast(mask, tf.float32)
+    log_likelihood = tf.stop_gradient(tf.cast(token_log_likelihood, tf.float32)) * mask
+    to_go = tf.cumsum(log_likelihood, axis=1, reverse=True)
+    tokens_to_go = tf.cumsum(mask, axis=1, reverse=True)
+    advantages = (to_go - tf.cast(baseline, tf.float32) * tokens_to_go) * mask
+    scored = mask if sampled is None else mask * tf.cast(sampled, tf.float32)
+    count = tf.maximum(tf.reduce_sum(scored), 1.0)
+    mean = tf.reduce_sum(advantages * scored) / count
+    variance = tf.reduce_sum(tf.square(advantages - mean) * scored) / count
+    return advantages / tf.maximum(tf.sqrt(variance), 1e-3)

@@ -47,11 +47,13 @@ from keras_segattn.layers.image_preprocessing import check_image_shape
 from keras_segattn.models.backbones.vgg import VGG16_BLOCKS, conv_bn_relu
 from keras_segattn.models.backbones.vgg import load_weights as load_vgg16_weights
 from keras_segattn.models.captioning.losses import (
-    caption_log_likelihood,
     doubly_stochastic_penalty,
     location_log_prob,
     reinforce_surrogate,
+    reward_to_go_advantages,
+    step_reinforce_surrogate,
     target_mask,
+    token_log_likelihood,
 )
 from keras_segattn.models.common import load_saved_weights
 from keras_segattn.models.registry import register_model
@@ -357,7 +359,10 @@ class ShowAttendTell(keras.Model):
       Each step samples `s_t ~ Multinoulli(alpha_t)` and reads `a_{s_t}`
       (times the gate), except that with probability
       `expected_context_rate`, drawn per example and per step, it reads
-      the expected context instead and gets no REINFORCE term.
+      the expected context instead and gets no REINFORCE term. With
+      `variance_reduction=True` each sampled step is rewarded with the
+      log-likelihood of the words from it on, against a per-token moving
+      average, normalised over the batch (`reward_to_go_advantages`).
 
     `evaluate` and inference use the deterministic model (hard attention
     reads the argmax location) and the compiled loss only. `generate`
@@ -387,6 +392,7 @@ class ShowAttendTell(keras.Model):
         entropy_weight=0.002,
         baseline_decay=0.9,
         expected_context_rate=0.5,
+        variance_reduction=False,
         name="show_attend_tell",
         **kwargs,
     ):
@@ -455,6 +461,7 @@ class ShowAttendTell(keras.Model):
             "entropy_weight": entropy_weight,
             "baseline_decay": baseline_decay,
             "expected_context_rate": decoder.expected_context_rate,
+            "variance_reduction": bool(variance_reduction),
         }
 
     # === Properties ===
@@ -502,23 +509,34 @@ class ShowAttendTell(keras.Model):
                 )
             return loss
         baseline = self.decoder.baseline
-        log_likelihood = tf.stop_gradient(caption_log_likelihood(y, logits, self._ids[PAD]))
-        surrogate = reinforce_surrogate(
-            log_likelihood,
-            y_pred["location_log_probs"],
-            y_pred["attention"],
-            mask,
-            tf.convert_to_tensor(baseline),
-            config["reinforce_weight"],
-            config["entropy_weight"],
-        )
+        tokens = tf.stop_gradient(token_log_likelihood(y, logits, self._ids[PAD]))
+        location_log_probs = y_pred["location_log_probs"]
+        if config.get("variance_reduction"):
+            # Rewards to go, a per-token baseline, normalised advantages.
+            advantages = reward_to_go_advantages(
+                tokens, mask, tf.convert_to_tensor(baseline), sampled=location_log_probs < 0
+            )
+            surrogate = step_reinforce_surrogate(
+                advantages, location_log_probs, y_pred["attention"], mask,
+                config["reinforce_weight"], config["entropy_weight"],
+            )  # fmt: skip
+            # The baseline follows the log-likelihood per token.
+            observed = tf.reduce_sum(tokens) / tf.maximum(tf.reduce_sum(mask), 1.0)
+        else:  # the paper's: the caption's log-likelihood against a moving average
+            log_likelihood = tf.reduce_sum(tokens, axis=-1)
+            surrogate = reinforce_surrogate(
+                log_likelihood, location_log_probs, y_pred["attention"], mask,
+                tf.convert_to_tensor(baseline), config["reinforce_weight"],
+                config["entropy_weight"],
+            )  # fmt: skip
+            observed = tf.reduce_mean(log_likelihood)
         # Minus (S - stop_gradient(S)): the gradient of -S, a value of 0, so
         # the reported loss stays the caption loss, comparable with evaluate.
         surrogate = tf.reduce_mean(surrogate)
         loss = loss - (surrogate - tf.stop_gradient(surrogate))
         if training:
             decay = config["baseline_decay"]
-            baseline.assign(decay * baseline + (1.0 - decay) * tf.reduce_mean(log_likelihood))
+            baseline.assign(decay * baseline + (1.0 - decay) * observed)
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -779,6 +797,10 @@ def show_attend_tell(
         expected_context_rate: float. Hard attention: probability, per
             example and step, that training uses the expected context
             instead of a sampled location. Defaults to `0.5`.
+        variance_reduction: bool. Hard attention: REINFORCE with rewards
+            to go, a per-token baseline and normalised advantages
+            (`reward_to_go_advantages`) instead of the paper's one reward
+            per caption against a moving average. Defaults to `False`.
         name: str. Defaults to `"show_attend_tell"`.
 
     Returns:
