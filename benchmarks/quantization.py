@@ -3,7 +3,7 @@
     python benchmarks/quantization.py \
         --segmenter runs/fcn8s_shapes/best.keras \
         --classifier runs/stn/st_cnn_affine_RTS/last.keras \
-        --captioner runs/caption_shapes_soft_ds001/best.keras
+        --captioner runs/caption_shapes_soft_8x8/best.keras
     python benchmarks/quantization.py --quick ...   # a few images, a smoke run
 
 For each trained model given, the Keras model (TensorFlow, float32) and its

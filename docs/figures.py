@@ -101,7 +101,7 @@ def captions(index=3):
 
     written = []
     for run, data, kwargs in (
-        ("caption_shapes_soft_ds001", "shapes", {"num_images": 8, "image_size": (64, 64)}),
+        ("caption_shapes_soft", "shapes", {"num_images": 8, "image_size": (64, 64)}),
         ("caption_shapes_hard", "shapes", {"num_images": 8, "image_size": (64, 64)}),
     ):
         path = f"runs/{run}/best.keras"

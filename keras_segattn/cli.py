@@ -236,9 +236,10 @@ def caption_train(args):
 
 def print_caption_report(metrics):
     for key in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "CIDEr", "exact_match",
-                "localization", "localization_uniform"):  # fmt: skip
+                "localization", "localization_uniform", "localization_colour",
+                "localization_colour_uniform", "attended_cells"):  # fmt: skip
         if key in metrics:
-            print(f"{key:<22} {metrics[key]:.4f}")
+            print(f"{key:<27} {metrics[key]:.4f}")
     for example in metrics.get("examples", []):
         print(f"  {example['generated']!r}  (reference: {example['references'][0]!r})")
 

@@ -179,6 +179,19 @@ def test_attention_localization_at_the_colour_step():
         attention_localization(alpha, words, masks, names, colors, step="verb")
 
 
+def test_attended_cells_counts_the_argmax_cells():
+    from keras_segattn.evaluation import attended_cells
+
+    collapsed = np.zeros((3, 2, 2))
+    collapsed[:, 0, 0] = 1.0
+    moving = np.eye(4).reshape(4, 2, 2)
+    ended = np.zeros((2, 2, 2))  # steps after <end>: all zeros, not counted
+    ended[0, 1, 1] = 1.0
+    assert attended_cells([collapsed, collapsed]) == 1
+    assert attended_cells([collapsed, moving, ended]) == 4
+    assert attended_cells([ended]) == 1
+
+
 def test_attention_localization_batched_and_unmatched_nouns():
     masks, names, colors = _two_circles()
     alpha = np.zeros((3, 4))  # flat grid, inferred 2x2

@@ -4,6 +4,7 @@ mask and box AP, mAP^r at 0.5 and 0.7), `captioning` (BLEU / METEOR / CIDEr
 and attention localisation)."""
 
 from keras_segattn.evaluation.captioning import (
+    attended_cells,
     attention_localization,
     evaluate_captioner,
     score_captions,
@@ -21,6 +22,7 @@ from keras_segattn.evaluation.semantic import (
 )
 
 __all__ = [
+    "attended_cells",
     "attention_localization",
     "evaluate_captioner",
     "evaluate_instance_model",

@@ -458,7 +458,7 @@ def attention_localization(
     }
 
 
-__all__ = ["attention_localization", "grid_coverage", "score_captions"]
+__all__ = ["attended_cells", "attention_localization", "grid_coverage", "score_captions"]
 
 
 def evaluate_captioner(
@@ -483,8 +483,11 @@ def evaluate_captioner(
     Returns:
         A dict: `BLEU-1`..`BLEU-4`, `METEOR`, `CIDEr`, `num_images`,
         `exact_match` (share of captions equal to a reference), with
-        `objects` the localisation `score`, `uniform_score`, `count` and
-        `unmatched`, and a few `examples`.
+        `objects` the localisation at the noun step (`localization`,
+        `localization_uniform`, `localization_pairs`,
+        `hallucinated_nouns`) and at the colour step
+        (`localization_colour`, ...), and `attended_cells`
+        (`attended_cells`), and a few `examples`.
     """
     method = "greedy" if beam_width == 1 else "beam"
     references, candidates, exact = {}, {}, []
@@ -522,12 +525,29 @@ def evaluate_captioner(
             localization_colour=float(at_colour["score"]),
             localization_colour_uniform=float(at_colour["uniform_score"]),
             localization_colour_pairs=int(at_colour["count"]),
+            attended_cells=attended_cells(attention_maps),
         )
     report["examples"] = [
         {"image_id": i, "generated": candidates[i], "references": references[i]}
         for i in list(candidates)[:examples]
     ]
     return report
+
+
+def attended_cells(attention_maps):
+    """How many grid cells are ever the most attended one, over every step
+    of every caption: 1 when attention has collapsed onto one cell (a
+    hard-attention failure), up to the grid's size when it moves.
+
+    Args:
+        attention_maps: list of `(steps, Hg, Wg)` (or `(steps, L)`) arrays.
+    """
+    cells = set()
+    for maps in attention_maps:
+        maps = np.asarray(maps)
+        flat = maps.reshape(maps.shape[0], -1)
+        cells.update(int(c) for c in flat[flat.sum(-1) > 0].argmax(-1))
+    return len(cells)
 
 
 def _batches(dataset, batch_size):
