@@ -2,6 +2,7 @@
 
 python docs/figures.py camvid   # after the CamVid `segattn train` runs (README)
 python docs/figures.py stn      # after `segattn stn-table`
+python docs/figures.py stn_curve  # after the SGD `segattn stn-table` cell (README)
 python docs/figures.py demo     # after `make demo`
 python docs/figures.py captions # after the `segattn caption-train` runs (README)
 python docs/figures.py instances  # after the COCO `segattn instance-train` run (README)
@@ -78,6 +79,39 @@ def stn():
         for t, d in (("affine", "RTS"), ("tps", "R"))
         if os.path.exists(f"runs/stn/st_cnn_{t}_{d}/last.keras")
     ]
+
+
+def stn_curve(cells=(("runs/stn_sgd/st_cnn_affine_RTS", "SGD, step schedule"),
+                     ("runs/stn/st_cnn_affine_RTS", "Adam, cosine"))):  # fmt: skip
+    """Test error after every epoch of Table 1 cells (history.csv), with the paper's."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from keras_segattn.recipes.stn import PAPER_ERRORS
+
+    figure, axis = plt.subplots(figsize=(6, 3.2))
+    for folder, label in cells:
+        path = os.path.join(folder, "history.csv")
+        if not os.path.exists(path):
+            continue
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("val_accuracy")]
+        epochs = [int(r["epoch"]) + 1 for r in rows]
+        axis.plot(epochs, [100 * (1 - float(r["val_accuracy"])) for r in rows], label=label)
+    axis.axhline(PAPER_ERRORS["st_cnn:affine"][1], color="grey", linestyle="--", label="paper")
+    axis.axhline(PAPER_ERRORS["st_cnn:affine"][1] + 0.5, color="grey", linestyle=":",
+                 label="paper + 0.5")  # fmt: skip
+    axis.set(xlabel="epoch", ylabel="RTS test error (%)", ylim=(0, 9), title="ST-CNN (affine), RTS")
+    axis.legend()
+    figure.tight_layout()
+    path = os.path.join(HERE, "stn_curve.png")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def demo():

@@ -3,8 +3,16 @@
 `segattn stn-table` trains one cell (model x distortion) after another, each
 in its own run folder `<output>/<cell>/` (`keras_segattn.recipes.runs`),
 writes its `metrics.json` as soon as it is measured, and skips cells
-already measured with the same settings, so an interrupted run resumes
-where it stopped. It prints the measured error beside the paper's.
+already measured with the same settings, so an interrupted table resumes
+where it stopped, and an interrupted cell at its last finished epoch, on
+the digits it would have seen. A cell folder holding other settings is
+refused by name (`--overwrite` starts it afresh): a measured cell is never
+lost to a changed command. It prints the measured error beside the paper's.
+
+The schedule is Adam with a cosine decay (the default: what 2 CPU cores
+allow) or the paper's, SGD with momentum and the learning rate divided by
+10 after a third and two thirds of the training (`--optimizer sgd
+--schedule step`).
 """
 
 import math
