@@ -84,24 +84,21 @@ def stn():
 def stn_curve(cells=(("runs/stn_sgd/st_cnn_affine_RTS", "SGD, step schedule"),
                      ("runs/stn/st_cnn_affine_RTS", "Adam, cosine"))):  # fmt: skip
     """Test error after every epoch of Table 1 cells (history.csv), with the paper's."""
-    import csv
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from keras_segattn.recipes.runs import RunFolder
     from keras_segattn.recipes.stn import PAPER_ERRORS
 
     figure, axis = plt.subplots(figsize=(6, 3.2))
     for folder, label in cells:
-        path = os.path.join(folder, "history.csv")
-        if not os.path.exists(path):
+        if not os.path.exists(os.path.join(folder, "history.csv")):
             continue
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("val_accuracy")]
-        epochs = [int(r["epoch"]) + 1 for r in rows]
-        axis.plot(epochs, [100 * (1 - float(r["val_accuracy"])) for r in rows], label=label)
+        accuracy = RunFolder(folder).history_column("val_accuracy")
+        epochs = range(1, len(accuracy) + 1)
+        axis.plot(epochs, [100 * (1 - a) for a in accuracy], label=label)
     axis.axhline(PAPER_ERRORS["st_cnn:affine"][1], color="grey", linestyle="--", label="paper")
     axis.axhline(PAPER_ERRORS["st_cnn:affine"][1] + 0.5, color="grey", linestyle=":",
                  label="paper + 0.5")  # fmt: skip

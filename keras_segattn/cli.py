@@ -238,7 +238,9 @@ def print_caption_report(metrics):
     for key in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "CIDEr", "exact_match",
                 "localization", "localization_uniform", "localization_colour",
                 "localization_colour_uniform", "attended_cells"):  # fmt: skip
-        if key in metrics:
+        if isinstance(metrics.get(key), int):  # a count: attended_cells
+            print(f"{key:<27} {metrics[key]}")
+        elif key in metrics:
             print(f"{key:<27} {metrics[key]:.4f}")
     for example in metrics.get("examples", []):
         print(f"  {example['generated']!r}  (reference: {example['references'][0]!r})")
