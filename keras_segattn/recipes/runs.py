@@ -156,11 +156,10 @@ class RunCheckpoints(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         # The chief's state, on every worker.
-        state_path = os.path.join(self.run.shared("backup"), STATE)
-        if not self.run.resume or not os.path.exists(state_path):
+        state = self.run.saved_state()
+        if state is None:
             self.run.trim_history(0)  # rows of a run killed before its first commit
             return
-        state = read_json(state_path)
         weights = os.path.join(self.run.shared("backup"), state["weights"])
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
@@ -288,15 +287,20 @@ class RunFolder:
     def history(self):
         return self.file("history.csv")
 
-    def resume_epoch(self):
-        """The epoch a resumed `fit` goes on from (`backup/state.json`); 0
-        for a new run. Recipes whose data differ per epoch start their
-        pipeline there, so a resumed run sees what an uninterrupted one
-        would."""
+    def saved_state(self):
+        """The chief's resume state (`backup/state.json`: the epoch, the
+        weights file, the best value), or `None` for a run to start afresh."""
         path = os.path.join(self.shared("backup"), STATE)
         if not self.resume or not os.path.exists(path):
-            return 0
-        return int(read_json(path)["epoch"])
+            return None
+        return read_json(path)
+
+    def resume_epoch(self):
+        """The epoch a resumed `fit` goes on from; 0 for a new run. Recipes
+        whose data differ per epoch start their pipeline there, so a
+        resumed run sees what an uninterrupted one would."""
+        state = self.saved_state()
+        return 0 if state is None else int(state["epoch"])
 
     def write_config(self, config):
         """Writes the run's arguments to `run.json`."""
