@@ -62,8 +62,9 @@ def train(args):
                       **_model_args(args.model_arg)},
         learning_rate=args.learning_rate, class_weights=args.class_weights,
         num_images=args.num_images, val_split=args.val_split, eval_split=args.eval_split,
-        stage1_epochs=args.stage1_epochs, patches_per_image=args.patches_per_image,
-        seed=args.seed, verbose=args.verbose, strategy=args.strategy,
+        stage1_epochs=args.stage1_epochs, patience=args.patience,
+        patches_per_image=args.patches_per_image, seed=args.seed, verbose=args.verbose,
+        strategy=args.strategy,
         mixed_precision=args.mixed_precision, config=_config(args), overwrite=args.overwrite,
     )  # fmt: skip
 
@@ -371,6 +372,12 @@ def build_parser():
         type=int,
         default=0,
         help="DeconvNet two-stage training: epochs on object-centred crops first",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        help="stop once validation mean IoU has not improved for this many epochs "
+        "(after stage 1); --epochs is then the most it trains",
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--image-size", type=int, nargs="+", help="H [W]: resize every image")

@@ -279,3 +279,15 @@ def test_instance_train_keeps_every_coco_instance_by_default(monkeypatch, tmp_pa
         main(["instance-train", "--data", f"coco:{root}", "--max-instances", "7", *light,
               "--output", str(tmp_path / "2")])  # fmt: skip
     assert seen["max_instances"] == 7
+
+
+def test_train_stops_early_and_reports_when(tmp_path):
+    output = tmp_path / "still"
+    # Learning rate 0: validation mean IoU never improves on epoch 1's.
+    main(["train", "--model", "fcn32s", "--data", "shapes", "--num-images", "8", "--epochs", "5",
+          "--batch-size", "8", "--width", "0.0625", "--learning-rate", "0", "--patience", "2",
+          "--output", str(output), "--verbose", "0"])  # fmt: skip
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert (metrics["epochs"], metrics["epochs_trained"], metrics["best_epoch"]) == (5, 3, 1)
+    assert len((output / "history.csv").read_text().split()) == 1 + 3
+    assert json.loads((output / "run.json").read_text())["patience"] == 2

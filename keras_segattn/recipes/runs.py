@@ -21,6 +21,9 @@ The rules of a run (`RunFolder.start` and `RunCheckpoints`):
   validation value so far restored, so `best.keras` only ever improves;
 - `history.csv` holds each epoch exactly once (rows of epochs that are
   trained again after a kill are dropped on resume);
+- with a `patience`, a run stops once its monitored value has not
+  improved for that many epochs (counted from the saved best epoch, so
+  the count survives a resume);
 - a finished run (its `metrics.json` written) is not trained again by the
   same command; `overwrite=True` (`--overwrite`) empties the folder and
   starts afresh;
@@ -50,6 +53,7 @@ import numpy as np
 
 from keras_segattn.checkpoints import load_model
 from keras_segattn.core.saving import crash_point, publish_file, temporary_path, write_text
+from keras_segattn.core.validation import check_int
 
 RUN_CONFIG = "run.json"
 METRICS = "metrics.json"
@@ -135,17 +139,38 @@ class RunCheckpoints(keras.callbacks.Callback):
         monitor: str or `None`. The validation metric that picks
             `best.keras`; `None` keeps no best checkpoint.
         mode: `"max"` or `"min"`.
+        patience: int or `None`. Early stopping: training ends after this
+            many epochs without a better `monitor` (Keras' `EarlyStopping`,
+            but counted from the best epoch in the resume state, so a
+            resumed run stops where an uninterrupted one would). `None`
+            trains every epoch.
+        patience_from: int. Epochs before this one do not count towards
+            `patience` (a schedule's first stage, DeconvNet's crops).
     """
 
-    def __init__(self, run, monitor=None, mode="max"):
+    def __init__(self, run, monitor=None, mode="max", patience=None, patience_from=0):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min'; got mode={mode!r}.")
+        if patience is not None:
+            patience = check_int(patience, "patience")
+            if monitor is None:
+                raise ValueError("patience needs a monitor: the value it waits to improve.")
         self.run = run
         self.monitor = monitor
         self.mode = mode
+        self.patience = patience
+        self.patience_from = check_int(patience_from, "patience_from", minimum=0)
         self.best = None
         self.best_epoch = None
+
+    def patience_spent(self, epochs_done):
+        """Whether `epochs_done` epochs have waited `patience` epochs for a
+        better value (since the best one, and at least from `patience_from`)."""
+        if self.patience is None:
+            return False
+        waited = epochs_done - max(self.best_epoch or 0, self.patience_from)
+        return waited >= self.patience
 
     def _improved(self, value):
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -167,6 +192,8 @@ class RunCheckpoints(keras.callbacks.Callback):
         self.model._initial_epoch = state["epoch"]  # what BackupAndRestore sets, too
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
         self.run.trim_history(state["epoch"])
+        if self.patience_spent(state["epoch"]):  # killed after it stopped early
+            self.model._initial_epoch = max(state["epoch"], self.params["epochs"])
 
     def on_train_batch_end(self, batch, logs=None):
         crash_point("batch")  # the kill tests' mid-epoch point
@@ -194,6 +221,12 @@ class RunCheckpoints(keras.callbacks.Callback):
         for old in os.listdir(self.run.backup):  # older epochs' weights: not needed now
             if old.endswith(".weights.h5") and old != name:
                 os.remove(os.path.join(self.run.backup, old))
+        if self.patience_spent(epoch + 1):
+            print(
+                f"\nstopping early after epoch {epoch + 1}: {self.monitor} has not improved "
+                f"for {self.patience} epochs (best {self.best:.4f} at epoch {self.best_epoch})"
+            )
+            self.model.stop_training = True
 
 
 class RunFolder:
@@ -287,13 +320,17 @@ class RunFolder:
     def history(self):
         return self.file("history.csv")
 
-    def saved_state(self):
-        """The chief's resume state (`backup/state.json`: the epoch, the
-        weights file, the best value), or `None` for a run to start afresh."""
+    def state(self):
+        """The chief's last committed epoch (`backup/state.json`: the epoch,
+        the weights file, the best value and its epoch), or `None` before
+        the first."""
         path = os.path.join(self.shared("backup"), STATE)
-        if not self.resume or not os.path.exists(path):
-            return None
-        return read_json(path)
+        return read_json(path) if os.path.exists(path) else None
+
+    def saved_state(self):
+        """The state a run resumes from (`state`), or `None` for a run to
+        start afresh (none saved, or `start` told to overwrite)."""
+        return self.state() if self.resume else None
 
     def resume_epoch(self):
         """The epoch a resumed `fit` goes on from; 0 for a new run. Recipes
@@ -397,7 +434,8 @@ class RunFolder:
         values = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
         self._write_history(rows + [[str(values.get(k, "")) for k in rows[0]]])
 
-    def callbacks(self, monitor=None, mode="max", tensorboard=True):
+    def callbacks(self, monitor=None, mode="max", tensorboard=True, patience=None,
+                  patience_from=0):  # fmt: skip
         """The callbacks every recipe trains with: `RunCheckpoints` (the
         resume state, `history.csv` and, with a `monitor`, `best.keras`) and
         TensorBoard logs in `logs/`.
@@ -407,12 +445,13 @@ class RunFolder:
                 epoch is kept in `best.keras`. Defaults to `None`.
             mode: `"max"` or `"min"`, of `monitor`.
             tensorboard: bool. Defaults to `True`.
+            patience, patience_from: early stopping (`RunCheckpoints`).
 
         Returns:
             A list of `keras.callbacks.Callback`, `RunCheckpoints` first (it
             restores a saved state before the others start).
         """
-        callbacks = [RunCheckpoints(self, monitor, mode)]
+        callbacks = [RunCheckpoints(self, monitor, mode, patience, patience_from)]
         if tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(self.logs))
         return callbacks

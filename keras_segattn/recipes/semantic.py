@@ -120,6 +120,7 @@ def train_segmenter(
     val_split="val",
     eval_split="test",
     stage1_epochs=0,
+    patience=None,
     patches_per_image=64,
     seed=0,
     verbose=1,
@@ -152,6 +153,10 @@ def train_segmenter(
         val_split, eval_split: str. Checkpoint selection and final scores.
         stage1_epochs: int. DeconvNet's two-stage schedule: this many
             epochs on object-centred crops first.
+        patience: int or `None`. Stop once validation mean IoU has not
+            improved for this many epochs (counted from the end of stage
+            1; `epochs` is then the most it trains). `None` trains every
+            epoch.
         patches_per_image: int. `patch_cnn`: patches drawn per image and
             epoch.
         seed: int.
@@ -181,6 +186,8 @@ def train_segmenter(
             f"train_segmenter trains semantic models and patch_cnn; {model!r} is a {task} model."
         )
     epochs = check_int(epochs, "epochs", hint=" (0 would score an untrained model)")
+    patience = check_int(patience, "patience", none_ok=True)
+    stopping = dict(patience=patience, patience_from=stage1_epochs)
     extra = list(callbacks or [])
     # The strategy comes first: a multi-worker one must be made before
     # TensorFlow runs anything else.
@@ -223,11 +230,11 @@ def train_segmenter(
         if task == "patch":
             fit_patch_classifier(
                 built, run, train_data, val_data, info, epochs, batch_size, image_size, augment,
-                learning_rate, patches_per_image, seed, verbose, extra,
+                learning_rate, patches_per_image, seed, verbose, extra, stopping,
             )  # fmt: skip
         else:
             compile_segmenter(built, info.num_classes, ignore, class_weights, learning_rate)
-            run_callbacks = run.callbacks(monitor="val_mean_iou", mode="max") + extra
+            run_callbacks = run.callbacks(monitor="val_mean_iou", mode="max", **stopping) + extra
             pipeline = dict(
                 num_classes=info.num_classes, ignore_class=ignore, image_size=image_size
             )
@@ -259,6 +266,7 @@ def train_segmenter(
     if not run.finish_training(built):
         return None  # another worker than the chief
     train_seconds = run.training_seconds()  # the epochs of every sitting
+    state = run.state() or {}
 
     best = run.best_model(built)
     crash_point("evaluation")  # the kill tests' point in the final evaluation
@@ -274,6 +282,8 @@ def train_segmenter(
         "data": data,
         "split": eval_split,
         "epochs": epochs,
+        "epochs_trained": state.get("epoch"),  # fewer than epochs if it stopped early
+        "best_epoch": state.get("best_epoch"),
         "image_size": image_size,
         "width": width,
         "train_seconds": round(train_seconds, 1),
@@ -289,7 +299,7 @@ def train_segmenter(
 
 def fit_patch_classifier(
     model, run, train_data, val_data, info, epochs, batch_size, image_size, augment,
-    learning_rate, patches_per_image, seed, verbose, callbacks=(),
+    learning_rate, patches_per_image, seed, verbose, callbacks=(), stopping=None,
 ):  # fmt: skip
     """`patch_cnn`'s training: random labelled patches, cross-entropy on the
     centre pixel's class, the best epoch by validation patch accuracy."""
@@ -306,7 +316,8 @@ def fit_patch_classifier(
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    callbacks = run.callbacks(monitor="val_accuracy", mode="max") + list(callbacks)
+    stopping = stopping or {}
+    callbacks = run.callbacks(monitor="val_accuracy", mode="max", **stopping) + list(callbacks)
     return model.fit(
         train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose,
         shuffle=False,  # the pipeline shuffles (Keras warns otherwise)

@@ -6,7 +6,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_segattn.recipes.runs import RunFolder, json_ready, save_model, write_json
+from keras_segattn.recipes.runs import (
+    RunCheckpoints,
+    RunFolder,
+    json_ready,
+    save_model,
+    write_json,
+)
 
 
 def test_json_ready_makes_numpy_and_nan_plain():
@@ -79,3 +85,54 @@ def test_history_keeps_each_epoch_once(tmp_path):
     run.trim_history(2)  # epoch 2 is trained again after a resume
     with open(run.history) as f:
         assert f.read().split() == ["epoch,loss", "0,1.0", "1,0.9"]
+
+
+def _epochs(callback, values, first=0):
+    """Runs `RunCheckpoints` through epochs whose monitored value is
+    `values`; returns the epochs after which it asked `fit` to stop."""
+    stops = []
+    for epoch, value in enumerate(values, start=first):
+        callback.on_epoch_begin(epoch)
+        callback.on_epoch_end(epoch, {"val_score": value})
+        if callback.model.stop_training:
+            stops.append(epoch + 1)
+            callback.model.stop_training = False
+    return stops
+
+
+def _checkpoints(run, epochs=20, **kwargs):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    callback = RunCheckpoints(run, "val_score", "max", **kwargs)
+    callback.set_model(model)
+    callback.set_params({"epochs": epochs, "steps": 1, "verbose": 0})
+    model.stop_training, model._initial_epoch = False, None
+    callback.on_train_begin()
+    return callback
+
+
+def test_patience_stops_where_it_would_have_without_the_kill(tmp_path):
+    values = [0.1, 0.3, 0.2, 0.25, 0.28, 0.29]  # best at epoch 2: 3 epochs later it stops
+    whole = _checkpoints(RunFolder(tmp_path / "whole"), patience=3)
+    assert _epochs(whole, values) == [5, 6]  # and again if fit went on
+    run = RunFolder(tmp_path / "killed")
+    _epochs(_checkpoints(run, patience=3), values[:4])  # killed after epoch 4
+    resumed = _checkpoints(RunFolder(run.path), patience=3)
+    assert resumed.best_epoch == 2 and resumed.model._initial_epoch == 4
+    assert _epochs(resumed, values[4:], first=4) == [5, 6]
+    state = RunFolder(run.path).state()
+    assert (state["epoch"], state["best_epoch"], state["best"]) == (6, 2, 0.3)
+    # Killed after it stopped, before its scores: the next fit trains nothing.
+    again = _checkpoints(RunFolder(run.path), epochs=20, patience=3)
+    assert again.model._initial_epoch == 20
+    assert _epochs(_checkpoints(RunFolder(tmp_path / "none")), values) == []  # no patience
+
+
+def test_patience_waits_for_the_second_stage_and_needs_a_monitor(tmp_path):
+    values = [0.5, 0.1, 0.1, 0.1, 0.2, 0.1]  # stage 1's crops score 0.5 on epoch 1
+    staged = _checkpoints(RunFolder(tmp_path / "a"), patience=2, patience_from=3)
+    assert _epochs(staged, values) == [5, 6]  # counted from epoch 3, not from the best
+    with pytest.raises(ValueError, match="patience needs a monitor"):
+        RunCheckpoints(RunFolder(tmp_path / "b"), None, patience=2)
+    with pytest.raises(ValueError, match="patience must be a positive int; got patience=0"):
+        RunFolder(tmp_path / "c").callbacks("val_score", patience=0)
