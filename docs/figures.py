@@ -81,34 +81,56 @@ def stn():
     ]
 
 
-def stn_curve(cells=(("runs/stn_sgd/st_cnn_affine_RTS", "SGD, step schedule"),
-                     ("runs/stn/st_cnn_affine_RTS", "Adam, cosine"))):  # fmt: skip
-    """Test error after every epoch of Table 1 cells (history.csv), with the paper's."""
+def _curves(path, cells, column, scale, axes, lines=()):
+    """One line per run folder of `cells` ((folder, label) pairs; folders
+    without a history.csv are left out): `scale(value)` of `column` in its
+    history.csv by epoch, with horizontal `lines` ((y, label, style))."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from keras_segattn.recipes.runs import RunFolder
-    from keras_segattn.recipes.stn import PAPER_ERRORS
 
     figure, axis = plt.subplots(figsize=(6, 3.2))
     for folder, label in cells:
         if not os.path.exists(os.path.join(folder, "history.csv")):
             continue
-        accuracy = RunFolder(folder).history_column("val_accuracy")
-        epochs = range(1, len(accuracy) + 1)
-        axis.plot(epochs, [100 * (1 - a) for a in accuracy], label=label)
-    axis.axhline(PAPER_ERRORS["st_cnn:affine"][1], color="grey", linestyle="--", label="paper")
-    axis.axhline(PAPER_ERRORS["st_cnn:affine"][1] + 0.5, color="grey", linestyle=":",
-                 label="paper + 0.5")  # fmt: skip
-    axis.set(xlabel="epoch", ylabel="RTS test error (%)", ylim=(0, 9), title="ST-CNN (affine), RTS")
+        values = RunFolder(folder).history_column(column)
+        axis.plot(range(1, len(values) + 1), [scale(v) for v in values], label=label)
+    for y, label, style in lines:
+        axis.axhline(y, color="grey", linestyle=style, label=label)
+    axis.set(xlabel="epoch", **axes)
     axis.legend()
     figure.tight_layout()
-    path = os.path.join(HERE, "stn_curve.png")
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def stn_curve(cells=(("runs/stn_sgd/st_cnn_affine_RTS", "SGD, step schedule"),
+                     ("runs/stn/st_cnn_affine_RTS", "Adam, cosine"))):  # fmt: skip
+    """Test error after every epoch of Table 1 cells (history.csv), with the paper's."""
+    from keras_segattn.recipes.stn import PAPER_ERRORS
+
+    paper = PAPER_ERRORS["st_cnn:affine"][1]
+    return _curves(
+        os.path.join(HERE, "stn_curve.png"), cells, "val_accuracy", lambda a: 100 * (1 - a),
+        dict(ylabel="RTS test error (%)", ylim=(0, 9), title="ST-CNN (affine), RTS"),
+        [(paper, "paper", "--"), (paper + 0.5, "paper + 0.5", ":")],
+    )  # fmt: skip
+
+
+def camvid_curve(cells=(("runs/camvid_deconvnet", "DeconvNet (width 0.25)"),
+                        ("runs/camvid_multiscale", "multiscale ConvNet (width 1.0)"))):  # fmt: skip
+    """Validation mean IoU after every epoch of the CamVid runs (history.csv)."""
+    return _curves(
+        os.path.join(HERE, "camvid_curve.png"),
+        cells,
+        "val_mean_iou",
+        lambda v: 100 * v,
+        dict(ylabel="val mean IoU (%)", title="CamVid, 101 validation frames"),
+    )
 
 
 def demo():
