@@ -1,6 +1,7 @@
 """Draws the README's figures from trained runs.
 
 python docs/figures.py camvid   # after the CamVid `segattn train` runs (README)
+python docs/figures.py camvid_curve  # validation mean IoU by epoch of the CamVid runs
 python docs/figures.py stn      # after `segattn stn-table`
 python docs/figures.py stn_curve  # after the SGD `segattn stn-table` cell (README)
 python docs/figures.py demo     # after `make demo`
