@@ -82,7 +82,7 @@ def stn():
     ]
 
 
-def _curves(path, cells, column, scale, axes, lines=()):
+def _curves(path, cells, column, scale, axis_kwargs, lines=()):
     """One line per run folder of `cells` ((folder, label) pairs; folders
     without a history.csv are left out): `scale(value)` of `column` in its
     history.csv by epoch, with horizontal `lines` ((y, label, style))."""
@@ -101,7 +101,7 @@ def _curves(path, cells, column, scale, axes, lines=()):
         axis.plot(range(1, len(values) + 1), [scale(v) for v in values], label=label)
     for y, label, style in lines:
         axis.axhline(y, color="grey", linestyle=style, label=label)
-    axis.set(xlabel="epoch", **axes)
+    axis.set(xlabel="epoch", **axis_kwargs)
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -376,8 +376,8 @@ def build_parser():
     p.add_argument(
         "--patience",
         type=int,
-        help="stop once validation mean IoU has not improved for this many epochs "
-        "(after stage 1); --epochs is then the most it trains",
+        help="stop once validation mean IoU (patch accuracy for patch_cnn) has not improved "
+        "for this many epochs (after stage 1); --epochs is then the most it trains",
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--image-size", type=int, nargs="+", help="H [W]: resize every image")

@@ -130,9 +130,13 @@ class RunCheckpoints(keras.callbacks.Callback):
     `backup/epoch-<n>.weights.h5`, `best.keras` if `monitor` improved, then
     `backup/state.json` (the epoch, the best value and its epoch), which is
     the commit point: a kill before it leaves the previous state, whole. At
-    the start of `fit`, a saved state is restored: weights, the epoch to go
-    on from, the best value so far; and `history.csv` loses the rows of any
-    epoch that will be trained again.
+    the start of the first `fit` it is given to, a saved state is restored:
+    weights, the epoch to go on from, the best value so far; and
+    `history.csv` loses the rows of any epoch that will be trained again.
+    A later `fit` with the same callback (a schedule's next stage) goes on
+    from the last epoch this callback committed, without reading the folder
+    again (on several workers, a worker that read it before the chief wrote
+    it would start an epoch behind).
 
     Args:
         run: the `RunFolder`.
@@ -140,12 +144,14 @@ class RunCheckpoints(keras.callbacks.Callback):
             `best.keras`; `None` keeps no best checkpoint.
         mode: `"max"` or `"min"`.
         patience: int or `None`. Early stopping: training ends after this
-            many epochs without a better `monitor` (Keras' `EarlyStopping`,
-            but counted from the best epoch in the resume state, so a
-            resumed run stops where an uninterrupted one would). `None`
-            trains every epoch.
+            many epochs without a better `monitor` (as Keras'
+            `EarlyStopping`, but counted from the best epoch in the resume
+            state, so a resumed run stops where an uninterrupted one would;
+            an epoch whose `monitor` is missing or NaN counts as not
+            better). `None` trains every epoch.
         patience_from: int. Epochs before this one do not count towards
-            `patience` (a schedule's first stage, DeconvNet's crops).
+            `patience` (a schedule's first stage, DeconvNet's crops; Keras'
+            `start_from_epoch`).
     """
 
     def __init__(self, run, monitor=None, mode="max", patience=None, patience_from=0):
@@ -154,15 +160,17 @@ class RunCheckpoints(keras.callbacks.Callback):
             raise ValueError(f"mode must be 'max' or 'min'; got mode={mode!r}.")
         if patience is not None:
             patience = check_int(patience, "patience")
+            patience_from = check_int(patience_from, "patience_from", minimum=0)
             if monitor is None:
                 raise ValueError("patience needs a monitor: the value it waits to improve.")
         self.run = run
         self.monitor = monitor
         self.mode = mode
         self.patience = patience
-        self.patience_from = check_int(patience_from, "patience_from", minimum=0)
+        self.patience_from = patience_from
         self.best = None
         self.best_epoch = None
+        self.epochs_done = None  # None until restored or committed in this process
 
     def patience_spent(self, epochs_done):
         """Whether `epochs_done` epochs have waited `patience` epochs for a
@@ -180,6 +188,20 @@ class RunCheckpoints(keras.callbacks.Callback):
         return value > self.best if self.mode == "max" else value < self.best
 
     def on_train_begin(self, logs=None):
+        if self.epochs_done is None:
+            self._restore()
+        if self.epochs_done is None:
+            return  # a new run
+        # What BackupAndRestore sets, too; fit() prefers it to initial_epoch.
+        self.model._initial_epoch = self.epochs_done
+        if self.patience_spent(self.epochs_done):  # stopped early, before this fit
+            print(
+                f"{self.run.path} stopped early after epoch {self.epochs_done} "
+                f"({self.monitor} best at epoch {self.best_epoch}): nothing left to train"
+            )
+            self.model._initial_epoch = max(self.epochs_done, self.params["epochs"])
+
+    def _restore(self):
         # The chief's state, on every worker.
         state = self.run.saved_state()
         if state is None:
@@ -189,11 +211,9 @@ class RunCheckpoints(keras.callbacks.Callback):
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(weights)
-        self.model._initial_epoch = state["epoch"]  # what BackupAndRestore sets, too
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+        self.epochs_done = state["epoch"]
         self.run.trim_history(state["epoch"])
-        if self.patience_spent(state["epoch"]):  # killed after it stopped early
-            self.model._initial_epoch = max(state["epoch"], self.params["epochs"])
 
     def on_train_batch_end(self, batch, logs=None):
         crash_point("batch")  # the kill tests' mid-epoch point
@@ -218,13 +238,15 @@ class RunCheckpoints(keras.callbacks.Callback):
             {"epoch": epoch + 1, "weights": name, "monitor": self.monitor,
              "best": self.best, "best_epoch": self.best_epoch},
         )  # fmt: skip
+        self.epochs_done = epoch + 1
         for old in os.listdir(self.run.backup):  # older epochs' weights: not needed now
             if old.endswith(".weights.h5") and old != name:
                 os.remove(os.path.join(self.run.backup, old))
         if self.patience_spent(epoch + 1):
+            best = "no value" if self.best is None else f"best {self.best:.4f}"
             print(
                 f"\nstopping early after epoch {epoch + 1}: {self.monitor} has not improved "
-                f"for {self.patience} epochs (best {self.best:.4f} at epoch {self.best_epoch})"
+                f"for {self.patience} epochs ({best} at epoch {self.best_epoch})"
             )
             self.model.stop_training = True
 

@@ -153,10 +153,11 @@ def train_segmenter(
         val_split, eval_split: str. Checkpoint selection and final scores.
         stage1_epochs: int. DeconvNet's two-stage schedule: this many
             epochs on object-centred crops first.
-        patience: int or `None`. Stop once validation mean IoU has not
-            improved for this many epochs (counted from the end of stage
-            1; `epochs` is then the most it trains). `None` trains every
-            epoch.
+        patience: int or `None`. Stop once the validation metric that
+            picks the best checkpoint (mean IoU; patch accuracy for
+            `patch_cnn`) has not improved for this many epochs, counted
+            from the end of stage 1; `epochs` is then the most it trains.
+            `None` trains every epoch.
         patches_per_image: int. `patch_cnn`: patches drawn per image and
             epoch.
         seed: int.
@@ -186,8 +187,9 @@ def train_segmenter(
             f"train_segmenter trains semantic models and patch_cnn; {model!r} is a {task} model."
         )
     epochs = check_int(epochs, "epochs", hint=" (0 would score an untrained model)")
+    stage1_epochs = check_int(stage1_epochs, "stage1_epochs", minimum=0)
     patience = check_int(patience, "patience", none_ok=True)
-    stopping = dict(patience=patience, patience_from=stage1_epochs)
+    stopping = dict(patience=patience, patience_from=stage1_epochs if task == "semantic" else 0)
     extra = list(callbacks or [])
     # The strategy comes first: a multi-worker one must be made before
     # TensorFlow runs anything else.
@@ -283,7 +285,7 @@ def train_segmenter(
         "split": eval_split,
         "epochs": epochs,
         "epochs_trained": state.get("epoch"),  # fewer than epochs if it stopped early
-        "best_epoch": state.get("best_epoch"),
+        "best_epoch": state.get("best_epoch"),  # counted from 1
         "image_size": image_size,
         "width": width,
         "train_seconds": round(train_seconds, 1),

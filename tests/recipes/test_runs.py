@@ -129,10 +129,43 @@ def test_patience_stops_where_it_would_have_without_the_kill(tmp_path):
 
 
 def test_patience_waits_for_the_second_stage_and_needs_a_monitor(tmp_path):
-    values = [0.5, 0.1, 0.1, 0.1, 0.2, 0.1]  # stage 1's crops score 0.5 on epoch 1
+    values = [0.5, 0.1, 0.1, 0.1, 0.2, 0.1]  # the best is in stage 1 (epochs 1 to 3)
     staged = _checkpoints(RunFolder(tmp_path / "a"), patience=2, patience_from=3)
     assert _epochs(staged, values) == [5, 6]  # counted from epoch 3, not from the best
     with pytest.raises(ValueError, match="patience needs a monitor"):
         RunCheckpoints(RunFolder(tmp_path / "b"), None, patience=2)
     with pytest.raises(ValueError, match="patience must be a positive int; got patience=0"):
         RunFolder(tmp_path / "c").callbacks("val_score", patience=0)
+
+
+def test_a_stopped_two_stage_run_trains_nothing_when_run_again(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from keras_segattn.recipes.semantic import two_stage_fit
+
+    data = tf.data.Dataset.from_tensor_slices((np.ones((4, 2)), np.zeros((4, 1)))).batch(2)
+
+    class Count(keras.callbacks.Callback):
+        epochs = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epochs.append(epoch)
+
+    def fit(run):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(keras.optimizers.SGD(0.0), "mse")  # val_loss never improves
+        callbacks = run.callbacks("val_loss", "min", tensorboard=False, patience=1,
+                                  patience_from=1) + [Count()]  # fmt: skip
+        two_stage_fit(model, data, data, 1, 6, callbacks=callbacks, validation_data=data,
+                      verbose=0)  # fmt: skip
+
+    run = RunFolder(tmp_path / "run")
+    reads = []
+    monkeypatch.setattr(run, "saved_state", lambda: reads.append(1) or RunFolder.saved_state(run))
+    fit(run)
+    # Stage 1 is epoch 1 (the best); stage 2 waits one epoch, then stops.
+    assert Count.epochs == [0, 1] and len(reads) == 1  # stage 2 did not read the folder again
+    Count.epochs.clear()
+    fit(RunFolder(tmp_path / "run"))  # the same command again, e.g. after a kill
+    assert Count.epochs == []
+    assert len(RunFolder(tmp_path / "run").history_column("loss")) == 2
