@@ -60,8 +60,9 @@ def train(args):
         width=args.width, weights=args.weights,
         model_kwargs={**({"batch_norm": True} if args.batch_norm else {}),
                       **_model_args(args.model_arg)},
-        learning_rate=args.learning_rate, class_weights=args.class_weights,
-        num_images=args.num_images, val_split=args.val_split, eval_split=args.eval_split,
+        learning_rate=args.learning_rate, schedule=args.schedule,
+        class_weights=args.class_weights, num_images=args.num_images,
+        val_split=args.val_split, eval_split=args.eval_split,
         stage1_epochs=args.stage1_epochs, patience=args.patience,
         patches_per_image=args.patches_per_image, seed=args.seed, verbose=args.verbose,
         strategy=args.strategy,
@@ -398,6 +399,11 @@ def build_parser():
         help="none, imagenet or a weights file",
     )
     p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument(
+        "--schedule", default="constant", choices=["constant", "cosine"],
+        help="the learning rate: constant, or cosine-decayed once an epoch to near 0 at "
+        "--epochs (after stage 1)",
+    )  # fmt: skip
     p.add_argument("--class-weights", choices=["none", "median"], default="none")
     p.add_argument(
         "--patches-per-image", type=int, default=64,

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from keras_segattn.cli import main
+from keras_segattn.recipes.runs import RunFolder
 from tests.data.test_coco import write_squares_layout
 
 
@@ -242,7 +243,8 @@ def test_instance_train_of_the_array_trainers_on_a_coco_layout(tmp_path, model):
 def test_patch_cnn_trains_on_patches_and_is_scored_densely(tmp_path, capsys):
     output = tmp_path / "patch"
     main(["train", "--model", "patch_cnn", "--data", "shapes", "--num-images", "8",
-          "--epochs", "1", "--batch-size", "32", "--patches-per-image", "16", "--width", "0.125",
+          "--epochs", "2", "--schedule", "cosine", "--batch-size", "32",
+          "--patches-per-image", "16", "--width", "0.125",
           "--model-arg", "patch_size=17", "--output", str(output), "--verbose", "0"])  # fmt: skip
     assert {"run.json", "metrics.json", "last.keras", "best.keras", "history.csv"} <= set(
         os.listdir(output)
@@ -250,7 +252,9 @@ def test_patch_cnn_trains_on_patches_and_is_scored_densely(tmp_path, capsys):
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["model"] == "patch_cnn" and 0 <= metrics["global_accuracy"] <= 1
     history = (output / "history.csv").read_text().splitlines()
-    assert history[0].split(",")[:2] == ["epoch", "accuracy"] and len(history) == 2
+    assert history[0].split(",")[:2] == ["epoch", "accuracy"] and len(history) == 3
+    rates = RunFolder(output).history_column("learning_rate")
+    assert rates == pytest.approx([1e-3, 5e-4])  # --schedule cosine: half way down at epoch 2
     scores = tmp_path / "dense.json"
     main(["evaluate", "--model-path", str(output / "best.keras"), "--data", "shapes",
           "--split", "val", "--output", str(scores)])  # fmt: skip

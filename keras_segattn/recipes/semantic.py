@@ -54,6 +54,32 @@ def compile_segmenter(
     return model
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+def epoch_schedule(schedule, learning_rate, epochs, start=0):
+    """The learning rate of each epoch, as a Keras `LearningRateScheduler`.
+
+    `"constant"`: `learning_rate` throughout (no callback: returns `None`).
+    `"cosine"`: `learning_rate` for the first `start` epochs (DeconvNet's
+    stage 1), then decayed by a half cosine, once an epoch, to near 0 at
+    epoch `epochs`, so that a fixed budget of epochs ends converged.
+    The rate is a function of the epoch number alone, so a run resumed
+    from its folder goes on with the rate an uninterrupted run would use.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}; got schedule={schedule!r}.")
+    if schedule == "constant":
+        return None
+    span = max(1, epochs - start)
+
+    def rate(epoch, _current=None):
+        done = min(max(epoch - start, 0), span)
+        return float(learning_rate * 0.5 * (1.0 + np.cos(np.pi * done / span)))
+
+    return keras.callbacks.LearningRateScheduler(rate)
+
+
 def object_centred_dataset(dataset, crop_size, ignore_class=255, background_class=None, seed=0):
     """Maps a dict dataset to `object_centred_crop`s, reproducibly by seed."""
     return dataset.enumerate().map(
@@ -115,6 +141,7 @@ def train_segmenter(
     weights=None,
     model_kwargs=None,
     learning_rate=1e-3,
+    schedule="constant",
     class_weights=None,
     num_images=1000,
     val_split="val",
@@ -143,6 +170,9 @@ def train_segmenter(
         data: str. A `load_segmentation_dataset` spec.
         output: str. The run folder.
         epochs, batch_size, learning_rate: the `fit` schedule (Adam).
+        schedule: `"constant"` (the learning rate throughout) or
+            `"cosine"` (decayed once an epoch to near 0 at `epochs`, after
+            stage 1; see `epoch_schedule`).
         image_size, crop_size: `(h, w)`, an int or `None`: every image
             resized to `image_size`; training crops of `crop_size`.
         augment: bool. Random flip, scale and crop.
@@ -189,8 +219,11 @@ def train_segmenter(
     epochs = check_int(epochs, "epochs", hint=" (0 would score an untrained model)")
     stage1_epochs = check_int(stage1_epochs, "stage1_epochs", minimum=0)
     patience = check_int(patience, "patience", none_ok=True)
-    stopping = dict(patience=patience, patience_from=stage1_epochs if task == "semantic" else 0)
-    extra = list(callbacks or [])
+    start = stage1_epochs if task == "semantic" else 0  # of the schedule and the patience
+    rates = epoch_schedule(schedule, learning_rate, epochs, start)  # checks `schedule`
+    # The schedule comes first: its rate joins the epoch's logs before the
+    # run folder's history row is written.
+    leading = [rates] if rates is not None else []
     # The strategy comes first: a multi-worker one must be made before
     # TensorFlow runs anything else.
     with training_context(strategy, mixed_precision) as distribution:
@@ -229,14 +262,16 @@ def train_segmenter(
         built = create_model(model, num_classes=info.num_classes, width=width,
                              **kwargs, **(model_kwargs or {}))  # fmt: skip
 
+        monitor = "val_accuracy" if task == "patch" else "val_mean_iou"
+        checkpoints = run.callbacks(monitor, "max", patience=patience, patience_from=start)
+        run_callbacks = leading + checkpoints + list(callbacks or [])
         if task == "patch":
             fit_patch_classifier(
-                built, run, train_data, val_data, info, epochs, batch_size, image_size, augment,
-                learning_rate, patches_per_image, seed, verbose, extra, stopping,
+                built, train_data, val_data, info, epochs, batch_size, image_size, augment,
+                learning_rate, patches_per_image, seed, verbose, run_callbacks,
             )  # fmt: skip
         else:
             compile_segmenter(built, info.num_classes, ignore, class_weights, learning_rate)
-            run_callbacks = run.callbacks(monitor="val_mean_iou", mode="max", **stopping) + extra
             pipeline = dict(
                 num_classes=info.num_classes, ignore_class=ignore, image_size=image_size
             )
@@ -300,11 +335,12 @@ def train_segmenter(
 
 
 def fit_patch_classifier(
-    model, run, train_data, val_data, info, epochs, batch_size, image_size, augment,
-    learning_rate, patches_per_image, seed, verbose, callbacks=(), stopping=None,
+    model, train_data, val_data, info, epochs, batch_size, image_size, augment,
+    learning_rate, patches_per_image, seed, verbose, callbacks=(),
 ):  # fmt: skip
     """`patch_cnn`'s training: random labelled patches, cross-entropy on the
-    centre pixel's class, the best epoch by validation patch accuracy."""
+    centre pixel's class; `callbacks` (the run folder's) monitor validation
+    patch accuracy, `val_accuracy`."""
     patch_size = model.input.shape[1]
     options = dict(patch_size=patch_size, num_classes=info.num_classes,
                    ignore_class=info.ignore_class, image_size=image_size,
@@ -318,8 +354,6 @@ def fit_patch_classifier(
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    stopping = stopping or {}
-    callbacks = run.callbacks(monitor="val_accuracy", mode="max", **stopping) + list(callbacks)
     return model.fit(
         train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose,
         shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
