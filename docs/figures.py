@@ -31,7 +31,13 @@ CAMVID_RUNS = [
 
 
 def camvid(frame=10, columns=5):
-    """One CamVid test frame, its ground truth and every trained run's labels."""
+    """One CamVid test frame, its ground truth and every trained run's labels.
+
+    Each run's panel is also kept in docs/camvid_panels/ (its title in the
+    file name): a run whose folder is not on this machine (trained in
+    another sitting) keeps the panel it had, so rows retrained one at a
+    time redraw only their own panels.
+    """
     from PIL import Image, ImageDraw
 
     from keras_segattn.checkpoints import load_model
@@ -44,27 +50,31 @@ def camvid(frame=10, columns=5):
     example = next(iter(data.skip(frame).take(1)))
     image = example["images"].numpy()
     truth = example["segmentation_masks"].numpy()
-    panels = [("test frame", image),
-              ("ground truth", colorize(truth, CAMVID_PALETTE,
-                                        ignore_class=info.ignore_class))]  # fmt: skip
+
+    def labelled(title, panel):
+        canvas = Image.fromarray(panel).resize((panel.shape[1] // 2, panel.shape[0] // 2))
+        ImageDraw.Draw(canvas).text((6, 6), title, fill=(255, 255, 255))
+        return np.asarray(canvas)
+
+    panels = [labelled("test frame", image),
+              labelled("ground truth", colorize(truth, CAMVID_PALETTE,
+                                                ignore_class=info.ignore_class))]  # fmt: skip
     models = {}
     for title, run, postprocess in CAMVID_RUNS:
         path = f"runs/{run}/best.keras"
-        if not os.path.exists(path):
-            continue
-        model = models.setdefault(run, load_model(path))
-        scores = predict_scores(model, image[None], image_size=(180, 240))
-        probabilities = np.asarray(output_probabilities(model, scores))
-        labels = refine_batch(image[None], probabilities, method=postprocess)[0]
-        panels.append((title, colorize(labels, CAMVID_PALETTE)))
-    labelled = []
-    for title, panel in panels:
-        canvas = Image.fromarray(panel).resize((panel.shape[1] // 2, panel.shape[0] // 2))
-        ImageDraw.Draw(canvas).text((6, 6), title, fill=(255, 255, 255))
-        labelled.append(np.asarray(canvas))
-    blank = np.full_like(labelled[0], 255)
-    labelled += [blank] * (-len(labelled) % columns)
-    rows = [panel_row(labelled[k : k + columns]) for k in range(0, len(labelled), columns)]
+        kept = os.path.join(HERE, "camvid_panels", f"{run}_{postprocess or 'raw'}.png")
+        if os.path.exists(path):
+            model = models.setdefault(run, load_model(path))
+            scores = predict_scores(model, image[None], image_size=(180, 240))
+            probabilities = np.asarray(output_probabilities(model, scores))
+            labels = refine_batch(image[None], probabilities, method=postprocess)[0]
+            panels.append(labelled(title, colorize(labels, CAMVID_PALETTE)))
+            save_png(kept, panels[-1])
+        elif os.path.exists(kept):
+            panels.append(np.asarray(Image.open(kept).convert("RGB")))
+    blank = np.full_like(panels[0], 255)
+    panels += [blank] * (-len(panels) % columns)
+    rows = [panel_row(panels[k : k + columns]) for k in range(0, len(panels), columns)]
     gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
     grid = np.concatenate([r for row in rows for r in (row, gap)][:-1])
     return save_png(os.path.join(HERE, "camvid_test.png"), grid)
