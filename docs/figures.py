@@ -33,10 +33,12 @@ CAMVID_RUNS = [
 def camvid(frame=10, columns=5):
     """One CamVid test frame, its ground truth and every trained run's labels.
 
-    Each run's panel is also kept in docs/camvid_panels/ (its title in the
-    file name): a run whose folder is not on this machine (trained in
-    another sitting) keeps the panel it had, so rows retrained one at a
-    time redraw only their own panels.
+    Each run's panel is also kept in docs/camvid_panels/
+    (`<run>_<postprocess or raw>_<frame>.png`): a run whose folder is not on
+    this machine (trained in another sitting) keeps the panel it had, so
+    rows retrained one at a time redraw only their own panels. A run folder
+    that is there is drawn from its `best.keras` as it is now (if the run
+    is still training, that is its best epoch so far).
     """
     from PIL import Image, ImageDraw
 
@@ -62,7 +64,7 @@ def camvid(frame=10, columns=5):
     models = {}
     for title, run, postprocess in CAMVID_RUNS:
         path = f"runs/{run}/best.keras"
-        kept = os.path.join(HERE, "camvid_panels", f"{run}_{postprocess or 'raw'}.png")
+        kept = os.path.join(HERE, "camvid_panels", f"{run}_{postprocess or 'raw'}_{frame}.png")
         if os.path.exists(path):
             model = models.setdefault(run, load_model(path))
             scores = predict_scores(model, image[None], image_size=(180, 240))

@@ -401,8 +401,8 @@ def build_parser():
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument(
         "--schedule", default="constant", choices=["constant", "cosine"],
-        help="the learning rate: constant, or cosine-decayed once an epoch to near 0 at "
-        "--epochs (after stage 1)",
+        help="the learning rate: constant, or cosine-decayed once an epoch (after stage 1) "
+        "towards 0 at --epochs",
     )  # fmt: skip
     p.add_argument("--class-weights", choices=["none", "median"], default="none")
     p.add_argument(

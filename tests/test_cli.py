@@ -285,6 +285,19 @@ def test_instance_train_keeps_every_coco_instance_by_default(monkeypatch, tmp_pa
     assert seen["max_instances"] == 7
 
 
+def test_cosine_schedule_holds_the_rate_through_stage_one(tmp_path):
+    output = tmp_path / "two_stage"
+    main(["train", "--model", "fcn32s", "--data", "shapes", "--num-images", "8", "--epochs", "3",
+          "--stage1-epochs", "1", "--schedule", "cosine", "--batch-size", "8",
+          "--image-size", "32", "--width", "0.0625", "--output", str(output),
+          "--verbose", "0"])  # fmt: skip
+    assert RunFolder(output).history_column("learning_rate") == pytest.approx([1e-3, 1e-3, 5e-4])
+    assert json.loads((output / "run.json").read_text())["schedule"] == "cosine"
+    with pytest.raises(SystemExit, match="stage1_epochs needs crop_size or image_size"):
+        main(["train", "--model", "fcn32s", "--data", "shapes", "--stage1-epochs", "1",
+              "--output", str(tmp_path / "no_size")])  # fmt: skip
+
+
 def test_train_stops_early_and_reports_when(tmp_path):
     output = tmp_path / "still"
     # Learning rate 0: validation mean IoU never improves on epoch 1's.

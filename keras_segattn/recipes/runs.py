@@ -107,14 +107,17 @@ def read_json(path):
         return json.load(f)
 
 
-def config_differences(saved, new):
+def config_differences(saved, new, added=None):
     """The arguments whose values differ between two `run.json` records.
 
-    An argument that one record lacks counts as `None` there: a run folder
+    An argument that one record lacks counts as `None` there, or as its
+    value in `added` (arguments added after `saved` may have been written,
+    with the value that does what the version before did): a run folder
     written before an argument existed resumes under a version that has it,
-    as long as the argument is left at its `None` default (a run started
-    without mixed precision, say, before `mixed_precision` was recorded).
+    as long as the argument is left at that default (a run started without
+    mixed precision, say, before `mixed_precision` was recorded).
     """
+    saved = {**(added or {}), **saved}
     keys = (set(saved) | set(new)) - set(NOT_COMPARED)
     return sorted(k for k in keys if json_ready(saved.get(k)) != json_ready(new.get(k)))
 
@@ -373,8 +376,11 @@ class RunFolder:
         """Saves `last.keras` (on every worker: see the module docstring)."""
         return save_model(model, self.last)
 
-    def start(self, config, overwrite=False):
+    def start(self, config, overwrite=False, added=None):
         """Checks the folder against this run's arguments, then records them.
+
+        `added`: the arguments a recorded run may lack, with the value that
+        does what the version before them did (`config_differences`).
 
         Returns:
             The saved `metrics.json` of a finished run with the same
@@ -402,7 +408,7 @@ class RunFolder:
         saved_path = self.shared(RUN_CONFIG)
         if os.path.exists(saved_path):
             saved = read_json(saved_path)
-            differing = config_differences(saved, config)
+            differing = config_differences(saved, config, added)
             if differing:
                 details = ", ".join(
                     f"{k}: {_recorded(saved, k)} -> {_recorded(config, k)}" for k in differing
@@ -471,7 +477,9 @@ class RunFolder:
 
         Returns:
             A list of `keras.callbacks.Callback`, `RunCheckpoints` first (it
-            restores a saved state before the others start).
+            restores a saved state in `on_train_begin`, before any epoch
+            starts; a learning-rate schedule goes before this list, so that
+            its rate joins the logs before the history row is written).
         """
         callbacks = [RunCheckpoints(self, monitor, mode, patience, patience_from)]
         if tensorboard:

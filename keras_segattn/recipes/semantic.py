@@ -62,10 +62,13 @@ def epoch_schedule(schedule, learning_rate, epochs, start=0):
 
     `"constant"`: `learning_rate` throughout (no callback: returns `None`).
     `"cosine"`: `learning_rate` for the first `start` epochs (DeconvNet's
-    stage 1), then decayed by a half cosine, once an epoch, to near 0 at
-    epoch `epochs`, so that a fixed budget of epochs ends converged.
-    The rate is a function of the epoch number alone, so a run resumed
-    from its folder goes on with the rate an uninterrupted run would use.
+    stage 1), then decayed by a half cosine, once an epoch, towards 0 at
+    epoch `epochs`: epoch k of the `epochs - start` decaying ones (from 0)
+    uses `learning_rate * (1 + cos(pi * k / (epochs - start))) / 2`, so the
+    last one trains at a small fraction of the rate (0.15% of it over 40
+    epochs; half of it over 2). The rate is a function of the epoch number
+    alone, so a run resumed from its folder goes on with the rate an
+    uninterrupted run would use.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}; got schedule={schedule!r}.")
@@ -171,8 +174,9 @@ def train_segmenter(
         output: str. The run folder.
         epochs, batch_size, learning_rate: the `fit` schedule (Adam).
         schedule: `"constant"` (the learning rate throughout) or
-            `"cosine"` (decayed once an epoch to near 0 at `epochs`, after
-            stage 1; see `epoch_schedule`).
+            `"cosine"` (after stage 1, decayed once an epoch towards 0 at
+            `epochs`; see `epoch_schedule`; `patience` may stop it first).
+            With `"cosine"`, `history.csv` records `learning_rate`.
         image_size, crop_size: `(h, w)`, an int or `None`: every image
             resized to `image_size`; training crops of `crop_size`.
         augment: bool. Random flip, scale and crop.
@@ -219,6 +223,11 @@ def train_segmenter(
     epochs = check_int(epochs, "epochs", hint=" (0 would score an untrained model)")
     stage1_epochs = check_int(stage1_epochs, "stage1_epochs", minimum=0)
     patience = check_int(patience, "patience", none_ok=True)
+    if stage1_epochs and task == "semantic" and crop_size is None and image_size is None:
+        raise ValueError(
+            "stage1_epochs needs crop_size or image_size: stage 1's object-centred crops "
+            f"are cut at that size (got stage1_epochs={stage1_epochs}, neither size)."
+        )
     start = stage1_epochs if task == "semantic" else 0  # of the schedule and the patience
     rates = epoch_schedule(schedule, learning_rate, epochs, start)  # checks `schedule`
     # The schedule comes first: its rate joins the epoch's logs before the
@@ -240,6 +249,7 @@ def train_segmenter(
             {**record, "num_classes": info.num_classes, "ignore_class": ignore,
              "class_names": info.class_names, "task": task},
             overwrite=overwrite,
+            added={"schedule": "constant"},  # runs from before --schedule
         )  # fmt: skip
         if finished is not None:
             print(f"{output} holds this run, finished (pass --overwrite to train it again):")

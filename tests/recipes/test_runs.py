@@ -68,6 +68,13 @@ def test_a_run_from_before_an_argument_existed_resumes(tmp_path):
     run = RunFolder(tmp_path / "b")
     with pytest.raises(ValueError, match=r"mixed_precision: not recorded -> 'bfloat16'"):
         run.start({"epochs": 2, "mixed_precision": "bfloat16"})
+    # An argument added with a default other than None (`--schedule`).
+    RunFolder(tmp_path / "c").start(old)
+    added = {"schedule": "constant"}
+    assert RunFolder(tmp_path / "c").start({**old, **added}, added=added) is None
+    RunFolder(tmp_path / "d").start(old)
+    with pytest.raises(ValueError, match=r"schedule: not recorded -> 'cosine'"):
+        RunFolder(tmp_path / "d").start({**old, "schedule": "cosine"}, added=added)
 
 
 def test_history_rows_are_appended_whole(tmp_path):

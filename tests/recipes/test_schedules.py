@@ -16,7 +16,6 @@ def test_cosine_holds_through_stage_one_then_decays_to_near_zero():
     rates = [rate(epoch, 0.0) for epoch in range(6)]
     half_cosine = [0.05 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
     np.testing.assert_allclose(rates, [0.1, 0.1] + half_cosine)
-    assert rates[-1] < 0.2 * rates[0] and all(a >= b for a, b in zip(rates, rates[1:]))
     assert epoch_schedule("constant", 0.1, epochs=6) is None
 
 
