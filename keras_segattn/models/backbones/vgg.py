@@ -6,6 +6,7 @@ convolutions `fc6` (7x7) and `fc7` (1x1), FCN's "convolutionalization".
 """
 
 import keras
+import tensorflow as tf
 
 from keras_segattn.layers import MaxPoolingWithArgmax2D, StrideOneConv2DTranspose
 from keras_segattn.models.common import load_saved_weights
@@ -20,6 +21,20 @@ def scaled(channels, width):
     return max(4, int(round(channels * width)))
 
 
+def batch_normalization(name):
+    """Batch norm whose batch statistics are summed over all replicas when the
+    model is built under a strategy with more than one.
+
+    Keras' default computes them per replica and updates the (mirrored)
+    moving statistics with each replica's own: the copies drift apart, so
+    replicas evaluate with different statistics and a checkpoint keeps only
+    the first replica's. Synchronised statistics keep every copy identical
+    and are those of the global batch, as in single-device training.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return keras.layers.BatchNormalization(synchronized=replicas > 1, name=name)
+
+
 def conv_bn_relu(x, filters, kernel_size, name, batch_norm, transpose=False):
     """A convolution (or stride-1 transposed convolution), optional batch norm, ReLU."""
     layer = StrideOneConv2DTranspose if transpose else keras.layers.Conv2D
@@ -32,7 +47,7 @@ def conv_bn_relu(x, filters, kernel_size, name, batch_norm, transpose=False):
         name=name,
     )(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = batch_normalization(f"{name}_bn")(x)
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
     return x
 
