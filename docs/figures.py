@@ -135,8 +135,12 @@ def stn_curve(cells=(("runs/stn_sgd/st_cnn_affine_RTS", "SGD, step schedule"),
 
 
 def camvid_curve(cells=(("runs/camvid_deconvnet", "DeconvNet (width 0.25)"),
+                        ("runs/camvid_rcnn1", "recurrent CNN, 1 instance"),
+                        ("runs/camvid_rcnn2", "recurrent CNN, 2 instances"),
+                        ("runs/camvid_rcnn3", "recurrent CNN, 3 instances"),
                         ("runs/camvid_multiscale", "multiscale ConvNet (width 1.0)"))):  # fmt: skip
-    """Validation mean IoU after every epoch of the CamVid runs (history.csv)."""
+    """Validation mean IoU after every epoch of the CamVid runs (history.csv;
+    runs whose folder is absent are left out)."""
     return _curves(
         os.path.join(HERE, "camvid_curve.png"),
         cells,
