@@ -1,15 +1,31 @@
 """Pieces every semantic-segmentation builder shares: the raw-pixel input
 stem and the output head, so all of them accept any image size and return
-per-pixel scores at exactly that size."""
+per-pixel scores at exactly that size, and the batch norm every model
+builds (replica-synchronised under a distribution strategy)."""
 
 import numbers
 import os
 
 import keras
+import tensorflow as tf
 
 from keras_segattn.core.saving import load_keras_file
 from keras_segattn.core.validation import check_int
 from keras_segattn.layers import CropToReference, ImagePreprocessing, PadToMultiple
+
+
+def batch_normalization(name):
+    """Batch norm whose batch statistics are summed over all replicas when the
+    model is built under a strategy with more than one.
+
+    Keras' default computes them per replica and updates the (mirrored)
+    moving statistics with each replica's own: the copies drift apart, so
+    replicas evaluate with different statistics and a checkpoint keeps only
+    the first replica's. Synchronised statistics keep every copy identical
+    and are those of the global batch, as in single-device training.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return keras.layers.BatchNormalization(synchronized=replicas > 1, name=name)
 
 
 def check_common_arguments(num_classes, width):

@@ -168,7 +168,7 @@ with strategy.scope():
     for layer in norms:
         # Moving statistics = the last batch's, so that the untrained
         # network's inference scores are not ties (with 0.99 they start
-        # from mean 0 and variance 1 and shrink to nothing through 30 layers).
+        # from mean 0 and variance 1 and shrink to nothing through 29 layers).
         layer.momentum = 0.0
     compile_segmenter(model, 3, ignore_class=255)
 rng = np.random.default_rng(0)
@@ -193,9 +193,9 @@ print("ok", metrics)
 
 
 # Batch composition (4 images vs 2 per replica) moves the last float bits of
-# DeconvNet's 30 layers, so a pixel or two whose top scores are nearly tied
+# DeconvNet's 29 convolutions, so a pixel or two whose top scores are nearly tied
 # may flip; FCN-8s' scores are decisive and must agree exactly. Batch norm
-# statistics must agree across replicas (see `batch_normalization`).
+# statistics must agree across replicas (see `models.common.batch_normalization`).
 @pytest.mark.parametrize("name, tolerance", [("fcn8s", 1e-5), ("deconvnet", 2e-3)])
 def test_fit_and_metrics_over_two_replicas(name, tolerance):
     # Logical devices must be set before TensorFlow starts: a fresh process.

@@ -6,10 +6,9 @@ convolutions `fc6` (7x7) and `fc7` (1x1), FCN's "convolutionalization".
 """
 
 import keras
-import tensorflow as tf
 
 from keras_segattn.layers import MaxPoolingWithArgmax2D, StrideOneConv2DTranspose
-from keras_segattn.models.common import load_saved_weights
+from keras_segattn.models.common import batch_normalization, load_saved_weights
 
 # (number of 3x3 convolutions, channels) for each of the five blocks.
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -19,20 +18,6 @@ FC_CHANNELS = 4096
 def scaled(channels, width):
     """Channels after applying the width multiplier (at least 4)."""
     return max(4, int(round(channels * width)))
-
-
-def batch_normalization(name):
-    """Batch norm whose batch statistics are summed over all replicas when the
-    model is built under a strategy with more than one.
-
-    Keras' default computes them per replica and updates the (mirrored)
-    moving statistics with each replica's own: the copies drift apart, so
-    replicas evaluate with different statistics and a checkpoint keeps only
-    the first replica's. Synchronised statistics keep every copy identical
-    and are those of the global batch, as in single-device training.
-    """
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return keras.layers.BatchNormalization(synchronized=replicas > 1, name=name)
 
 
 def conv_bn_relu(x, filters, kernel_size, name, batch_norm, transpose=False):
