@@ -257,32 +257,47 @@ def apply_distortion(images, distortion, params):
     return _warp_homography(images, matrices, size)
 
 
-def distorted_mnist(split="train", distortion="R", seed=0, source=None):
+def _check_seed(seed, name):
+    if tf.is_tensor(seed):
+        if not seed.dtype.is_integer or seed.shape.rank != 0:
+            raise TypeError(f"{name} must be an int or an integer scalar tensor; got {seed!r}")
+    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name} must be an int; got {seed!r}")
+
+
+def distorted_mnist(split="train", distortion="R", seed=0, source=None, shuffle_seed=None):
     """Builds a distorted MNIST split, distorted on the fly.
 
-    Examples keep MNIST's order (shuffle afterwards). Example `i` is
-    distorted with the stateless key `(seed, i)` for `"train"` and
-    `(seed, 2**40 + i)` for `"test"`, so a seed fixes the whole distorted
-    set, on every epoch; pass a different seed for fresh distortions.
+    Examples keep MNIST's order, or come in a random order with
+    `shuffle_seed`. Example `i` is distorted with the stateless key
+    `(seed, i)` for `"train"` and `(seed, 2**40 + i)` for `"test"`, so a
+    seed fixes the whole distorted set, on every epoch and in any order;
+    pass a different seed for fresh distortions.
 
     Args:
         split: str. `"train"` or `"test"`. Defaults to `"train"`.
         distortion: str. One of `DISTORTIONS`: `"R"`, `"RTS"`, `"P"` or
             `"E"` (see the module docstring). Defaults to `"R"`.
-        seed: int. Distortion seed. Defaults to `0`.
+        seed: int, or an integer scalar tensor (e.g. the epoch inside a
+            `flat_map`). Distortion seed. Defaults to `0`.
         source: MNIST source, see `load_mnist`. A tuple `(images, labels)`
             of arrays is also accepted. Defaults to `None`.
+        shuffle_seed: `None` (MNIST's order), or an int or integer scalar
+            tensor: the examples come in a uniformly random order (a
+            stateless permutation of the whole split: a seed always gives
+            the same order). Defaults to `None`.
 
     Returns:
-        A `tf.data.Dataset` of `(image, label)`: float32 images `(S, S, 1)`
-        in [0, 1] with `S = distortion_image_size(distortion)`, int32
-        labels.
+        A `tf.data.Dataset` of known length (`len()`) of `(image, label)`:
+        float32 images `(S, S, 1)` in [0, 1] with
+        `S = distortion_image_size(distortion)`, int32 labels.
     """
     distortion = _check_distortion(distortion)
     if split not in mnist.SPLITS:
         raise ValueError(f"split must be one of {mnist.SPLITS}; got {split!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int; got {seed!r}")
+    _check_seed(seed, "seed")
+    if shuffle_seed is not None:
+        _check_seed(shuffle_seed, "shuffle_seed")
     if isinstance(source, tuple):
         images, labels = (np.asarray(a) for a in source)
         if images.ndim != 3 or images.shape[1:] != (28, 28) or len(labels) != len(images):
@@ -294,20 +309,24 @@ def distorted_mnist(split="train", distortion="R", seed=0, source=None):
         images, labels = mnist.load_mnist(source, split)
     offset = _TEST_KEY_OFFSET if split == "test" else 0
     size = _IMAGE_SIZE[distortion]
+    all_images = tf.constant(images.astype(np.uint8))
+    all_labels = tf.constant(labels.astype(np.int32))
 
-    def distort(block_images, block_labels, index):
-        keys = tf.stack([tf.fill(tf.shape(index), tf.constant(seed, tf.int64)), index + offset], 1)
+    def distort(index):
+        keys = tf.stack([tf.fill(tf.shape(index), tf.cast(seed, tf.int64)), index + offset], 1)
         params = sample_distortion_params(distortion, keys)
-        block = tf.cast(block_images, tf.float32)[..., None] / 255.0
+        block = tf.cast(tf.gather(all_images, index), tf.float32)[..., None] / 255.0
         warped = tf.clip_by_value(apply_distortion(block, distortion, params), 0.0, 1.0)
-        return tf.ensure_shape(warped, [None, size, size, 1]), block_labels
+        return tf.ensure_shape(warped, [None, size, size, 1]), tf.gather(all_labels, index)
 
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (images.astype(np.uint8), labels.astype(np.int32), np.arange(len(images), dtype=np.int64))
-    )
+    order = tf.range(len(images), dtype=tf.int64)
+    if shuffle_seed is not None:
+        order_key = tf.stack([tf.cast(shuffle_seed, tf.int64), tf.constant(1, tf.int64)])
+        order = tf.random.experimental.stateless_shuffle(order, seed=order_key)
     # Warping blocks instead of single images amortises the per-call
     # overhead; the keys depend only on the index, not on the blocking.
-    dataset = dataset.batch(_BLOCK).map(
-        distort, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    return dataset.unbatch()
+    dataset = tf.data.Dataset.from_tensor_slices(order).batch(_BLOCK)
+    dataset = dataset.map(distort, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # unbatch() loses the length; restoring it lets `len()` and Keras'
+    # validation pass know the size (else Keras warns the data "ran out").
+    return dataset.unbatch().apply(tf.data.experimental.assert_cardinality(len(images)))

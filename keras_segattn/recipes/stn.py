@@ -54,18 +54,17 @@ def parse_row(row):
 
 def training_data(distortion, epochs, batch_size, seed, mnist, start_epoch=0):
     """Passes `start_epoch` to `epochs - 1` over the 60,000 digits, each
-    freshly distorted (seed `seed + epoch`) and shuffled on its own, so
-    epoch `e` is the same batches whether or not the run was interrupted
-    before it."""
-    passes = []
-    for epoch in range(start_epoch, epochs):
-        data = distorted_mnist("train", distortion, seed=seed + epoch, source=mnist)
-        passes.append(
-            data.shuffle(10_000, seed=seed + epoch).batch(batch_size, drop_remainder=True)
-        )
-    data = passes[0]
-    for more in passes[1:]:
-        data = data.concatenate(more)
+    freshly distorted and shuffled as a whole (both seeded `seed + epoch`,
+    statelessly), so epoch `e` is the same batches whether or not the run
+    was interrupted before it. One pipeline serves every epoch: the digits
+    are held once, whatever the number of epochs."""
+
+    def one_pass(epoch):
+        epoch_seed = seed + epoch
+        data = distorted_mnist("train", distortion, epoch_seed, mnist, shuffle_seed=epoch_seed)
+        return data.batch(batch_size, drop_remainder=True)
+
+    data = tf.data.Dataset.range(start_epoch, epochs).flat_map(one_pass)
     data = data.map(lambda x, y: (x * 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
     # Exactly the batches fit reads; repeat() only keeps Keras from warning
     # that the data ran out as the last epoch ends.

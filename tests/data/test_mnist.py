@@ -162,6 +162,7 @@ def test_distorted_mnist_shapes_and_seeds(digits, distortion):
     assert dataset.element_spec[0].shape == (size, size, 1)
     assert dataset.element_spec[0].dtype == tf.float32
     assert dataset.element_spec[1].dtype == tf.int32
+    assert len(dataset) == 64  # a known length: Keras' validation pass needs it
     images, labels = _collect(dataset)
     assert images.shape == (64, size, size, 1)
     assert images.min() >= 0 and images.max() <= 1 and images.max() > 0.5
@@ -256,6 +257,25 @@ def test_elastic_warp_moves_control_points_by_their_offsets():
         if 0 < x < 27 and 0 < y < 27:  # the border reads zeros beyond the edge
             expected = (x + dx[k]) + 2 * (y + dy[k])
             np.testing.assert_allclose(warped[0, y, x, 0], expected, atol=1e-3)
+
+
+def test_shuffle_seed_gives_a_seeded_permutation_of_the_same_digits(digits):
+    images, labels = _collect(distortions.distorted_mnist("train", "RTS", seed=3, source=digits))
+    mixed, mixed_labels = _collect(
+        distortions.distorted_mnist("train", "RTS", seed=3, source=digits, shuffle_seed=7)
+    )
+    # Each example keeps its distortion (keyed by its index), only the order changes.
+    flat = images.reshape(64, -1)
+    order = [int(np.argmin(np.abs(flat - x).max(1))) for x in mixed.reshape(64, -1)]
+    np.testing.assert_allclose(mixed, images[order], atol=1e-6)
+    np.testing.assert_array_equal(mixed_labels, labels[order])
+    assert sorted(order) == list(range(64)) and order != list(range(64))
+    again = distortions.distorted_mnist("train", "RTS", 3, digits, shuffle_seed=tf.constant(7))
+    np.testing.assert_array_equal(_collect(again)[1], mixed_labels)
+    other = distortions.distorted_mnist("train", "RTS", 3, digits, shuffle_seed=8)
+    assert not np.array_equal(_collect(other)[1], mixed_labels)
+    with pytest.raises(TypeError, match="shuffle_seed must be an int"):
+        distortions.distorted_mnist("train", "RTS", 3, digits, shuffle_seed=0.5)
 
 
 def test_unknown_distortion_lists_accepted():

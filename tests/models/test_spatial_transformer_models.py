@@ -104,3 +104,30 @@ def test_table_schedules_and_optimizers():
         learning_rate_schedule("linear", 0.05, 300)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         train_cell("cnn", "R", optimizer="rmsprop")
+
+
+def test_training_data_holds_the_digits_once_whatever_the_epochs():
+    from keras_segattn.data.distortions import distorted_mnist
+    from keras_segattn.recipes.stn import training_data
+
+    rng = np.random.default_rng(0)
+    digits = (rng.integers(0, 256, (96, 28, 28)).astype(np.uint8), np.arange(96) % 10)
+    # One pipeline for every epoch: its graph does not grow with them (one
+    # pass per epoch held a copy of the 60,000 digits each: 10 GB at 90).
+    sizes = [len(training_data("R", e, 32, 0, digits)._as_serialized_graph().numpy())
+             for e in (2, 40)]  # fmt: skip
+    assert sizes[0] == sizes[1]
+    # Epoch e is all the digits, distorted with seed `seed + e`, in a fresh
+    # order; a run resumed at epoch 1 reads the batches it would have read.
+    batches = list(training_data("R", 3, 32, 5, digits).take(9).as_numpy_iterator())
+    resumed = list(training_data("R", 3, 32, 5, digits, start_epoch=1).take(6).as_numpy_iterator())
+    for (x, y), (u, v) in zip(batches[3:], resumed):
+        np.testing.assert_array_equal(x, u)
+        np.testing.assert_array_equal(y, v)
+    for epoch in range(3):
+        images = np.concatenate([x for x, _ in batches[3 * epoch : 3 * epoch + 3]]) / 255.0
+        reference = np.stack([x for x, _ in distorted_mnist("train", "R", 5 + epoch, digits)])
+        flat = reference.reshape(96, -1)
+        order = [int(np.argmin(np.abs(flat - x).max(1))) for x in images.reshape(96, -1)]
+        np.testing.assert_allclose(images, reference[order], atol=1e-5)
+        assert sorted(order) == list(range(96)) and order != list(range(96))
