@@ -82,16 +82,18 @@ def camvid(frame=10, columns=5):
     return save_png(os.path.join(HERE, "camvid_test.png"), grid)
 
 
-def stn():
+def stn(folders=("runs/stn_sgd90", "runs/stn")):
+    """The transformer figures, each from the first of `folders` that holds
+    its cell (the longest schedule first); figures without a cell are kept."""
     from keras_segattn.recipes.stn import transformer_figure
 
-    return [
-        transformer_figure(
-            f"runs/stn/st_cnn_{t}_{d}/last.keras", d, os.path.join(HERE, f"stn_{t}_{d}.png")
-        )
-        for t, d in (("affine", "RTS"), ("tps", "R"))
-        if os.path.exists(f"runs/stn/st_cnn_{t}_{d}/last.keras")
-    ]
+    paths = []
+    for t, d in (("affine", "RTS"), ("tps", "R")):
+        models = [f"{folder}/st_cnn_{t}_{d}/last.keras" for folder in folders]
+        models = [m for m in models if os.path.exists(m)]
+        if models:
+            paths.append(transformer_figure(models[0], d, os.path.join(HERE, f"stn_{t}_{d}.png")))
+    return paths
 
 
 def _curves(path, cells, column, scale, axis_kwargs, lines=()):
@@ -121,15 +123,18 @@ def _curves(path, cells, column, scale, axis_kwargs, lines=()):
     return path
 
 
-def stn_curve(cells=(("runs/stn_sgd/st_cnn_affine_RTS", "SGD, step schedule"),
-                     ("runs/stn/st_cnn_affine_RTS", "Adam, cosine"))):  # fmt: skip
-    """Test error after every epoch of Table 1 cells (history.csv), with the paper's."""
+def stn_curve(cells=(("runs/stn_sgd90/st_cnn_affine_RTS", "affine, 90 ep. SGD, cosine"),
+                     ("runs/stn_sgd90/st_cnn_tps_RTS", "TPS, 90 ep. SGD, cosine"),
+                     ("runs/stn_sgd/st_cnn_affine_RTS", "affine, 30 ep. SGD, step"),
+                     ("runs/stn/st_cnn_affine_RTS", "affine, 15 ep. Adam, cosine"))):  # fmt: skip
+    """Test error after every epoch of Table 1 cells on RTS (history.csv;
+    cells whose folder is absent are left out), with the paper's."""
     from keras_segattn.recipes.stn import PAPER_ERRORS
 
     paper = PAPER_ERRORS["st_cnn:affine"][1]
     return _curves(
         os.path.join(HERE, "stn_curve.png"), cells, "val_accuracy", lambda a: 100 * (1 - a),
-        dict(ylabel="RTS test error (%)", ylim=(0, 9), title="ST-CNN (affine), RTS"),
+        dict(ylabel="RTS test error (%)", ylim=(0, 5), title="ST-CNN on RTS-distorted MNIST"),
         [(paper, "paper", "--"), (paper + 0.5, "paper + 0.5", ":")],
     )  # fmt: skip
 
