@@ -562,3 +562,10 @@ def paste_masks_reference(masks, boxes, image_size):
                         total += wy * wx * masks[b, d, i, j]
             out[b, d, y, x] = total
     return out
+
+
+def shuffled_order(shuffled, reference):
+    """For each of `shuffled`'s images, the index of the identical image in
+    `reference` (the order a shuffle put `reference` in)."""
+    flat = reference.reshape(len(reference), -1)
+    return [int(np.argmin(np.abs(flat - x).max(1))) for x in shuffled.reshape(len(shuffled), -1)]

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_segattn.data import distortions, mnist
+from tests.references import shuffled_order
 
 MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
 TRAIN_IMAGES_MD5 = "6bbc9ace898e44ae57da46a324031adb"
@@ -265,8 +266,7 @@ def test_shuffle_seed_gives_a_seeded_permutation_of_the_same_digits(digits):
         distortions.distorted_mnist("train", "RTS", seed=3, source=digits, shuffle_seed=7)
     )
     # Each example keeps its distortion (keyed by its index), only the order changes.
-    flat = images.reshape(64, -1)
-    order = [int(np.argmin(np.abs(flat - x).max(1))) for x in mixed.reshape(64, -1)]
+    order = shuffled_order(mixed, images)
     np.testing.assert_allclose(mixed, images[order], atol=1e-6)
     np.testing.assert_array_equal(mixed_labels, labels[order])
     assert sorted(order) == list(range(64)) and order != list(range(64))

@@ -10,6 +10,7 @@ from keras_segattn.export.saved_model import classification_serving_fn
 from keras_segattn.models import create_model, list_models
 from keras_segattn.recipes.stn import format_table, train_cell
 from keras_segattn.testing import run_model_test
+from tests.references import shuffled_order
 
 ROWS = [("cnn", {}), ("fcn", {})] + [
     (name, {"transform": t})
@@ -127,7 +128,6 @@ def test_training_data_holds_the_digits_once_whatever_the_epochs():
     for epoch in range(3):
         images = np.concatenate([x for x, _ in batches[3 * epoch : 3 * epoch + 3]]) / 255.0
         reference = np.stack([x for x, _ in distorted_mnist("train", "R", 5 + epoch, digits)])
-        flat = reference.reshape(96, -1)
-        order = [int(np.argmin(np.abs(flat - x).max(1))) for x in images.reshape(96, -1)]
+        order = shuffled_order(images, reference)
         np.testing.assert_allclose(images, reference[order], atol=1e-5)
         assert sorted(order) == list(range(96)) and order != list(range(96))
