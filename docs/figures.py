@@ -132,11 +132,13 @@ def stn_curve(cells=(("runs/stn_sgd90/st_cnn_affine_RTS", "affine, 90 ep. SGD, c
     cells whose folder is absent are left out), with the paper's."""
     from keras_segattn.recipes.stn import PAPER_ERRORS
 
-    paper = PAPER_ERRORS["st_cnn:affine"][1]
+    paper, baseline = PAPER_ERRORS["st_cnn:affine"][1], PAPER_ERRORS["cnn"][1]
     return _curves(
         os.path.join(HERE, "stn_curve.png"), cells, "val_accuracy", lambda a: 100 * (1 - a),
-        dict(ylabel="RTS test error (%)", ylim=(0, 5), title="ST-CNN on RTS-distorted MNIST"),
-        [(paper, "paper", "--"), (paper + 0.5, "paper + 0.5", ":")],
+        dict(ylabel="RTS test error (%)", ylim=(0, 5),
+             title="ST-CNN and CNN on RTS-distorted MNIST"),
+        [(paper, "paper, ST-CNN", "--"), (paper + 0.5, "paper + 0.5", ":"),
+         (baseline, "paper, CNN", "-.")],
     )  # fmt: skip
 
 
