@@ -125,9 +125,7 @@ def _curves(path, cells, column, scale, axis_kwargs, lines=()):
 
 def stn_curve(cells=(("runs/stn_sgd90/st_cnn_affine_RTS", "affine, 90 ep. SGD, cosine"),
                      ("runs/stn_sgd90/st_cnn_tps_RTS", "TPS, 90 ep. SGD, cosine"),
-                     ("runs/stn_sgd90/cnn_RTS", "CNN baseline, 90 ep. SGD, cosine"),
-                     ("runs/stn_sgd/st_cnn_affine_RTS", "affine, 30 ep. SGD, step"),
-                     ("runs/stn/st_cnn_affine_RTS", "affine, 15 ep. Adam, cosine"))):  # fmt: skip
+                     ("runs/stn_sgd90/cnn_RTS", "CNN baseline, 90 ep. SGD, cosine"))):  # fmt: skip
     """Test error after every epoch of Table 1 cells on RTS (history.csv;
     cells whose folder is absent are left out), with the paper's."""
     from keras_segattn.recipes.stn import PAPER_ERRORS
