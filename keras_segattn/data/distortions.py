@@ -14,9 +14,11 @@ The four sets of the paper's Table 1, generated on the fly in `tf.data`:
 - `"P"`: projective. The image is scaled about its centre by a factor
   uniform in [0.75, 1.0], then each of its four corners is moved by a
   normal offset of 5 px standard deviation per axis, truncated at 2
-  standard deviations (so the quadrilateral stays convex); the
-  homography mapping the moved corners to the original ones is the warp.
-  28x28 output.
+  standard deviations; draws whose moved corners are not a convex
+  quadrilateral (about 1 in 300: a homography would fold the image) are
+  rejected and drawn again. The homography mapping the moved corners to
+  the original ones is the warp: the digit fills the quadrilateral, zeros
+  elsewhere. 28x28 output.
 - `"E"`: elastic. A thin-plate spline through 16 control points on a 4x4
   grid spanning the image (pixel coordinates 0, 9, 18 and 27 on each
   axis), each displaced by a normal offset of 1.5 px standard deviation
@@ -65,6 +67,9 @@ _TPS_GRID = 4
 _TPS_SIGMA = 1.5
 _P_SIGMA = 5.0
 _P_SCALE = (0.75, 1.0)
+# Candidate corner draws per example; all of them non-convex has a
+# probability far below 1e-12, and then the corners stay unmoved.
+_P_TRIES = 8
 _RTS_ANGLE = 45.0
 _RTS_SCALE = (0.7, 1.2)
 _R_ANGLE = 90.0
@@ -113,8 +118,9 @@ def _warp_homography(images, matrices, size):
     grid = tf.constant(_output_grid(size).reshape(1, -1, 3))
     points = tf.matmul(grid, matrices, transpose_b=True)
     points = tf.reshape(points, [-1, size, size, 3])
-    # A positive floor keeps a (practically impossible) degenerate
-    # projective draw from dividing by zero; such points fall outside.
+    # The matrices keep w positive inside the image's quadrilateral; the
+    # floor sends points on or beyond the horizon (w <= 0) far outside,
+    # where the sampler reads zeros.
     w = tf.maximum(points[..., 2:], 1e-6)
     return sample_at_pixels(images, points[..., :2] / w)
 
@@ -136,14 +142,37 @@ def _rotation_matrices(angles_deg, scale, input_centre, output_centre):
     return tf.concat([affine, last], -2)
 
 
+def _image_corners(dtype):
+    """The input's corners, top-left, top-right, bottom-right, bottom-left."""
+    last = _INPUT_SIZE - 1.0
+    return tf.constant([[0.0, 0.0], [last, 0.0], [last, last], [0.0, last]], dtype)
+
+
+def _moved_corners(scale, offsets):
+    """Corners `(..., 4, 2)` after scaling by `(..., 1)` and moving by `(..., 8)`."""
+    corners = _image_corners(offsets.dtype)
+    centre = (_INPUT_SIZE - 1.0) / 2
+    moved = centre + scale[..., None] * (corners - centre)
+    return moved + tf.reshape(offsets, tf.concat([tf.shape(offsets)[:-1], [4, 2]], 0))
+
+
+def _is_convex(quads):
+    """Whether `(..., 4, 2)` corners, in the image corners' order, are convex.
+
+    With y pointing down the image corners turn clockwise as displayed, so
+    every pair of consecutive edges has a positive cross product.
+    """
+    edges = tf.roll(quads, -1, axis=-2) - quads
+    following = tf.roll(edges, -1, axis=-2)
+    cross = edges[..., 0] * following[..., 1] - edges[..., 1] * following[..., 0]
+    return tf.reduce_all(cross > 0, axis=-1)
+
+
 def _corner_homographies(params):
     """Solves the homographies mapping moved corners back to the originals."""
     params = tf.cast(params, tf.float64)
-    last = _INPUT_SIZE - 1.0
-    centre = last / 2
-    corners = tf.constant([[0.0, 0.0], [last, 0.0], [last, last], [0.0, last]], tf.float64)
-    scale = params[:, :1, None]
-    moved = centre + scale * (corners - centre) + tf.reshape(params[:, 1:], [-1, 4, 2])
+    corners = _image_corners(tf.float64)
+    moved = _moved_corners(params[:, :1], params[:, 1:])
     x, y = moved[..., 0], moved[..., 1]
     u, v = corners[None, :, 0], corners[None, :, 1]
     one, zero = tf.ones_like(x), tf.zeros_like(x)
@@ -153,8 +182,17 @@ def _corner_homographies(params):
     system = tf.concat([rows_u, rows_v], 1)
     rhs = tf.concat([tf.broadcast_to(u, tf.shape(x)), tf.broadcast_to(v, tf.shape(x))], 1)
     h = tf.linalg.solve(system, rhs[..., None])[..., 0]
-    h = tf.concat([h, tf.ones_like(h[:, :1])], -1)
-    return tf.cast(tf.reshape(h, [-1, 3, 3]), tf.float32)
+    h = tf.reshape(tf.concat([h, tf.ones_like(h[:, :1])], -1), [-1, 3, 3])
+    # A homography is defined up to scale, sign included: fixing h33 = 1
+    # leaves w = h3 . (x, y, 1) negative over the whole quadrilateral when
+    # the horizon w = 0 separates it from the origin. Flip such matrices
+    # so that w is positive inside (at the corners' mean, which a convex
+    # quadrilateral contains); `_warp_homography` then sends only points
+    # beyond the horizon outside the image.
+    inside = tf.concat([tf.reduce_mean(moved, 1), tf.ones_like(moved[:, :1, 0])], -1)
+    w = tf.einsum("bj,bj->b", h[:, 2], inside)
+    h *= tf.sign(w)[:, None, None]
+    return tf.cast(h, tf.float32)
 
 
 def _warp_tps(images, params):
@@ -210,7 +248,10 @@ def sample_distortion_params(distortion, keys):
             return tf.concat([tf.stack([angle, scale]), shift], 0)
         if distortion == "P":
             scale = tf.random.stateless_uniform([1], key, *_P_SCALE)
-            offsets = _P_SIGMA * tf.random.stateless_truncated_normal([8], normal_key)
+            tries = _P_SIGMA * tf.random.stateless_truncated_normal([_P_TRIES, 8], normal_key)
+            convex = _is_convex(_moved_corners(scale, tries))
+            first = tf.argmax(tf.cast(convex, tf.int32))
+            offsets = tf.where(tf.reduce_any(convex), tries[first], tf.zeros([8]))
             return tf.concat([scale, offsets], 0)
         return _TPS_SIGMA * tf.random.stateless_normal([2 * _TPS_GRID * _TPS_GRID], normal_key)
 

@@ -19,8 +19,9 @@ from keras_segattn.core.validation import check_int, check_size
 
 TRANSFORMS = ("affine", "projective", "tps")
 
-# Below this the projective divisor is clamped: those points lie on or past
-# the horizon, far outside the image, where the sampler reads zeros anyway.
+# Below this magnitude the projective divisor is clamped: those points lie
+# on the horizon and land far outside the image, where the sampler reads
+# zeros.
 _PROJECTIVE_EPSILON = 1e-6
 
 
@@ -112,8 +113,12 @@ def projective_grid(theta, out_h, out_w):
 
     Returns:
         A `(batch, out_h, out_w, 2)` grid of normalised `(x, y)` source
-        positions for `bilinear_sample`. Points on or beyond the horizon
-        (`s` near or below 0) map far outside the image.
+        positions for `bilinear_sample`. Points on the horizon (`s` near
+        0) map far outside the image; points beyond it (`s < 0`) are
+        divided through like any other, as TensorFlow's
+        `ImageProjectiveTransformV3` and OpenCV's `warpPerspective` do. At
+        the output's centre `s = 1`, so a transform has to tilt far from
+        the identity before the horizon enters the output.
     """
     _check_output_size(out_h, out_w)
     theta = _check_theta(theta, 8, "projective")

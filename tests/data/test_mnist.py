@@ -11,6 +11,8 @@ from tests.references import shuffled_order
 
 MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
 TRAIN_IMAGES_MD5 = "6bbc9ace898e44ae57da46a324031adb"
+# The image corners of P, in its parameters' order (x, y pixel centres).
+CORNERS = np.array([[0, 0], [27, 0], [27, 27], [0, 27]], np.float64)
 IDENTITY = {"R": [0.0], "RTS": [0.0, 1.0, 0.0, 0.0], "P": [1.0] + [0.0] * 8, "E": [0.0] * 32}
 
 
@@ -236,13 +238,78 @@ def test_param_ranges():
     assert e.shape == (500, 32) and 1.3 < e.std() < 1.7
 
 
+def _moved_corners(params):
+    """The P quads `(N, 4, 2)` of `(N, 9)` params: scale, then corner offsets."""
+    return 13.5 + params[:, :1, None] * (CORNERS - 13.5) + params[:, 1:].reshape(-1, 4, 2)
+
+
 def test_projective_maps_moved_corners_to_corners():
     params = np.array([[0.8, 3, -2, -4, 1, 2, 5, -1, -3]], np.float32)
     h = distortions._corner_homographies(params).numpy()[0]
-    corners = np.array([[0, 0], [27, 0], [27, 27], [0, 27]], np.float64)
-    moved = 13.5 + 0.8 * (corners - 13.5) + params[0, 1:].reshape(4, 2)
+    moved = _moved_corners(params)[0]
     mapped = np.concatenate([moved, np.ones((4, 1))], 1) @ h.T
-    np.testing.assert_allclose(mapped[:, :2] / mapped[:, 2:], corners, atol=1e-3)
+    np.testing.assert_allclose(mapped[:, :2] / mapped[:, 2:], CORNERS, atol=1e-3)
+
+
+def _quad_distance(quads, size=28):
+    """Signed distance (px) of pixel centres to convex quads' edge lines, positive inside."""
+    ys, xs = np.mgrid[:size, :size].astype(np.float64)
+    points = np.stack([xs, ys], -1)[None, None]  # (1, 1, size, size, 2)
+    start = quads[:, :, None, None]
+    edges = np.roll(quads, -1, axis=1)[:, :, None, None] - start
+    rel = points - start
+    cross = edges[..., 0] * rel[..., 1] - edges[..., 1] * rel[..., 0]
+    return (cross / np.linalg.norm(edges, axis=-1)).min(axis=1)
+
+
+def _reference_projective_ones(quads, size=28):
+    """A 28x28 image of ones warped onto `quads`: NumPy, from first principles.
+
+    Each output pixel reads the input through the homography taking the
+    quad's corners to the image's (solved here with NumPy), if it is on
+    the quad's side of the horizon; bilinear sampling of ones with zero
+    padding reads `a(u) * a(v)`, `a` falling from 1 to 0 over the pixel
+    beyond each edge.
+    """
+    ys, xs = np.mgrid[:size, :size].astype(np.float64)
+    pixels = np.stack([xs.ravel(), ys.ravel(), np.ones(size * size)])
+    out = []
+    for quad in quads:
+        rows, rhs = [], []
+        for (x, y), (u, v) in zip(quad, CORNERS):
+            rows += [[x, y, 1, 0, 0, 0, -x * u, -y * u], [0, 0, 0, x, y, 1, -x * v, -y * v]]
+            rhs += [u, v]
+        h = np.append(np.linalg.solve(rows, rhs), 1.0).reshape(3, 3)
+        side = np.sign(h[2] @ np.append(quad.mean(0), 1.0))
+        u, v, w = h @ pixels
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight = [np.clip(np.minimum(t + 1, size - t), 0, 1) for t in (u / w, v / w)]
+        out.append(np.where(side * w > 0, weight[0] * weight[1], 0.0).reshape(size, size))
+    return np.stack(out)
+
+
+def test_projective_draws_are_convex_and_the_digit_fills_them():
+    # About 1 in 300 first draws is not convex (a warp would fold the
+    # image); 3,000 draws hold some, and every kept one is convex.
+    keys = np.stack([np.full(3000, 5), np.arange(3000)], 1)
+    params = distortions.sample_distortion_params("P", keys).numpy()
+    quads = _moved_corners(params)
+    edges = np.roll(quads, -1, axis=1) - quads
+    following = np.roll(edges, -1, axis=1)
+    turns = edges[..., 0] * following[..., 1] - edges[..., 1] * following[..., 0]
+    assert np.all(turns > 0)
+    # A draw whose homography, with h33 = 1, has w < 0 over the whole
+    # quadrilateral: a sign-blind warp returned an empty image for it.
+    flipped = [0.75, 6.07, 9.74, 7.42, -2.62, 3.57, -0.22, -4.36, 2.52]
+    params = np.concatenate([params[:300], np.array([flipped], np.float32)])
+    quads = _moved_corners(params)
+    # The image warps onto its quadrilateral: ones inside, zeros beyond
+    # the pixel of bilinear fall-off around it.
+    ones = np.ones((len(params), 28, 28, 1), np.float32)
+    out = distortions.apply_distortion(ones, "P", params).numpy()[..., 0]
+    assert out[_quad_distance(quads) > 0.01].min() > 0.999
+    np.testing.assert_allclose(out, _reference_projective_ones(quads), atol=2e-3)
+    assert out[-1].sum() > 200  # the flipped draw's quadrilateral is ~320 px
 
 
 def test_elastic_warp_moves_control_points_by_their_offsets():
