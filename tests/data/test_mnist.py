@@ -233,7 +233,7 @@ def test_param_ranges():
     assert r.min() >= -90 and r.max() <= 90 and r.max() - r.min() > 150
     p = distortions.sample_distortion_params("P", keys).numpy()
     assert np.all((p[:, 0] >= 0.75) & (p[:, 0] <= 1.0))
-    assert np.abs(p[:, 1:]).max() <= 10 and 3.5 < p[:, 1:].std() < 5
+    assert np.abs(p[:, 1:]).max() <= 6 and 2.2 < p[:, 1:].std() < 3
     e = distortions.sample_distortion_params("E", keys).numpy()
     assert e.shape == (500, 32) and 1.3 < e.std() < 1.7
 
@@ -288,9 +288,11 @@ def _reference_projective_ones(quads, size=28):
     return np.stack(out)
 
 
-def test_projective_draws_are_convex_and_the_digit_fills_them():
-    # About 1 in 300 first draws is not convex (a warp would fold the
-    # image); 3,000 draws hold some, and every kept one is convex.
+def test_projective_draws_are_convex_and_the_digit_fills_them(monkeypatch):
+    # At a corner sigma of 5 px about 1 in 300 first draws is not convex
+    # (a warp would fold the image); 3,000 draws hold some, and every
+    # kept one is convex.
+    monkeypatch.setattr(distortions, "_P_SIGMA", 5.0)
     keys = np.stack([np.full(3000, 5), np.arange(3000)], 1)
     params = distortions.sample_distortion_params("P", keys).numpy()
     quads = _moved_corners(params)
