@@ -16,9 +16,9 @@ The four sets of the paper's Table 1, generated on the fly in `tf.data`:
   normal offset of 3 px standard deviation per axis, truncated at 2
   standard deviations; draws whose moved corners are not a convex
   quadrilateral (a homography would fold the image; about 1 in 300 at
-  5 px, none in 200,000 at 3 px) are rejected and drawn again. The homography mapping the moved corners to
-  the original ones is the warp: the digit fills the quadrilateral, zeros
-  elsewhere. 28x28 output.
+  5 px, none in 200,000 at 3 px) are rejected and drawn again. The
+  homography mapping the moved corners to the original ones is the warp:
+  the digit fills the quadrilateral, zeros elsewhere. 28x28 output.
 - `"E"`: elastic. A thin-plate spline through 16 control points on a 4x4
   grid spanning the image (pixel coordinates 0, 9, 18 and 27 on each
   axis), each displaced by a normal offset of 1.5 px standard deviation
@@ -28,10 +28,11 @@ The paper gives the R range, the RTS ranges and canvas, "normal
 perturbation of the corners" for P and "TPS, sigma 1.5 px" for E.
 UNCONFIRMED, and so the reimplementation's choices: the P scale range
 (taken from one reimplementation), the 3 px corner sigma (that
-reimplementation's 5 px makes P four times as hard as E for the CNN
+reimplementation's 5 px makes P nearly four times as hard as E for the CNN
 baseline, where the paper's CNN finds them alike, 1.5% against 1.4%; at
-3 px ours has 1.72% against 1.80%), the truncation at 2 sigma, the 16 control points of E and their placement, the 28x28 output
-of R, P and E, and the RTS placement rule above.
+3 px ours has 1.72% against 1.80%), the truncation at 2 sigma, the 16
+control points of E and their placement, the 28x28 output of R, P and E,
+and the RTS placement rule above.
 
 All warps map each output pixel back into the input (pixel centres at
 integer coordinates, the image centre at `(size - 1) / 2`) and sample it
@@ -54,6 +55,11 @@ from keras_segattn.layers.spatial_transformer import (
 )
 
 DISTORTIONS = ("R", "RTS", "P", "E")
+# Raised when a set's distortions change, so that what was measured on an
+# earlier version is not read back as this one's: the table recipe records
+# it with each cell. P 2: the homography sign fix, convex corner draws and
+# the 3 px corner sigma.
+DISTORTION_VERSIONS = {"R": 1, "RTS": 1, "P": 2, "E": 1}
 
 # Number of parameters per example, see `sample_distortion_params`.
 _NUM_PARAMS = {"R": 1, "RTS": 4, "P": 9, "E": 32}

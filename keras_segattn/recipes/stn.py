@@ -28,7 +28,12 @@ import tensorflow as tf
 
 from keras_segattn.checkpoints import load_model
 from keras_segattn.core.validation import check_int
-from keras_segattn.data.distortions import DISTORTIONS, distorted_mnist, distortion_image_size
+from keras_segattn.data.distortions import (
+    DISTORTION_VERSIONS,
+    DISTORTIONS,
+    distorted_mnist,
+    distortion_image_size,
+)
 from keras_segattn.data.mnist import load_mnist
 from keras_segattn.models.registry import create_model
 from keras_segattn.models.spatial_transformer.mnist_models import transformer_outputs
@@ -111,6 +116,8 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, o
     interrupted one resumes from its last finished epoch (on the same
     distorted digits an uninterrupted run would see), and a folder holding
     a cell of other settings is refused, naming them, unless `overwrite`.
+    The settings hold the distortion set's version (`DISTORTION_VERSIONS`),
+    so a cell measured on an earlier version of its set is refused too.
 
     The test error is measured after every epoch too (`val_accuracy` in
     history.csv, `test_error_by_epoch` in the result): it shows how the
@@ -148,9 +155,11 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, o
                 "batch_size": batch_size, "learning_rate": learning_rate,
                 "optimizer": optimizer, "schedule": schedule,
                 "momentum": momentum if optimizer == "sgd" else None, "seed": seed,
-                "limit": limit, "source": source}  # fmt: skip
+                "limit": limit, "source": source,
+                "distortion_version": DISTORTION_VERSIONS[distortion]}  # fmt: skip
     run = RunFolder(cell_folder(output, row, distortion))
-    finished = run.start(settings, overwrite=overwrite)
+    # Cells recorded before the version was are of version 1.
+    finished = run.start(settings, overwrite=overwrite, added={"distortion_version": 1})
     if finished is not None:
         return finished
 

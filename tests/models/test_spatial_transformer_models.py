@@ -1,3 +1,4 @@
+import json
 import os
 
 import keras
@@ -72,6 +73,17 @@ def test_table_cell_trains_tests_saves_and_resumes(shared_data, tmp_path):
     cell = tmp_path / "st_cnn_affine_R"  # one run folder per cell
     assert {"run.json", "metrics.json", "last.keras", "history.csv"} <= set(os.listdir(cell))
     assert train_cell("st_cnn:affine", "R", **kwargs) == result  # resumed, not retrained
+    # A cell recorded before sets had versions is of version 1: an R cell
+    # still reads back; a P cell (P is at version 2) is refused, named.
+    config = json.loads((cell / "run.json").read_text())
+    assert config.pop("distortion_version") == 1
+    (cell / "run.json").write_text(json.dumps(config))
+    assert train_cell("st_cnn:affine", "R", **kwargs) == result
+    old_p = tmp_path / "st_cnn_affine_P"
+    old_p.mkdir()
+    (old_p / "run.json").write_text(json.dumps({**config, "distortion": "P"}))
+    with pytest.raises(ValueError, match="distortion_version: not recorded -> 2"):
+        train_cell("st_cnn:affine", "P", **kwargs)
     table = format_table({("st_cnn:affine", "R"): result}, ["R"])
     assert "paper 0.7" in table
     with pytest.raises(ValueError, match="rows are"):
