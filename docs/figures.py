@@ -88,7 +88,7 @@ def stn(folders=("runs/stn_sgd90", "runs/stn")):
     from keras_segattn.recipes.stn import transformer_figure
 
     paths = []
-    for t, d in (("affine", "RTS"), ("tps", "R")):
+    for t, d in (("affine", "RTS"), ("tps", "R"), ("projective", "P")):
         models = [f"{folder}/st_cnn_{t}_{d}/last.keras" for folder in folders]
         models = [m for m in models if os.path.exists(m)]
         if models:
