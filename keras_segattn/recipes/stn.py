@@ -158,7 +158,7 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, o
                 "limit": limit, "source": source,
                 "distortion_version": DISTORTION_VERSIONS[distortion]}  # fmt: skip
     run = RunFolder(cell_folder(output, row, distortion))
-    # Cells recorded before the version was are of version 1.
+    # Cells recorded before versions were recorded count as version 1.
     finished = run.start(settings, overwrite=overwrite, added={"distortion_version": 1})
     if finished is not None:
         return finished

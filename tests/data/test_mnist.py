@@ -294,12 +294,21 @@ def test_projective_draws_are_convex_and_the_digit_fills_them(monkeypatch):
     # kept one is convex.
     monkeypatch.setattr(distortions, "_P_SIGMA", 5.0)
     keys = np.stack([np.full(3000, 5), np.arange(3000)], 1)
+    # With one try, a non-convex draw falls back to unmoved corners.
+    monkeypatch.setattr(distortions, "_P_TRIES", 1)
+    first = distortions.sample_distortion_params("P", keys).numpy()
+    folded = np.all(first[:, 1:] == 0, axis=1)
+    assert folded.any()
+    monkeypatch.setattr(distortions, "_P_TRIES", 8)
     params = distortions.sample_distortion_params("P", keys).numpy()
     quads = _moved_corners(params)
     edges = np.roll(quads, -1, axis=1) - quads
     following = np.roll(edges, -1, axis=1)
     turns = edges[..., 0] * following[..., 1] - edges[..., 1] * following[..., 0]
     assert np.all(turns > 0)
+    # Convex first draws are kept; the others are redrawn, not dropped.
+    np.testing.assert_array_equal(params[~folded], first[~folded])
+    assert np.all(np.abs(params[folded, 1:]).max(axis=1) > 0)
     # A draw whose homography, with h33 = 1, has w < 0 over the whole
     # quadrilateral: a sign-blind warp returned an empty image for it.
     flipped = [0.75, 6.07, 9.74, 7.42, -2.62, 3.57, -0.22, -4.36, 2.52]
