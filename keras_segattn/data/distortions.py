@@ -199,7 +199,7 @@ def _corner_homographies(params):
     # beyond the horizon outside the image.
     inside = tf.concat([tf.reduce_mean(moved, 1), tf.ones_like(moved[:, :1, 0])], -1)
     w = tf.einsum("bj,bj->b", h[:, 2], inside)
-    h *= tf.where(w < 0, tf.constant(-1.0, h.dtype), 1.0)[:, None, None]
+    h = tf.where((w < 0)[:, None, None], -h, h)
     return tf.cast(h, tf.float32)
 
 
