@@ -285,7 +285,7 @@ def tflite_rows(quick, repeats, only=None, builtin_tf=False):
 
     from keras_segattn.core.kernels import tflite_builtins_only
     from keras_segattn.export import convert_to_tflite
-    from keras_segattn.export.saved_model import EXTRA_SERVING_FUNCTIONS, SERVING_FUNCTIONS
+    from keras_segattn.tasks import get_task
 
     rng = np.random.default_rng(0)
     rows = []
@@ -293,10 +293,9 @@ def tflite_rows(quick, repeats, only=None, builtin_tf=False):
         if only and only not in label:
             continue
         model = build()
-        serve = SERVING_FUNCTIONS[task] if signature == "serving_default" else (
-            EXTRA_SERVING_FUNCTIONS[task][signature])  # fmt: skip
+        serve = get_task(task).serving_function(model, signature)
         images = rng.integers(0, 256, (1, *size, 3)).astype("uint8")
-        in_tf = tf.function(serve(model))
+        in_tf = tf.function(serve)
         runners = []
         with tempfile.TemporaryDirectory() as directory:
             for fixed in (None, size):

@@ -47,16 +47,13 @@ def as_numpy(serve):
 def benchmark_task(name, metric, model, task, calibration, held_out, score):
     """What `measure` needs of one model: its serving function (a
     captioner's TFLite-ready `tokens` one), a sample, the scorer."""
-    from keras_segattn.export.saved_model import (
-        SERVING_FUNCTIONS,
-        captioning_tokens_serving_fn,
-    )
+    from keras_segattn.tasks import get_task
 
-    captioning = task == "captioning"
-    serve = captioning_tokens_serving_fn(model) if captioning else SERVING_FUNCTIONS[task](model)
+    signature = get_task(task).tflite_signature  # a captioner's numeric "tokens"
+    serve = get_task(task).serving_function(model, signature)
     return dict(
         name=name, metric=metric, model=model, task=task, calibration=calibration,
-        signature="tokens" if captioning else "serving_default", sample=held_out[0][0],
+        signature=signature, sample=held_out[0][0],
         score=score, keras=as_numpy(serve),
     )  # fmt: skip
 
@@ -127,7 +124,7 @@ def captioner_task(model_path, count):
     size = tuple(model.image_size)
 
     def examples(split, n):
-        data = load_caption_dataset("shapes", split, num_images=n, image_size=size[0])
+        data, _ = load_caption_dataset("shapes", split, num_images=n, image_size=size[0])
         return [
             (resize_uint8(e["images"], size)[None], [c.decode() for c in e["captions"].numpy()])
             for e in data

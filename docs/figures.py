@@ -185,7 +185,8 @@ def captions(index=3):
             continue
         model = load_model(path)
         split = "test" if data == "shapes" else "val"
-        example = next(iter(load_caption_dataset(data, split, **kwargs).skip(index).take(1)))
+        dataset, _ = load_caption_dataset(data, split, **kwargs)
+        example = next(iter(dataset.skip(index).take(1)))
         image = example["images"].numpy()
         if data == "shapes":  # bigger panels for a 64x64 image
             image = np.kron(image, np.ones((4, 4, 1), np.uint8))

@@ -2,8 +2,8 @@
 
 Argument parsing and printing only: every command calls one function of
 `keras_segattn.recipes`, `keras_segattn.evaluation` or `keras_segattn.export`,
-and a model's task (which decides what a command does with it) comes from
-the registry. Nothing in the package imports this module.
+or asks a loaded model's task (`keras_segattn.tasks.task_of`) what to do with
+it. Nothing in the package imports this module.
 """
 
 import argparse
@@ -15,30 +15,10 @@ import numpy as np
 from keras_segattn.core.validation import optional_size
 
 
-def _model_args(pairs):
-    """Parses `KEY=VALUE` builder arguments; values are Python literals or strings."""
-    import ast
-
-    parsed = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.isidentifier():
-            raise ValueError(f"--model-arg expects KEY=VALUE, e.g. instances=3; got {pair!r}.")
-        try:
-            parsed[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed[key] = value
-    return parsed
-
-
-def _config(args):
-    """The command's arguments, as `run.json` records them."""
-    return {k: v for k, v in vars(args).items() if k != "func"}
-
-
 def _load(path):
+    """The model of a `.keras` file and its `Task`."""
     from keras_segattn.checkpoints import load_model
-    from keras_segattn.models import task_of
+    from keras_segattn.tasks import task_of
 
     model = load_model(path, "--model-path")
     return model, task_of(model)
@@ -52,86 +32,36 @@ def _write_scores(path, summary):
 
 
 def train(args):
-    from keras_segattn.recipes.semantic import train_segmenter
+    from keras_segattn.recipes.semantic import SegmenterConfig, train_segmenter
 
-    return train_segmenter(
-        args.model, args.data, args.output, epochs=args.epochs, batch_size=args.batch_size,
-        image_size=args.image_size, crop_size=args.crop_size, augment=args.augment,
-        width=args.width, weights=args.weights,
-        model_kwargs={**({"batch_norm": True} if args.batch_norm else {}),
-                      **_model_args(args.model_arg)},
-        learning_rate=args.learning_rate, schedule=args.schedule,
-        class_weights=args.class_weights, num_images=args.num_images,
-        val_split=args.val_split, eval_split=args.eval_split,
-        stage1_epochs=args.stage1_epochs, patience=args.patience,
-        patches_per_image=args.patches_per_image, seed=args.seed, verbose=args.verbose,
-        strategy=args.strategy,
-        mixed_precision=args.mixed_precision, config=_config(args), overwrite=args.overwrite,
-    )  # fmt: skip
+    return train_segmenter(SegmenterConfig.from_arguments(args), overwrite=args.overwrite)
+
+
+def _image_size(args, model_path):
+    """`--image-size`, else the size the model's run trained at (`run.json`)."""
+    from keras_segattn.checkpoints import read_run_config
+
+    run = read_run_config(model_path)
+    return optional_size(args.image_size, "--image-size") or optional_size(
+        run.get("image_size"), "image_size of run.json"
+    )
 
 
 def evaluate(args):
-    from keras_segattn.checkpoints import read_run_config
+    from keras_segattn.tasks import EvaluateOptions
 
     model, task = _load(args.model_path)
-    run = read_run_config(args.model_path)
-    image_size = optional_size(args.image_size, "--image-size") or optional_size(
-        run.get("image_size"), "image_size of run.json"
-    )
+    image_size = _image_size(args, args.model_path)
+    options = EvaluateOptions(
+        data=args.data, split=args.split, image_size=image_size, batch_size=args.batch_size,
+        postprocess=args.postprocess, detector=args.detector,
+    )  # fmt: skip
+    scores, lines = task.evaluate(model, options)
+    print(*lines, sep="\n")
     summary = {"model_path": args.model_path, "data": args.data, "split": args.split,
                "image_size": image_size}  # fmt: skip
-    if task == "instance":
-        return _evaluate_instances(args, model, image_size, summary)
-    if task not in ("semantic", "patch"):
-        raise ValueError(
-            f"segattn evaluate scores semantic, patch and instance models; {model.name} is a "
-            f"{task} model (use caption-evaluate or stn-table)."
-        )
-    from keras_segattn.data import load_segmentation_dataset
-    from keras_segattn.evaluation import evaluate_segmentation, format_report
-    from keras_segattn.models.semantic import dense_model
-
-    data, info = load_segmentation_dataset(args.data, args.split)
-    scored = dense_model(model) if task == "patch" else model
-    if scored.output.shape[-1] != info.num_classes:
-        raise ValueError(
-            f"--model-path {args.model_path} predicts {scored.output.shape[-1]} classes but "
-            f"--data {args.data} has {info.num_classes}; score a model on the data it was "
-            "trained for."
-        )
-    report = evaluate_segmentation(
-        scored, data, info.num_classes, info.ignore_class, image_size=image_size,
-        batch_size=args.batch_size, postprocess=args.postprocess,
-    )  # fmt: skip
-    print(format_report(report, info.class_names))
-    print(f"seconds per image:   {report['seconds_per_image']:.3f}")
-    keys = ("num_images", "seconds_per_image", "global_accuracy", "mean_class_accuracy",
-            "mean_iou", "per_class_iou")  # fmt: skip
-    _write_scores(
-        args.output, {**summary, "postprocess": args.postprocess, **{k: report[k] for k in keys}}
-    )
-    return report
-
-
-def _evaluate_instances(args, model, image_size, summary):
-    from keras_segattn.checkpoints import load_model
-    from keras_segattn.data import load_instance_dataset, resize_instances
-    from keras_segattn.evaluation.instance import evaluate_instance_checkpoint
-
-    if args.postprocess:
-        raise ValueError("--postprocess applies to semantic models only.")
-    data, info = load_instance_dataset(args.data, args.split)
-    if image_size and args.data != "shapes":  # shapes are generated at their size
-        data = resize_instances(data, image_size)
-    detector = load_model(args.detector, "--detector") if args.detector else None
-    metrics = evaluate_instance_checkpoint(
-        model, data, info.num_classes, args.batch_size, detector=detector
-    )
-    for key in ("mAPr@0.5", "mAPr@0.7", "mask_AP", "box_AP", "box_AP50"):
-        print(f"{key:<10} {metrics[key]:.3f}")
-    print(f"seconds per image (detect): {metrics['predict_seconds_per_image']:.3f}")
-    _write_scores(args.output, {**summary, **metrics})
-    return metrics
+    _write_scores(args.output, {**summary, **scores})
+    return scores
 
 
 def read_image(path):
@@ -163,19 +93,12 @@ def output_names(paths, suffix):
 
 
 def predict(args):
-    from keras_segattn.checkpoints import read_run_config
     from keras_segattn.evaluation import predict_scores
-    from keras_segattn.models.semantic import dense_model
     from keras_segattn.viz import label_palette, save_panels
 
     model, task = _load(args.model_path)
-    if task not in ("semantic", "patch"):
-        raise ValueError(f"segattn predict draws semantic models; {model.name} is a {task} model.")
-    model = dense_model(model) if task == "patch" else model
-    run = read_run_config(args.model_path)
-    image_size = optional_size(args.image_size, "--image-size") or optional_size(
-        run.get("image_size"), "image_size of run.json"
-    )
+    model = task.draw(model)  # per-pixel scores (a patch classifier's dense labeller)
+    image_size = _image_size(args, args.model_path)
     palette = label_palette(model.output.shape[-1])
     written = []
     for path, name in zip(args.images, output_names(args.images, "_overlay.png")):
@@ -197,16 +120,9 @@ def export(args):
 
 
 def instance_train(args):
-    from keras_segattn.recipes.instance import train_instances
+    from keras_segattn.recipes.instance import InstanceConfig, train_instances
 
-    summary = train_instances(
-        args.model, args.data, args.output, image_size=args.image_size,
-        num_train=args.num_train, num_val=args.num_val, max_instances=args.max_instances,
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        model_kwargs=_model_args(args.model_arg), seed=args.seed, verbose=args.verbose,
-        strategy=args.strategy, mixed_precision=args.mixed_precision, config=_config(args),
-        overwrite=args.overwrite,
-    )  # fmt: skip
+    summary = train_instances(InstanceConfig.from_arguments(args), overwrite=args.overwrite)
     if summary is None:  # another worker than the chief
         return None
     for key in ("mAPr@0.5", "mAPr@0.7", "mask_AP", "box_AP"):
@@ -217,18 +133,9 @@ def instance_train(args):
 
 
 def caption_train(args):
-    from keras_segattn.recipes.captioning import train_captioner
+    from keras_segattn.recipes.captioning import CaptionerConfig, train_captioner
 
-    metrics = train_captioner(
-        data=args.data, attention=args.attention, encoder=args.encoder,
-        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-        max_length=args.max_length, num_images=args.num_images,
-        learning_rate=args.learning_rate, output=args.output, val_split=args.val_split,
-        eval_split=args.eval_split, beam_width=args.beam_width, seed=args.seed,
-        model_kwargs=_model_args(args.model_arg), verbose=args.verbose,
-        strategy=args.strategy, mixed_precision=args.mixed_precision, config=_config(args),
-        overwrite=args.overwrite,
-    )  # fmt: skip
+    metrics = train_captioner(CaptionerConfig.from_arguments(args), overwrite=args.overwrite)
     if metrics is None:  # another worker than the chief
         return None
     print_caption_report(metrics)
@@ -240,9 +147,11 @@ def print_caption_report(metrics):
     for key in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "CIDEr", "exact_match",
                 "localization", "localization_uniform", "localization_colour",
                 "localization_colour_uniform", "attended_cells"):  # fmt: skip
-        if isinstance(metrics.get(key), int):  # a count: attended_cells
+        if key not in metrics:
+            continue
+        if metrics[key] is None or isinstance(metrics[key], int):  # unmeasured; a count
             print(f"{key:<27} {metrics[key]}")
-        elif key in metrics:
+        else:
             print(f"{key:<27} {metrics[key]:.4f}")
     for example in metrics.get("examples", []):
         print(f"  {example['generated']!r}  (reference: {example['references'][0]!r})")
@@ -250,21 +159,17 @@ def print_caption_report(metrics):
 
 def _captioner(path):
     model, task = _load(path)
-    if task != "captioning":
-        raise ValueError(f"--model-path {path} is not a captioning model.")
-    return model
+    return task.captioner(model)
 
 
 def caption_evaluate(args):
-    from keras_segattn.data import load_caption_dataset
+    from keras_segattn.data import generation_options, load_caption_dataset
     from keras_segattn.evaluation import evaluate_captioner
     from keras_segattn.recipes.captioning import shapes_objects
 
     model = _captioner(args.model_path)
-    kwargs = {}
-    if args.data == "shapes":
-        kwargs = {"num_images": args.num_images, "image_size": model.image_size}
-    data = load_caption_dataset(args.data, args.split, **kwargs)
+    options = generation_options(args.data, num_images=args.num_images, image_size=model.image_size)
+    data, _ = load_caption_dataset(args.data, args.split, **options)
     metrics = evaluate_captioner(
         model, data, beam_width=args.beam_width, **shapes_objects(args.data)
     )
@@ -317,6 +222,7 @@ def stn_table(args):
         learning_rate=args.learning_rate, optimizer=args.optimizer, schedule=args.schedule,
         momentum=args.momentum, seed=args.seed, output=args.output, source=args.mnist,
         limit=args.limit, overwrite=args.overwrite, verbose=args.verbose,
+        strategy=args.strategy, mixed_precision=args.mixed_precision,
     )  # fmt: skip
 
 
@@ -333,19 +239,8 @@ def demo(args):
     return run_demo(args.output, quick=args.quick)
 
 
-def _add_training_arguments(p, command):
-    """The arguments every training command shares, then `func=command`."""
-    p.add_argument(
-        "--strategy", default="auto",
-        choices=["auto", "default", "mirrored", "multi-worker", "tpu"],
-        help="auto: a TPU if attached, the $TF_CONFIG cluster if it has several workers, "
-        "all GPUs if several, else one device; --batch-size is the global batch",
-    )  # fmt: skip
-    p.add_argument(
-        "--mixed-precision", choices=["float16", "bfloat16"],
-        help="compute in float16 (GPUs, with loss scaling) or bfloat16 (TPUs, recent GPUs); "
-        "variables and outputs stay float32",
-    )  # fmt: skip
+def _add_overwrite(p, command):
+    """`--overwrite`, then `func=command`."""
     p.add_argument(
         "--overwrite", action="store_true",
         help="empty --output and train afresh (by default a finished run is reported, an "
@@ -354,66 +249,23 @@ def _add_training_arguments(p, command):
     p.set_defaults(func=command)
 
 
+DEFAULTS = argparse.ArgumentDefaultsHelpFormatter  # `--help` says each default
+
+
 def build_parser():
+    from keras_segattn.recipes.captioning import CaptionerConfig
+    from keras_segattn.recipes.config import RecipeConfig, add_arguments
+    from keras_segattn.recipes.instance import InstanceConfig
+    from keras_segattn.recipes.semantic import SegmenterConfig
+
     parser = argparse.ArgumentParser(prog="segattn", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("train", help="train a semantic segmentation model")
-    p.add_argument(
-        "--model", default="fcn8s", help="a semantic model of `segattn models`, or patch_cnn"
+    p = commands.add_parser(
+        "train", help="train a semantic segmentation model", formatter_class=DEFAULTS
     )
-    p.add_argument(
-        "--data", default="shapes", help="shapes | camvid:<root> | voc:<root> | tfds:<name>"
-    )
-    p.add_argument("--num-images", type=int, default=1000, help="training images of 'shapes'")
-    p.add_argument("--output", default="runs/train")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument(
-        "--stage1-epochs",
-        type=int,
-        default=0,
-        help="DeconvNet two-stage training: epochs on object-centred crops first",
-    )
-    p.add_argument(
-        "--patience",
-        type=int,
-        help="stop once validation mean IoU (patch accuracy for patch_cnn) has not improved "
-        "for this many epochs (after stage 1); --epochs is then the most it trains",
-    )
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--image-size", type=int, nargs="+", help="H [W]: resize every image")
-    p.add_argument("--crop-size", type=int, nargs="+", help="H [W]: training crops")
-    p.add_argument("--augment", action="store_true", help="random flip, scale and crop")
-    p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--batch-norm", action="store_true", help="FCN: batch norm (not in the paper)")
-    p.add_argument(
-        "--model-arg",
-        action="append",
-        metavar="KEY=VALUE",
-        help="another builder argument, e.g. instances=2 (recurrent_cnn); repeatable",
-    )
-    p.add_argument(
-        "--weights",
-        default=None,
-        type=lambda v: None if v.lower() == "none" else v,
-        help="none, imagenet or a weights file",
-    )
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument(
-        "--schedule", default="constant", choices=["constant", "cosine"],
-        help="the learning rate: constant, or cosine-decayed once an epoch (after stage 1) "
-        "towards 0 at --epochs",
-    )  # fmt: skip
-    p.add_argument("--class-weights", choices=["none", "median"], default="none")
-    p.add_argument(
-        "--patches-per-image", type=int, default=64,
-        help="patch_cnn: labelled patches drawn from each image every epoch",
-    )  # fmt: skip
-    p.add_argument("--val-split", default="val")
-    p.add_argument("--eval-split", default="test")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", type=int, default=1, help="1 progress bar, 2 one line an epoch")
-    _add_training_arguments(p, train)
+    add_arguments(p, SegmenterConfig)
+    _add_overwrite(p, train)
 
     p = commands.add_parser(
         "evaluate",
@@ -477,53 +329,19 @@ def build_parser():
     )
     p.set_defaults(func=export)
 
-    p = commands.add_parser("instance-train", help="train and score rpn, mnc, sds or hypercolumns")
-    p.add_argument("--model", choices=["mnc", "rpn", "sds", "hypercolumns"], default="mnc")
-    p.add_argument("--data", default="shapes", help="shapes | coco:<root>")
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument(
-        "--num-train", type=int, default=None,
-        help="training images (shapes: how many to generate, default 1000 for mnc/rpn)",
+    p = commands.add_parser(
+        "instance-train", help="train and score an instance model (rpn, mnc, sds, hypercolumns)",
+        formatter_class=DEFAULTS,
     )  # fmt: skip
-    p.add_argument(
-        "--num-val", type=int, default=None,
-        help="held-out images (shapes: how many to generate, default 200 for mnc/rpn)",
-    )  # fmt: skip
-    p.add_argument(
-        "--max-instances", type=int, default=None,
-        help="instances kept per training image (default: 3 for shapes, all otherwise)",
-    )  # fmt: skip
-    p.add_argument("--epochs", type=int, default=None, help="default: the trainer's")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the trainer's")
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument(
-        "--model-arg", action="append", metavar="KEY=VALUE",
-        help="builder argument (mnc, rpn) or trainer argument (sds, hypercolumns)",
-    )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default="runs/instance")
-    p.add_argument("--verbose", type=int, default=2)
-    _add_training_arguments(p, instance_train)
+    add_arguments(p, InstanceConfig)
+    _add_overwrite(p, instance_train)
 
-    p = commands.add_parser("caption-train", help="train and score a Show-Attend-Tell captioner")
-    p.add_argument("--data", default="shapes", help="shapes | coco:<root> | flickr8k:<root>")
-    p.add_argument("--attention", choices=["soft", "hard"], default="soft")
-    p.add_argument("--encoder", choices=["light", "vgg16"], default="light")
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=16, help="tokens per caption, <end> included")
-    p.add_argument("--num-images", type=int, default=2000, help="training images of 'shapes'")
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--val-split", default="val")
-    p.add_argument("--eval-split", default="test")
-    p.add_argument("--beam-width", type=int, default=3)
-    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
-                   help="another show_attend_tell argument, e.g. units=512")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default="runs/caption")
-    p.add_argument("--verbose", type=int, default=2)
-    _add_training_arguments(p, caption_train)
+    p = commands.add_parser(
+        "caption-train", help="train and score a Show-Attend-Tell captioner",
+        formatter_class=DEFAULTS,
+    )  # fmt: skip
+    add_arguments(p, CaptionerConfig)
+    _add_overwrite(p, caption_train)
 
     p = commands.add_parser("caption-evaluate", help="BLEU/METEOR/CIDEr of a captioner")
     p.add_argument("--model-path", required=True)
@@ -570,13 +388,12 @@ def build_parser():
         "--schedule", default="cosine", choices=["cosine", "step"],
         help="cosine to 0, or step: /10 after 1/3 and 2/3 of the steps (the paper's)",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mnist", help="MNIST folder of IDX files, 'keras' or 'tfds'")
     p.add_argument("--limit", type=int, help="use only this many digits (smoke runs)")
     p.add_argument("--output", default="runs/stn")
     p.add_argument("--overwrite", action="store_true",
                    help="start a cell afresh if its folder holds other settings")  # fmt: skip
-    p.add_argument("--verbose", type=int, default=2)
+    add_arguments(p, RecipeConfig, verbose=2)  # --seed, --verbose, --strategy, --mixed-precision
     p.set_defaults(func=stn_table)
 
     p = commands.add_parser("stn-figure", help="distorted digits above the transformer's output")

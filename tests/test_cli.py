@@ -152,6 +152,25 @@ def test_an_exported_folder_is_all_a_user_needs(trained, tmp_path):
     assert os.path.isfile(tmp_path / "out" / "a_overlay.png")
 
 
+def test_export_of_the_keras_file_alone(trained, tmp_path):
+    main(["export", "--model-path", str(trained / "best.keras"), "--output", str(tmp_path),
+          "--name", "demo", "--keras", "--tflite"])  # fmt: skip
+    folder = tmp_path / "demo"
+    assert sorted(p for p in os.listdir(folder) if not p.startswith(".")) == [
+        "1", "demo_v1.keras", "demo_v1.run.json",
+    ]  # fmt: skip
+
+
+def test_a_caption_report_prints_unmeasured_scores_as_none(capsys):
+    from keras_segattn.cli import print_caption_report
+
+    print_caption_report({"BLEU-4": 0.25, "METEOR": None, "attended_cells": 3})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines] == [
+        ["BLEU-4", "0.2500"], ["METEOR", "None"], ["attended_cells", "3"],
+    ]  # fmt: skip
+
+
 def test_bad_model_path_is_reported(tmp_path):
     with pytest.raises(SystemExit, match="--model-path"):
         main(["evaluate", "--model-path", str(tmp_path / "none.keras"), "--data", "shapes"])

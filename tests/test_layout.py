@@ -26,11 +26,12 @@ FLOORS = {
     "data": 3,
     "evaluation": 3,
     "checkpoints": 3,
-    "export": 4,
-    "viz": 4,
-    "recipes": 5,
-    "testing": 5,
-    "cli": 6,
+    "tasks": 4,
+    "export": 5,
+    "viz": 5,
+    "recipes": 6,
+    "testing": 6,
+    "cli": 7,
 }
 
 
@@ -170,3 +171,84 @@ def test_the_cycle_finder_finds_cycles():
 def test_imports_are_resolved(source, expected):
     node = ast.parse(source).body[0]
     assert resolve(node, "keras_segattn.models", is_package=True) == expected
+
+
+# Where a task's, a model's or a generated dataset's name may decide what
+# happens: the task objects, the model registry and builders, and (for
+# dataset names) the data floor. Everywhere else asks the object.
+NAMED_BY_TASKS = ("tasks", "models")
+NAMED_BY_DATA = ("data",)
+
+
+def registered_names():
+    """{name: what it names} for every task, model and generated dataset."""
+    from keras_segattn.data.pipeline import GENERATED_DATASETS
+    from keras_segattn.models import list_models
+    from keras_segattn.tasks import list_tasks
+
+    names = {name: "task" for name in list_tasks()}
+    names.update({name: "model" for name in list_models()})
+    names.update({name: "dataset" for name in GENERATED_DATASETS})
+    return names
+
+
+def _strings(node):
+    """The string constants `node` is, or holds as a tuple, list or set."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return [s for element in node.elts for s in _strings(element)]
+    return []
+
+
+def name_branches(tree, names):
+    """`(line, text)` of every comparison with a name in `names`, and of every
+    dict literal keyed by one (a table of names), in `tree`."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            hits = sorted({s for o in operands for s in _strings(o) if s in names})
+        elif isinstance(node, ast.Dict):
+            hits = sorted(
+                {s for k in node.keys if k is not None for s in _strings(k) if s in names}
+            )
+        else:
+            continue
+        if hits:
+            found.append((node.lineno, ", ".join(f"{names[h]} {h!r}" for h in hits)))
+    return found
+
+
+def test_generic_code_asks_the_task_instead_of_comparing_names():
+    names = registered_names()
+    found = []
+    for module, path in MODULES.items():
+        floor = top(module)
+        if floor in NAMED_BY_TASKS:
+            continue
+        allowed = names
+        if floor in NAMED_BY_DATA:
+            allowed = {k: v for k, v in names.items() if v != "dataset"}
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for line, what in name_branches(tree, allowed):
+            found.append(f"{module}:{line} compares or tabulates {what}")
+    assert not found, (
+        "branches on a task, model or dataset name outside the task objects and the "
+        "registry (ask keras_segattn.tasks.task_of(model) instead):\n" + "\n".join(found)
+    )
+
+
+@pytest.mark.parametrize(
+    "source, hits",
+    [
+        ('if task == "semantic": pass', 1),
+        ('if name in ("rpn", "mnc"): pass', 1),
+        ('TABLE = {"sds": 1}', 1),
+        ('if data != "shapes": pass', 1),
+        ('if method == "bilinear": pass', 0),
+        ('create_model("fcn8s")', 0),
+    ],
+)
+def test_the_name_branch_finder_finds_branches(source, hits):
+    assert len(name_branches(ast.parse(source), registered_names())) == hits

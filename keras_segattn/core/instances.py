@@ -114,3 +114,29 @@ def real_instances(example, keep_crowd=False):
     )
     boxes = np.asarray(example["bounding_boxes"]["boxes"], np.float32).reshape(-1, 4)[keep]
     return boxes, labels[keep].astype(np.int32), np.asarray(example["instance_masks"])[keep]
+
+
+def jitter_box(box, image_shape, rng, min_iou=0.7, scale=0.1, tries=50):
+    """A random box around `box` with IoU >= `min_iou` with it, inside the image.
+
+    Centre shifts of `N(0, scale)` box sizes and log-size changes of `N(0,
+    scale)`, redrawn until the IoU holds (the box itself after `tries`).
+    Stands in for detector boxes, as the paper trained on detections
+    overlapping a ground truth by 70% or more.
+    """
+    height, width = image_shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = x2 - x1, y2 - y1
+    for _ in range(tries):
+        cx = (x1 + x2) / 2 + rng.normal(0, scale) * w
+        cy = (y1 + y2) / 2 + rng.normal(0, scale) * h
+        nw, nh = w * np.exp(rng.normal(0, scale)), h * np.exp(rng.normal(0, scale))
+        new = (
+            max(0.0, cx - nw / 2),
+            max(0.0, cy - nh / 2),
+            min(float(width), cx + nw / 2),
+            min(float(height), cy + nh / 2),
+        )
+        if new[2] - new[0] >= 1 and new[3] - new[1] >= 1 and box_iou(new, box) >= min_iou:
+            return np.array(new, np.float32)
+    return np.array(box, np.float32)

@@ -4,6 +4,12 @@ Every dataset yields dicts with Keras key names: `images` (uint8 HxWx3),
 `segmentation_masks` (int32 HxW) and, where available, `bounding_boxes`
 (`{"boxes": "xyxy" pixels, "labels"}` padded with -1), `instance_masks`,
 `num_instances` and `captions`.
+
+Datasets are named by spec strings (`"shapes"`, `"coco:<root>"`) in one
+catalogue (`keras_segattn.data.catalogue`): `load_dataset(data_type, spec,
+split, **options)` returns `(dataset, info)` for the data types
+`"segmentation"`, `"instances"` and `"captions"`, `list_datasets` lists the
+specs, and `register_dataset` adds one.
 """
 
 from keras_segattn.data.augment import (
@@ -13,6 +19,7 @@ from keras_segattn.data.augment import (
     resize_example,
 )
 from keras_segattn.data.captions import (
+    CaptionDatasetInfo,
     CaptionVocabulary,
     caption_pipeline,
     caption_references,
@@ -22,6 +29,15 @@ from keras_segattn.data.captions import (
     shapes_caption_objects,
     shapes_captions,
     tfds_caption_dataset,
+)
+from keras_segattn.data.catalogue import (
+    DATA_TYPES,
+    DatasetEntry,
+    get_dataset_entry,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+    unregister_dataset,
 )
 from keras_segattn.data.distortions import (
     DISTORTIONS,
@@ -55,6 +71,8 @@ from keras_segattn.data.mnist import load_mnist, read_idx
 from keras_segattn.data.pipeline import (
     DatasetInfo,
     check_segmentation_labels,
+    generation_options,
+    is_generated,
     load_segmentation_dataset,
     median_frequency_weights,
     patch_pipeline,
@@ -64,6 +82,14 @@ from keras_segattn.data.shapes import generate_shapes, shapes_dataset
 from keras_segattn.data.tfds import tfds_segmentation_dataset
 
 __all__ = [
+    "DATA_TYPES",
+    "CaptionDatasetInfo",
+    "DatasetEntry",
+    "get_dataset_entry",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+    "unregister_dataset",
     "COCO_CATEGORIES",
     "InstanceDatasetInfo",
     "coco_instances",
@@ -101,6 +127,8 @@ __all__ = [
     "check_segmentation_labels",
     "folder_dataset",
     "generate_shapes",
+    "generation_options",
+    "is_generated",
     "list_camvid_files",
     "list_voc_files",
     "load_segmentation_dataset",

@@ -33,8 +33,13 @@ from keras_segattn.core.vocabulary import (  # noqa: F401  (public here too)
     standardize_captions,
 )
 from keras_segattn.data import shapes
+from keras_segattn.data.catalogue import (  # noqa: F401  (public here too)
+    CaptionDatasetInfo,
+    load_dataset,
+    register_dataset,
+)
 from keras_segattn.data.folders import _read_header
-from keras_segattn.data.pipeline import parse_dataset_spec, shapes_split_options
+from keras_segattn.data.pipeline import shapes_split_options
 from keras_segattn.data.tfds import load_tfds
 
 # ---------------------------------------------------------------------------
@@ -106,6 +111,21 @@ def _warn_skipped(count, total, listing, image_dir, examples):
     )
 
 
+def _coco_caption_paths(root, split):
+    """`(caption JSON, image folder)` of a COCO 2017 split."""
+    if split == "validation":
+        split = "val"
+    if not isinstance(split, str) or not split:
+        raise ValueError(
+            f"split must be a non-empty string such as 'train' or 'val'; got {split!r}"
+        )
+    root = os.fspath(root)
+    return (
+        os.path.join(root, "annotations", f"captions_{split}2017.json"),
+        os.path.join(root, f"{split}2017"),
+    )
+
+
 def coco_captions(root, split="train"):
     """Reads a COCO 2017 captions split in the official layout.
 
@@ -143,14 +163,9 @@ def coco_captions(root, split="train"):
     TensorShape([5])
     """
     root = os.fspath(root)
+    json_path, image_dir = _coco_caption_paths(root, split)
     if split == "validation":
         split = "val"
-    if not isinstance(split, str) or not split:
-        raise ValueError(
-            f"split must be a non-empty string such as 'train' or 'val'; got {split!r}"
-        )
-    json_path = os.path.join(root, "annotations", f"captions_{split}2017.json")
-    image_dir = os.path.join(root, f"{split}2017")
     if not os.path.isfile(json_path):
         raise ValueError(
             f"COCO caption file '{json_path}' does not exist (root={root!r}, split={split!r}); "
@@ -467,14 +482,54 @@ def tfds_caption_dataset(name="coco_captions", split="train", data_dir=None, dow
     return dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def load_caption_dataset(spec, split="train", **kwargs):
-    """Resolves a caption dataset spec string to a dataset.
+def _num_images(dataset):
+    count = int(dataset.cardinality())
+    return count if count >= 0 else None
 
-    Accepted specs: `"shapes"` (kwargs `num_images` (default 1000 for
-    train, 200 otherwise), `image_size`, `max_instances`, `seed`; `"val"`
-    and `"test"` use seeds disjoint from `"train"`, as in
-    `load_segmentation_dataset`), `"coco:<root>"`, `"flickr8k:<root>"` and
-    `"tfds:coco_captions"` (kwargs `data_dir`, `download`).
+
+@register_dataset("shapes", "captions", generated=True)
+def _shapes(arg, split, num_images=None, image_size=64, max_instances=3, seed=0):
+    """Procedural shapes captioned with colour, kind and layout (`shapes_captions`)."""
+    options = dict(image_size=image_size, max_instances=max_instances, seed=seed)
+    if num_images is not None:
+        options["num_images"] = num_images
+    dataset = shapes_captions(**shapes_split_options(split, options))
+    info = CaptionDatasetInfo(_num_images(dataset), object_names=shapes.CLASS_NAMES[1:])
+    return dataset, info
+
+
+@register_dataset("coco", "captions", arg="<root>")
+def _coco(root, split):
+    """COCO 2017 captions in the official layout (`coco_captions`)."""
+    dataset = coco_captions(root, split)
+    return dataset, CaptionDatasetInfo(_num_images(dataset), _coco_caption_paths(root, split)[0])
+
+
+@register_dataset("flickr8k", "captions", arg="<root>")
+def _flickr8k(root, split):
+    """Flickr8k in the layout of the official archives (`flickr8k_captions`)."""
+    dataset = flickr8k_captions(root, split)
+    token_path = _flickr_text_file(os.fspath(root), "Flickr8k.token.txt")
+    return dataset, CaptionDatasetInfo(_num_images(dataset), token_path)
+
+
+@register_dataset("tfds", "captions", arg="coco_captions")
+def _tfds(name, split, data_dir=None, download=True):
+    """TensorFlow Datasets' `coco_captions`, Karpathy splits (`tfds_caption_dataset`)."""
+    dataset = tfds_caption_dataset(name, split, data_dir=data_dir, download=download)
+    return dataset, CaptionDatasetInfo(_num_images(dataset))
+
+
+def load_caption_dataset(spec, split="train", **kwargs):
+    """Resolves a caption dataset spec string to `(dataset, info)`.
+
+    `load_dataset("captions", spec, split, **kwargs)`: the accepted specs
+    are those of `list_datasets("captions")`. Built in: `"shapes"` (kwargs
+    `num_images` (default 1000 for train, 200 otherwise), `image_size`,
+    `max_instances`, `seed`; `"val"` and `"test"` use seeds disjoint from
+    `"train"`, as in `load_segmentation_dataset`), `"coco:<root>"`,
+    `"flickr8k:<root>"` and `"tfds:coco_captions"` (kwargs `data_dir`,
+    `download`).
 
     Args:
         spec: str. The dataset spec.
@@ -482,36 +537,22 @@ def load_caption_dataset(spec, split="train", **kwargs):
         **kwargs: Options of the chosen source, as above.
 
     Returns:
-        A `tf.data.Dataset` of `{"images", "captions", "image_id"}` dicts
-        (plus the shapes annotations for `"shapes"`).
+        A tuple `(dataset, info)`: a `tf.data.Dataset` of `{"images",
+        "captions", "image_id"}` dicts (plus the shapes annotations for
+        `"shapes"`) and a `CaptionDatasetInfo`.
 
     Raises:
-        ValueError: for an unknown spec or split, or the loader's errors.
-        TypeError: for keyword arguments the source does not take.
+        ValueError: for an unknown spec or split, a keyword the source does
+            not take (naming it and the spec), or the loader's errors.
+        RuntimeError: if tfds cannot load the data (e.g. offline).
 
     Example:
 
-    >>> ds = load_caption_dataset("shapes", "val", num_images=4, image_size=32)
-    >>> int(ds.cardinality())
-    4
+    >>> ds, info = load_caption_dataset("shapes", "val", num_images=4, image_size=32)
+    >>> int(ds.cardinality()), info.num_images
+    (4, 4)
     """
-    accepted = '"shapes", "coco:<root>", "flickr8k:<root>" or "tfds:coco_captions"'
-    kind, arg, take = parse_dataset_spec(spec, accepted, kwargs, error=ValueError)
-
-    if kind == "shapes" and not arg:
-        options = take("num_images", "image_size", "max_instances", "seed")
-        options = shapes_split_options(split, options)
-        return shapes_captions(**options)
-    if kind == "coco" and arg:
-        take()
-        return coco_captions(arg, split)
-    if kind == "flickr8k" and arg:
-        take()
-        return flickr8k_captions(arg, split)
-    if kind == "tfds" and arg:
-        options = take("data_dir", "download")
-        return tfds_caption_dataset(arg, split, **options)
-    raise ValueError(f"Unknown caption dataset spec {spec!r}; expected {accepted}")
+    return load_dataset("captions", spec, split, **kwargs)
 
 
 def caption_references(dataset):
@@ -709,6 +750,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "START",
     "UNK",
+    "CaptionDatasetInfo",
     "CaptionVocabulary",
     "caption_pipeline",
     "caption_references",

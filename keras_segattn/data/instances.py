@@ -23,7 +23,6 @@ of a COCO category is its rank in increasing category id (Detectron2's
 """
 
 import collections
-import dataclasses
 import json
 import math
 import os
@@ -35,8 +34,13 @@ import tensorflow as tf
 from keras_segattn.core.validation import check_int, check_size
 from keras_segattn.data import shapes
 from keras_segattn.data.captions import _decode_image_or_raise
+from keras_segattn.data.catalogue import (  # noqa: F401  (public here too)
+    InstanceDatasetInfo,
+    load_dataset,
+    register_dataset,
+)
 from keras_segattn.data.folders import _read_header
-from keras_segattn.data.pipeline import parse_dataset_spec, shapes_split_options
+from keras_segattn.data.pipeline import shapes_split_options
 from keras_segattn.data.tfds import load_tfds
 
 # The 80 COCO 2014/2017 "thing" categories: (category id, name).
@@ -59,40 +63,6 @@ COCO_CATEGORIES = (
     (84, "book"), (85, "clock"), (86, "vase"), (87, "scissors"), (88, "teddy bear"),
     (89, "hair drier"), (90, "toothbrush"),
 )  # fmt: skip
-
-
-@dataclasses.dataclass(frozen=True)
-class InstanceDatasetInfo:
-    """What a model and an evaluator need to know about an instance dataset.
-
-    Args:
-        num_classes: int. Number of class ids, background (0) included:
-            81 for COCO, 4 for the shapes.
-        class_names: tuple of str. One name per class id, `"background"`
-            first.
-        category_ids: tuple of int. The dataset's own category id of each
-            class id (`category_ids[label]`); entry 0 is 0.
-        annotation_file: str or `None`. The COCO JSON the data came from,
-            which `keras_segattn.evaluation.instance.evaluate_instances` can
-            use directly as ground truth.
-        image_ids: tuple of int or `None`. The images the dataset yields,
-            when it is a subset of those in `annotation_file` (images
-            missing on disk are skipped).
-        has_masks: bool. Whether elements carry `instance_masks` (tfds'
-            `coco` has boxes only).
-    """
-
-    num_classes: int
-    class_names: tuple
-    category_ids: tuple
-    annotation_file: str | None = None
-    image_ids: tuple | None = None
-    has_masks: bool = True
-
-    @property
-    def category_id_to_label(self):
-        """Dict from the dataset's category id to the contiguous class id."""
-        return {c: label for label, c in enumerate(self.category_ids) if label > 0}
 
 
 def _categories_info(categories, annotation_file=None, image_ids=None, has_masks=True):
@@ -601,15 +571,38 @@ def resize_instances(dataset, image_size):
     return dataset.map(resize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+@register_dataset("shapes", "instances", generated=True)
+def _shapes(arg, split, num_images=None, image_size=64, max_instances=3, seed=0):
+    """Procedural circles, squares and triangles (`shapes_instances`), 3 classes."""
+    options = dict(image_size=image_size, max_instances=max_instances, seed=seed)
+    if num_images is not None:
+        options["num_images"] = num_images
+    return shapes_instances(**shapes_split_options(split, options))
+
+
+@register_dataset("coco", "instances", arg="<root>")
+def _coco(root, split):
+    """COCO 2017 instances in the official layout (`coco_instances`)."""
+    return coco_instances(root, split)
+
+
+@register_dataset("tfds", "instances", arg="coco/2017")
+def _tfds(name, split, data_dir=None, download=True):
+    """TensorFlow Datasets' `coco/2017` or `coco/2014`, boxes only (`tfds_coco_instances`)."""
+    return tfds_coco_instances(name, split, data_dir=data_dir, download=download)
+
+
 def load_instance_dataset(spec, split="train", **kwargs):
     """Resolves an instance dataset spec string to `(dataset, info)`.
 
-    Accepted specs: `"shapes"` (kwargs `num_images` (default 1000 for
-    train, 200 otherwise), `image_size`, `max_instances`, `seed`; `"val"`
-    and `"test"` use seeds disjoint from `"train"`, as in
-    `load_segmentation_dataset`), `"coco:<root>"` (the official layout, see
-    `coco_instances`) and `"tfds:coco/2017"` or `"tfds:coco/2014"` (kwargs
-    `data_dir`, `download`; boxes only, see `tfds_coco_instances`).
+    `load_dataset("instances", spec, split, **kwargs)`: the accepted specs
+    are those of `list_datasets("instances")`. Built in: `"shapes"` (kwargs
+    `num_images` (default 1000 for train, 200 otherwise), `image_size`,
+    `max_instances`, `seed`; `"val"` and `"test"` use seeds disjoint from
+    `"train"`, as in `load_segmentation_dataset`), `"coco:<root>"` (the
+    official layout, see `coco_instances`) and `"tfds:coco/2017"` or
+    `"tfds:coco/2014"` (kwargs `data_dir`, `download`; boxes only, see
+    `tfds_coco_instances`).
 
     Args:
         spec: str. The dataset spec.
@@ -621,8 +614,8 @@ def load_instance_dataset(spec, split="train", **kwargs):
         and an `InstanceDatasetInfo`.
 
     Raises:
-        ValueError: for an unknown spec or split, or what the source raises.
-        TypeError: for a keyword the source does not take.
+        ValueError: for an unknown spec or split, a keyword the source does
+            not take (naming it and the spec), or what the source raises.
         RuntimeError: if tfds cannot load the data (e.g. offline).
 
     Example:
@@ -631,19 +624,7 @@ def load_instance_dataset(spec, split="train", **kwargs):
     >>> info.num_classes
     4
     """
-    accepted = '"shapes", "coco:<root>" or "tfds:coco/2017"'
-    kind, arg, take = parse_dataset_spec(spec, accepted, kwargs, error=ValueError)
-    if kind == "shapes" and not arg:
-        options = take("num_images", "image_size", "max_instances", "seed")
-        options = shapes_split_options(split, options)
-        return shapes_instances(**options)
-    if kind == "coco" and arg:
-        take()
-        return coco_instances(arg, split)
-    if kind == "tfds" and arg:
-        options = take("data_dir", "download")
-        return tfds_coco_instances(arg, split, **options)
-    raise ValueError(f"Unknown instance dataset spec {spec!r}; expected {accepted}")
+    return load_dataset("instances", spec, split, **kwargs)
 
 
 def instance_pipeline(

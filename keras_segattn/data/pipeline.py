@@ -1,6 +1,5 @@
 """Training input pipelines, label checks and class weights."""
 
-import dataclasses
 import warnings
 
 import numpy as np
@@ -10,29 +9,18 @@ from keras_segattn.core.validation import check_int
 from keras_segattn.data import augment as augment_lib
 from keras_segattn.data import folders, shapes
 from keras_segattn.data import tfds as tfds_lib
+from keras_segattn.data.catalogue import (  # noqa: F401  (public here too)
+    DatasetInfo,
+    generation_options,
+    is_generated,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
 
 # Added to the shapes seed per split, so that for base seeds below it no
 # split's seed can equal another split's.
 _SPLIT_SEED_OFFSET = 1_000_003
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What a model needs to know about a segmentation dataset.
-
-    Args:
-        num_classes: int. Number of classes, ids `0..num_classes - 1`.
-        ignore_class: int. Mask id of pixels without a label.
-        class_names: tuple of str. One name per class id.
-        background_class: int or `None`. The "stuff" class that DeconvNet's
-            object-centred crops never centre on (0 for shapes and VOC;
-            CamVid has none).
-    """
-
-    num_classes: int
-    ignore_class: int
-    class_names: tuple
-    background_class: int | None = None
 
 
 def _range_message(num_classes, ignore_class):
@@ -356,33 +344,77 @@ def shapes_split_options(split, options):
     return options
 
 
-def parse_dataset_spec(spec, accepted, kwargs, error=TypeError):
-    """Splits `"kind:arg"`; returns `(kind, arg, take)`.
+def __getattr__(name):
+    # The generated kinds are the catalogue's to say, read when asked, since
+    # datasets may be registered after this module is imported.
+    if name == "GENERATED_DATASETS":
+        return tuple(dict.fromkeys(e.kind for e in list_datasets(generated=True)))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    `take(*allowed)` returns a copy of `kwargs`, raising a `TypeError` that
-    names the spec if any keyword is not in `allowed`.
-    """
-    if not isinstance(spec, str):
-        raise error(f"spec must be a string, one of {accepted}; got {spec!r}")
-    kind, _, arg = spec.partition(":")
 
-    def take(*allowed):
-        unknown = sorted(set(kwargs) - set(allowed))
-        if unknown:
-            raise TypeError(f"Unexpected arguments {unknown} for spec {spec!r}")
-        return dict(kwargs)
+# ---------------------------------------------------------------------------
+# The segmentation datasets of the catalogue
+# ---------------------------------------------------------------------------
 
-    return kind, arg, take
+
+@register_dataset("shapes", "segmentation", generated=True)
+def _shapes(
+    arg,
+    split,
+    num_images=None,
+    image_size=64,
+    max_instances=3,
+    seed=0,
+    instances=False,
+    captions=False,
+):
+    """Procedural circles, squares and triangles (`shapes.shapes_dataset`)."""
+    options = dict(
+        image_size=image_size,
+        max_instances=max_instances,
+        seed=seed,
+        instances=instances,
+        captions=captions,
+    )
+    if num_images is not None:
+        options["num_images"] = num_images
+    dataset = shapes.shapes_dataset(**shapes_split_options(split, options))
+    return dataset, DatasetInfo(shapes.NUM_CLASSES, 255, shapes.CLASS_NAMES, background_class=0)
+
+
+@register_dataset("camvid", "segmentation", arg="<root>")
+def _camvid(root, split):
+    """CamVid in SegNet's layout (`folders.camvid_dataset`), 11 classes."""
+    info = DatasetInfo(
+        len(folders.CAMVID_CLASSES), folders.CAMVID_IGNORE_CLASS, folders.CAMVID_CLASSES
+    )
+    return folders.camvid_dataset(root, split), info
+
+
+@register_dataset("voc", "segmentation", arg="<root>")
+def _voc(root, split):
+    """PASCAL VOC 2012 segmentation (`folders.voc_dataset`), 21 classes."""
+    info = DatasetInfo(len(folders.VOC_CLASSES), folders.VOC_IGNORE_CLASS, folders.VOC_CLASSES, 0)
+    return folders.voc_dataset(root, split), info
+
+
+@register_dataset("tfds", "segmentation", arg="<name>")
+def _tfds(name, split, data_dir=None):
+    """A TensorFlow Datasets segmentation set (`oxford_iiit_pet`, `cityscapes`)."""
+    info = DatasetInfo(*tfds_lib.tfds_dataset_info(name))
+    return tfds_lib.tfds_segmentation_dataset(name, split, data_dir=data_dir), info
 
 
 def load_segmentation_dataset(spec, split="train", **kwargs):
-    """Resolves a dataset spec string to a dataset of example dicts.
+    """Resolves a segmentation dataset spec to `(dataset, info)`.
 
-    Accepted specs: `"shapes"` (procedural; kwargs `num_images` (default
-    1000 for train, 200 otherwise), `image_size`, `max_instances`, `seed`,
-    `instances`, `captions`; `"val"` and `"test"` use seeds disjoint from
-    `"train"`), `"camvid:<root>"`, `"voc:<root>"` and `"tfds:<name>"`
-    (kwarg `data_dir`).
+    `load_dataset("segmentation", spec, split, **kwargs)`: the accepted specs
+    are those of `list_datasets("segmentation")`. Built in: `"shapes"`
+    (procedural; kwargs `num_images` (default 1000 for train, 200
+    otherwise), `image_size`, `max_instances`, `seed`, `instances`,
+    `captions`; `"val"` and `"test"` use seeds disjoint from `"train"`),
+    `"camvid:<root>"`, `"voc:<root>"` and `"tfds:<name>"` (kwarg
+    `data_dir`).
 
     Args:
         spec: str. The dataset spec.
@@ -390,33 +422,17 @@ def load_segmentation_dataset(spec, split="train", **kwargs):
         **kwargs: Options of the chosen source, as above.
 
     Returns:
-        A tuple `(dataset, info)` with a `tf.data.Dataset` and a
-        `DatasetInfo`.
-    """
-    accepted = '"shapes", "camvid:<root>", "voc:<root>" or "tfds:<name>"'
-    kind, arg, take = parse_dataset_spec(spec, accepted, kwargs)
+        A tuple `(dataset, info)` with a `tf.data.Dataset` of dicts with
+        `images` and `segmentation_masks`, and a `DatasetInfo`.
 
-    if kind == "shapes" and not arg:
-        options = take("num_images", "image_size", "max_instances", "seed", "instances", "captions")
-        options = shapes_split_options(split, options)
-        info = DatasetInfo(shapes.NUM_CLASSES, 255, shapes.CLASS_NAMES, background_class=0)
-        return shapes.shapes_dataset(**options), info
-    if kind == "camvid" and arg:
-        take()
-        info = DatasetInfo(
-            len(folders.CAMVID_CLASSES),
-            folders.CAMVID_IGNORE_CLASS,
-            folders.CAMVID_CLASSES,
-        )
-        return folders.camvid_dataset(arg, split), info
-    if kind == "voc" and arg:
-        take()
-        info = DatasetInfo(
-            len(folders.VOC_CLASSES), folders.VOC_IGNORE_CLASS, folders.VOC_CLASSES, 0
-        )
-        return folders.voc_dataset(arg, split), info
-    if kind == "tfds" and arg:
-        options = take("data_dir")
-        info = DatasetInfo(*tfds_lib.tfds_dataset_info(arg))
-        return tfds_lib.tfds_segmentation_dataset(arg, split, **options), info
-    raise ValueError(f"Unknown dataset spec {spec!r}; expected {accepted}")
+    Raises:
+        ValueError: for an unknown spec or an option the source does not
+            take (naming it and the spec), or what the source raises.
+
+    Example:
+
+    >>> ds, info = load_segmentation_dataset("shapes", "val", num_images=2, image_size=32)
+    >>> info.num_classes
+    4
+    """
+    return load_dataset("segmentation", spec, split, **kwargs)

@@ -18,15 +18,18 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from keras_segattn.core.instances import box_iou, mask_iou, real_instance_indices, real_instances
+from keras_segattn.core.instances import (  # noqa: F401 (jitter_box: re-exported)
+    jitter_box,
+    mask_iou,
+    real_instance_indices,
+    real_instances,
+)
 from keras_segattn.core.validation import check_int
 from keras_segattn.models.instance.common import box_masks
 from keras_segattn.models.instance.hypercolumns import (
     model_num_classes,
-    resegment_detections,
     segment_boxes,
 )
-from keras_segattn.models.instance.sds import sds_detect
 
 IOU_TYPES = ("segm", "bbox")
 # COCOeval's default IoU thresholds, np.linspace(0.5, 0.95, 10); the mAP^r
@@ -548,32 +551,6 @@ def proposal_recall(dataset, proposals, thresholds=(0.5, 0.7)):
     }
 
 
-def jitter_box(box, image_shape, rng, min_iou=0.7, scale=0.1, tries=50):
-    """A random box around `box` with IoU >= `min_iou` with it, inside the image.
-
-    Centre shifts of `N(0, scale)` box sizes and log-size changes of `N(0,
-    scale)`, redrawn until the IoU holds (the box itself after `tries`).
-    Stands in for detector boxes, as the paper trained on detections
-    overlapping a ground truth by 70% or more.
-    """
-    height, width = image_shape[:2]
-    x1, y1, x2, y2 = (float(v) for v in box)
-    w, h = x2 - x1, y2 - y1
-    for _ in range(tries):
-        cx = (x1 + x2) / 2 + rng.normal(0, scale) * w
-        cy = (y1 + y2) / 2 + rng.normal(0, scale) * h
-        nw, nh = w * np.exp(rng.normal(0, scale)), h * np.exp(rng.normal(0, scale))
-        new = (
-            max(0.0, cx - nw / 2),
-            max(0.0, cy - nh / 2),
-            min(float(width), cx + nw / 2),
-            min(float(height), cy + nh / 2),
-        )
-        if new[2] - new[0] >= 1 and new[3] - new[1] >= 1 and box_iou(new, box) >= min_iou:
-            return np.array(new, np.float32)
-    return np.array(box, np.float32)
-
-
 def oracle_predictions(model, dataset, num_images=None, min_iou=0.7, seed=1, threshold=0.5):
     """Segments jittered ground-truth boxes of each image with their true classes.
 
@@ -616,39 +593,3 @@ def oracle_predictions(model, dataset, num_images=None, min_iou=0.7, seed=1, thr
             }
         )
     return predictions, box_predictions
-
-
-def evaluate_instance_checkpoint(model, dataset, num_classes, batch_size=16, detector=None):
-    """COCO scores of any instance model, as `segattn evaluate` reports them.
-
-    `rpn` / `mnc`: their own detections (`evaluate_instance_model`).
-    `sds`: `sds_detect` on every image (regions, scores, refinement).
-    `hypercolumns`: with a `detector` (an `sds` model), the full Hypercolumn
-    detector (the detector's boxes, the model's masks); without one, the
-    masks of jittered ground-truth boxes (`oracle_predictions`), the
-    protocol of its table row.
-
-    Returns:
-        A dict with `mask_AP`, `mAPr@0.5`, `mAPr@0.7`, `box_AP`, `box_AP50`
-        and `predict_seconds_per_image`.
-    """
-    name = model.name
-    if name in ("rpn", "mnc"):
-        return evaluate_instance_model(model, dataset, num_classes, batch_size)
-    if name not in ("sds", "hypercolumns"):
-        raise ValueError(f"model must be an rpn, mnc, sds or hypercolumns model; got {name!r}.")
-    if detector is not None and name != "hypercolumns":
-        raise ValueError("detector applies to hypercolumns models only.")
-    start = time.perf_counter()
-    examples = list(dataset.as_numpy_iterator())
-    if name == "sds":
-        predictions = [sds_detect(model, e["images"], int(e["image_id"])) for e in examples]
-    elif detector is not None:
-        found = [sds_detect(detector, e["images"], int(e["image_id"])) for e in examples]
-        predictions = [resegment_detections(model, e["images"], d) for e, d in zip(examples, found)]
-    else:
-        predictions, _ = oracle_predictions(model, dataset)
-    seconds = time.perf_counter() - start
-    scores = coco_scores(predictions, dataset, num_classes)
-    scores["predict_seconds_per_image"] = seconds / max(1, len(examples))
-    return scores

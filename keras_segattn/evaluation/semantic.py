@@ -2,11 +2,11 @@
 
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_segattn.metrics import confusion_matrix_update, scores_from_confusion_matrix
+from keras_segattn.models.common import ends_in_softmax
 
 
 def predict_scores(model, images, image_size=None):
@@ -27,10 +27,7 @@ def predict_scores(model, images, image_size=None):
 
 def output_probabilities(model, scores):
     """Softmax of the scores, unless the model already ends with one."""
-    last = model.layers[-1]
-    if getattr(last, "activation", None) is keras.activations.softmax:
-        return scores
-    return tf.nn.softmax(scores, axis=-1)
+    return scores if ends_in_softmax(model) else tf.nn.softmax(scores, axis=-1)
 
 
 def evaluate_segmentation(

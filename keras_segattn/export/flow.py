@@ -1,7 +1,7 @@
 """Export and verify a trained checkpoint: what `segattn export` runs.
 
 `export_checkpoint` loads a `.keras` file, writes the SavedModel in the TF
-Serving layout with the signature of its task (decided by the registry),
+Serving layout with the signatures of its task (`keras_segattn.tasks`),
 converts it to TFLite, and checks every artifact against Keras on a few
 real images of the data it was trained on.
 """
@@ -13,22 +13,19 @@ import shutil
 import numpy as np
 
 from keras_segattn.checkpoints import load_model, read_run_config, run_config_path
+from keras_segattn.core.images import resize_image_uint8
 from keras_segattn.core.precision import float32_model
 from keras_segattn.core.saving import crash_point, write_text
 from keras_segattn.core.validation import check_size, optional_size
 from keras_segattn.export.saved_model import (
-    SERVING_FUNCTIONS,
-    input_signature,
     publish,
-    resize_image_uint8,
-    serving_task,
     stage_saved_model,
     version_path,
     write_labels,
 )
 from keras_segattn.export.tflite import convert_to_tflite
 from keras_segattn.export.verify import verify_export
-from keras_segattn.models.semantic import dense_model
+from keras_segattn.tasks import get_task, task_of
 
 # Largest difference from Keras accepted for a float32 export (probabilities,
 # and the fraction of differing class ids).
@@ -42,50 +39,9 @@ def resize_uint8(image, size):
 
 def sample_inputs(model, task, data_spec, image_size, count=32):
     """`count` batches of one example each, as the serving signature of
-    `task` takes them (`{input name: array}`), for calibration and checks."""
-    if task in ("region_scoring", "box_segmentation"):
-        return [network_inputs(model, task, e) for e in instance_examples(data_spec, count)]
-    images = sample_images(model, task, data_spec, image_size, count)
-    return [{"images": batch} for batch in images]
-
-
-def instance_examples(data_spec, count, image_size=64):
-    """`count` examples of an instance dataset (the shapes by default) that
-    have at least one instance, as NumPy dicts."""
-    from keras_segattn.data import load_instance_dataset
-
-    spec = data_spec or "shapes"
-    kwargs = {"num_images": 2 * count, "image_size": image_size} if spec == "shapes" else {}
-    data, _ = load_instance_dataset(spec, "val", **kwargs)
-    examples = []
-    for example in data.as_numpy_iterator():
-        keep = example["bounding_boxes"]["labels"] > 0
-        if keep.any():
-            examples.append({
-                "images": example["images"],
-                "boxes": example["bounding_boxes"]["boxes"][keep],
-                "classes": example["bounding_boxes"]["labels"][keep],
-                "masks": example["instance_masks"][keep] > 0,
-            })  # fmt: skip
-        if len(examples) == count:
-            break
-    return examples
-
-
-def network_inputs(model, task, example):
-    """A batch of one for the SDS network (the crops and masks of the
-    example's instances, as `sds.crop_regions` makes them from proposals)
-    or the hypercolumns network (the image and its ground-truth boxes)."""
-    if task == "region_scoring":
-        from keras_segattn.models.instance.sds import crop_regions
-
-        size = int(model.get_layer("box_crops").output.shape[1])
-        crops, masks = crop_regions(example["images"], example["masks"], example["boxes"], size)
-        return {"box_crops": crops, "region_masks": masks}
-    inputs = {"images": example["images"][None], "boxes": example["boxes"][None]}
-    if len(model.inputs) == 3:
-        inputs["classes"] = example["classes"][None].astype(np.int32)
-    return inputs
+    `task` takes them (`{input name: array}`), for calibration and checks
+    (`Task.sample_inputs`)."""
+    return get_task(task).sample_inputs(model, data_spec, image_size, count)
 
 
 def fixed_size_inputs(inputs, size):
@@ -98,60 +54,6 @@ def fixed_size_inputs(inputs, size):
         scale = np.array([size[1] / images.shape[2], size[0] / images.shape[1]] * 2, np.float32)
         resized["boxes"] = inputs["boxes"] * scale
     return resized
-
-
-def export_labels(model, task, data_spec, run):
-    """What the exported files carry as labels, by id: a captioner's
-    vocabulary, a classifier's digits, else the class names of the data
-    it was trained on (`run.json`, or the dataset's own)."""
-    if task == "captioning":
-        return list(model.vocabulary)
-    if task == "classification":
-        return [str(digit) for digit in range(int(model.output.shape[-1]))]
-    if run.get("class_names"):
-        return list(run["class_names"])
-    if task == "semantic":
-        from keras_segattn.data import load_segmentation_dataset
-
-        return list(load_segmentation_dataset(data_spec or "shapes", "val")[1].class_names)
-    from keras_segattn.data import load_instance_dataset
-
-    spec = data_spec or "shapes"
-    kwargs = {"num_images": 1, "image_size": 32} if spec == "shapes" else {}
-    return list(load_instance_dataset(spec, "val", **kwargs)[1].class_names)
-
-
-def sample_images(model, task, data_spec, image_size, count=32):
-    """`count` uint8 batches of one image each, for calibration and checks."""
-    if task == "captioning":
-        from keras_segattn.data import load_caption_dataset
-
-        spec = data_spec or "shapes"
-        kwargs = {"num_images": count, "image_size": model.image_size} if spec == "shapes" else {}
-        data = load_caption_dataset(spec, "val", **kwargs).take(count)
-        size = tuple(model.image_size)
-        return [np.asarray(resize_uint8(e["images"].numpy(), size))[None] for e in data]
-    if task == "instance":
-        from keras_segattn.data import load_instance_dataset
-
-        spec = data_spec or "shapes"
-        kwargs = {"num_images": count, "image_size": image_size or 64} if spec == "shapes" else {}
-        data, _ = load_instance_dataset(spec, "val", **kwargs)
-        return [e["images"].numpy()[None] for e in data.take(count)]
-    if task == "classification":
-        from keras_segattn.data import distorted_mnist, load_mnist
-
-        size = model.input.shape[1]
-        digits = tuple(a[:count] for a in load_mnist(data_spec, "test"))
-        data = distorted_mnist("test", "RTS" if size == 42 else "R", source=digits)
-        return [np.round(x.numpy()[None] * 255).astype(np.uint8) for x, _ in data]
-    from keras_segattn.data import load_segmentation_dataset, segmentation_pipeline
-
-    data, info = load_segmentation_dataset(data_spec or "shapes", "val")
-    batches = segmentation_pipeline(
-        data.take(count), 1, info.num_classes, info.ignore_class, image_size=image_size
-    )
-    return [x.numpy() for x, _ in batches]
 
 
 def export_checkpoint(
@@ -210,35 +112,33 @@ def export_checkpoint(
     """
     # A mixed-precision checkpoint is exported computing in float32.
     loaded = load_model(model_path, "model_path")  # uncompiled: no optimizer state
-    model = float32_model(loaded)
     run = read_run_config(model_path)
-    task = serving_task(model)
-    if task == "patch":  # served as what it is used for: a dense labeller
-        model, task = dense_model(model), "semantic"
+    # As its task serves it: a patch classifier as a dense labeller, SDS's
+    # and Hypercolumns' networks alone.
+    model, task = task_of(loaded).serving_model(float32_model(loaded))
     name = name or run.get("model") or model.name
     path = version_path(output, name, version)
     if tflite_size is not None:  # refused now, before anything is written
         tflite_size = check_size(tflite_size, "tflite_size")
-        input_signature(model, task, tflite_size)
-    examples = sample_inputs(
-        model, task, data or run.get("data"),
-        optional_size(run.get("image_size"), "image_size of run.json"),
-    )  # fmt: skip
-    serve = SERVING_FUNCTIONS[task](model)
+        task.input_signature(model, tflite_size)
+    data_spec = data or run.get("data")
+    examples = task.sample_inputs(
+        model, data_spec, optional_size(run.get("image_size"), "image_size of run.json")
+    )
+    serve = task.serving_functions(model)["serving_default"]
     reference = {k: v.numpy() for k, v in serve(**examples[0]).items()}
     # Everything is written to staging names, verified, and only then published.
-    labels = export_labels(model, task, data or run.get("data"), run)
+    labels = task.labels(model, data_spec, run)
     staging = stage_saved_model(model, path, task, labels)
     staged_tflite = f"{staging}-tflite"  # removed with it if a later export finds it stale
     try:
+        os.makedirs(staged_tflite, exist_ok=True)  # every file published beside the SavedModel
         report = verify_export(reference, examples[0], saved_model_dir=staging)
         log_parity(report, log)
         if max(report["saved_model"].values()) > EXPORT_TOLERANCE:
             raise ValueError(f"the SavedModel differs from Keras: {report['saved_model']}")
         files = {}
-        # String outputs (captions) are not TFLite builtins: a captioner's
-        # TFLite model is its "tokens" signature (token ids and attention).
-        signature = "tokens" if task == "captioning" else "serving_default"
+        signature = task.tflite_signature  # numeric outputs only (a captioner's tokens)
         # (size, images, Keras outputs): any size, and the fixed one if asked.
         variants = [(None, examples, reference)]
         if tflite_size is not None:

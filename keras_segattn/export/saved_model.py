@@ -4,172 +4,16 @@ import shutil
 import keras
 import tensorflow as tf
 
+from keras_segattn.core.images import resize_image_uint8
 from keras_segattn.core.precision import float32_model
 from keras_segattn.core.saving import write_text
 from keras_segattn.core.validation import check_int, check_size
 from keras_segattn.layers.image_preprocessing import ImagePreprocessing
+from keras_segattn.tasks import get_task, task_of
 
-IMAGE_SIGNATURE = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
-
-
-def outputs_probabilities(model):
-    """Whether a semantic model ends in a softmax (else it returns logits)."""
-    return model.layers[-1].get_config().get("activation") == "softmax"
-
-
-def semantic_serving_fn(model):
-    """uint8 images of any size in; `class_map` and `probabilities` out."""
-    is_softmax = outputs_probabilities(model)
-
-    def serve(images):
-        scores = model(images, training=False)
-        probabilities = scores if is_softmax else tf.nn.softmax(scores, axis=-1)
-        return {
-            "class_map": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
-            "probabilities": probabilities,
-        }
-
-    return serve
-
-
-def classification_serving_fn(model):
-    """uint8 images in; `probabilities`, `transformed_images`, `transform` out.
-
-    For a model without a spatial transformer, `transformed_images` is the
-    normalised input and `transform` has no columns.
-    """
-    from keras_segattn.models.spatial_transformer.mnist_models import transformer_outputs
-
-    view = transformer_outputs(model)
-
-    def serve(images):
-        logits, warped, theta = view(images, training=False)
-        return {
-            "probabilities": tf.nn.softmax(logits, axis=-1),
-            "transformed_images": warped,
-            "transform": theta,
-        }
-
-    return serve
-
-
-def captioning_tokens_serving_fn(model):
-    """uint8 images of any size in; greedy `token_ids` and `attention` out.
-
-    The numeric half of `captioning_serving_fn`, and what TFLite gets (the
-    `"tokens"` signature): images are resized (bilinear) to
-    `model.image_size` and decoded by `model.decode_greedy`, a Python loop
-    unrolled over `max_length` steps, all builtin TFLite ops. `token_ids`
-    int32 `(batch, max_length)` hold the words up to `<end>` included,
-    then `<pad>` (0); `attention` float32 `(batch, max_length, grid_h,
-    grid_w)` the weights of every generated word, zeros after `<end>`.
-    """
-
-    def serve(images):
-        return model.decode_greedy(model.resize_images(images))
-
-    return serve
-
-
-def captioning_serving_fn(model):
-    """uint8 images of any size in; `token_ids`, `attention`, `words`, `captions` out.
-
-    `token_ids` and `attention` as in `captioning_tokens_serving_fn`;
-    `words` (tf.string, `(batch, max_length)`) the vocabulary entry of
-    every generated word, `""` at `<end>` and padding; `captions`
-    (tf.string, `(batch,)`) the words joined by spaces. The vocabulary is
-    a constant of the graph. String joins are not TFLite builtins, so a
-    TFLite model is converted from the `"tokens"` signature instead, which
-    returns `token_ids` and `attention` only; map ids to words with the
-    vocabulary in the model's config.
-    """
-    tokens = captioning_tokens_serving_fn(model)
-    vocabulary = tf.constant(model.vocabulary)
-    pad_id, end_id = model.token_id("<pad>"), model.token_id("<end>")
-
-    def serve(images):
-        outputs = tokens(images)
-        token_ids = outputs["token_ids"]
-        is_word = tf.logical_and(tf.not_equal(token_ids, pad_id), tf.not_equal(token_ids, end_id))
-        words = tf.where(is_word, tf.gather(vocabulary, token_ids), "")
-        spaced = tf.where(is_word, words + " ", "")
-        captions = tf.strings.strip(tf.strings.reduce_join(spaced, axis=-1))
-        return {**outputs, "words": words, "captions": captions}
-
-    return serve
-
-
-def instance_serving_fn(model):
-    """uint8 images of any size in; `boxes`, `scores`, `classes`, `masks`,
-    `num_detections` out (`model.detect`).
-
-    `boxes` float32 `(batch, D, 4)` `"xyxy"` pixels, `scores` float32
-    `(batch, D)`, `classes` int32 `(batch, D)`, `masks` uint8 `(batch, D,
-    height, width)` at the image's resolution (0/1) and `num_detections`
-    int32 `(batch,)`; `D` is the model's fixed number of detections, the
-    entries after `num_detections` zero. Builtin TFLite ops only, at any
-    image size.
-    """
-
-    def serve(images):
-        return model.detect(images)
-
-    return serve
-
-
-def region_scoring_serving_fn(model):
-    """SDS's network: `box_crops` uint8 `(batch, S, S, 3)` and `region_masks`
-    float32 `(batch, S, S)` in [0, 1] (`sds.crop_regions` makes both) in;
-    `probabilities` float32 `(batch, num_classes)` and `figure_ground`
-    float32 `(batch, G, G)` out. Proposals, cropping, NMS and the superpixel
-    refinement stay on the host (`sds.sds_detect`)."""
-
-    def serve(box_crops, region_masks):
-        probabilities, figure_ground = model([box_crops, region_masks], training=False)
-        return {"probabilities": probabilities, "figure_ground": figure_ground}
-
-    return serve
-
-
-def box_segmentation_serving_fn(model):
-    """The hypercolumns network: uint8 `images` of any size, `boxes` float32
-    `(batch, R, 4)` `"xyxy"` pixels (and, for a class-specific model,
-    `classes` int32 `(batch, R)`) in; `masks` float32 `(batch, R, K, K)`,
-    each box's figure-ground probabilities on its K x K grid, out. The
-    boxes come from a detector; pasting the grids into the image stays on
-    the host (`hypercolumns.segment_boxes`)."""
-
-    def serve(images, boxes, classes=None):
-        inputs = [images, boxes] + ([] if classes is None else [classes])
-        return {"masks": model(inputs, training=False)}
-
-    return serve
-
-
-SERVING_FUNCTIONS = {
-    "semantic": semantic_serving_fn,
-    "classification": classification_serving_fn,
-    "captioning": captioning_serving_fn,
-    "instance": instance_serving_fn,
-    "region_scoring": region_scoring_serving_fn,
-    "box_segmentation": box_segmentation_serving_fn,
-}
-# Models whose serving task is not their registry task: networks whose
-# detection loop runs on the host, exported as the network alone.
-SERVING_TASKS = {"sds": "region_scoring", "hypercolumns": "box_segmentation"}
-# The tasks whose signatures take images alone (and get `serving_bytes`).
-IMAGE_TASKS = ("semantic", "classification", "captioning", "instance")
-# Signatures written beside `serving_default`, by task: name -> function.
-EXTRA_SERVING_FUNCTIONS = {"captioning": {"tokens": captioning_tokens_serving_fn}}
 # The signature that takes encoded images (every image task has it).
 BYTES_SIGNATURE_KEY = "serving_bytes"
 BYTES_SIGNATURE = tf.TensorSpec([None], tf.string, name="image_bytes")
-# Outputs at each image's height and width, by task: name -> (axis of the
-# height in one image's output, padding value in a batch of mixed sizes).
-PER_PIXEL_OUTPUTS = {
-    "semantic": {"class_map": (0, -1), "probabilities": (0, 0)},
-    "instance": {"masks": (1, 0)},
-}
 # The first bytes of the formats accepted, and the marker that ends a whole file.
 _PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 _JPEG_START, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
@@ -209,13 +53,6 @@ def decode_image_bytes(encoded, index, channels, size=None):
     return image if size is None else resize_image_uint8(image, size)
 
 
-def resize_image_uint8(image, size):
-    """Resizes uint8 images (bilinear), rounded and clipped back to uint8:
-    what a client resizing its own pixels sends."""
-    resized = tf.image.resize(tf.cast(image, tf.float32), size)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-
-
 def bytes_serving_fn(serve, task, channels, size=None):
     """`serve` (uint8 images in) behind decoding: a batch of encoded JPEG or
     PNG strings in, the same outputs as `serve` out.
@@ -228,7 +65,7 @@ def bytes_serving_fn(serve, task, channels, size=None):
     and an extra output, `image_sizes` int32 `(batch, 2)`, gives each
     image's `(height, width)` to crop them back.
     """
-    padding = PER_PIXEL_OUTPUTS.get(task)
+    padding = get_task(task).per_pixel_outputs or None
 
     def serve_bytes(image_bytes):
         count = tf.size(image_bytes)
@@ -279,48 +116,16 @@ def bytes_serving_fn(serve, task, channels, size=None):
 
 
 def serving_task(model):
-    """The serving functions of a model built by `create_model`: its
-    registry task, except for the networks whose detection loop runs on the
-    host (`SERVING_TASKS`: SDS and hypercolumns)."""
-    from keras_segattn.models.registry import task_of
-
-    return SERVING_TASKS.get(model.name) or task_of(model)
-
-
-def image_signature(model, task, image_size=None):
-    """Semantic and instance models and captioners (which resize inside)
-    take any size, or `image_size`; the classifiers their fixed input size."""
-    if task in ("semantic", "captioning", "instance", "box_segmentation"):
-        if image_size is None:
-            return IMAGE_SIGNATURE
-        return tf.TensorSpec([None, *check_size(image_size, "input_size"), 3], tf.uint8, "images")
-    fixed = tuple(model.input.shape[1:3])
-    if image_size is not None and check_size(image_size, "input_size") != fixed:
-        raise ValueError(
-            f"A {task} model takes images of its input size {fixed}; got input_size={image_size!r}."
-        )
-    return tf.TensorSpec([None, *model.input.shape[1:]], tf.uint8, name="images")
+    """The `Task` whose signatures a registered model is served with: its
+    task's `serving_model` (SDS's and Hypercolumns' networks have their
+    own; a patch classifier is served as the dense labeller it is used as,
+    so export it through `serving_model`)."""
+    return task_of(model).serving_model(model)[1]
 
 
 def input_signature(model, task, image_size=None):
     """The `tf.TensorSpec`s a serving signature of `task` takes, in order."""
-    if task == "region_scoring":
-        size = int(model.get_layer("box_crops").output.shape[1])
-        if image_size is not None and check_size(image_size, "input_size") != (size, size):
-            raise ValueError(
-                f"An SDS network takes crops of its crop size {(size, size)}; got "
-                f"input_size={image_size!r}."
-            )
-        return [
-            tf.TensorSpec([None, size, size, 3], tf.uint8, "box_crops"),
-            tf.TensorSpec([None, size, size], tf.float32, "region_masks"),
-        ]
-    specs = [image_signature(model, task, image_size)]
-    if task == "box_segmentation":
-        specs.append(tf.TensorSpec([None, None, 4], tf.float32, "boxes"))
-        if len(model.inputs) == 3:  # class-specific
-            specs.append(tf.TensorSpec([None, None], tf.int32, "classes"))
-    return specs
+    return get_task(task).input_signature(model, image_size)
 
 
 def tracking_archive(model):
@@ -356,46 +161,34 @@ def serving_module(model, task="semantic", image_size=None, signatures=None):
 
     Args:
         model: `keras.Model`.
-        task: str. Which serving functions. Defaults to `"semantic"`.
+        task: a `keras_segattn.tasks.Task` or its name: which serving
+            functions (`Task.serving_functions`). Defaults to `"semantic"`.
         image_size: `(height, width)` or `None`. Fixes the images' size (for
             a fixed-size TFLite file). Defaults to `None` (any size).
         signatures: list of signature names or `None` (all of the task's).
     """
-    if task not in SERVING_FUNCTIONS:
-        raise ValueError(
-            f"No serving signature for task={task!r}; known: {sorted(SERVING_FUNCTIONS)}."
-        )
-    functions = {"serving_default": SERVING_FUNCTIONS[task]}
-    if task in IMAGE_TASKS:
-        functions[BYTES_SIGNATURE_KEY] = SERVING_FUNCTIONS[task]
-    functions.update(EXTRA_SERVING_FUNCTIONS.get(task, {}))
+    task = get_task(task)
+    functions = dict(task.serving_functions(model))
+    if task.takes_images:
+        functions[BYTES_SIGNATURE_KEY] = functions["serving_default"]
     if signatures is not None:
         unknown = sorted(set(signatures) - set(functions))
         if unknown:
-            raise ValueError(f"A {task} model has signatures {sorted(functions)}; got {unknown}.")
+            raise ValueError(
+                f"A {task.name} model has signatures {sorted(functions)}; got {unknown}."
+            )
         functions = {k: v for k, v in functions.items() if k in signatures}
     archive = tracking_archive(model)
-    specs = input_signature(model, task, image_size)
-    for name, serving_fn in functions.items():
-        serve = checked_inputs(serving_fn(model), specs, minimum_image_size(model))
+    specs = task.input_signature(model, image_size)
+    for name, serve in functions.items():
+        serve = checked_inputs(serve, specs, minimum_image_size(model))
         signature = specs
         if name == BYTES_SIGNATURE_KEY:
             channels = int(specs[0].shape[-1])
-            serve = bytes_serving_fn(serve, task, channels, bytes_input_size(model, task))
+            serve = bytes_serving_fn(serve, task, channels, task.bytes_input_size(model))
             signature = [BYTES_SIGNATURE]
         archive.add_endpoint(name, tf.function(serve), input_signature=signature)
     return archive
-
-
-def bytes_input_size(model, task):
-    """The size `serving_bytes` resizes decoded images to: a captioner's
-    `image_size`, a classifier's input size; `None` (each image's own) for
-    the tasks with per-pixel outputs."""
-    if task == "captioning":
-        return tuple(model.image_size)
-    if task == "classification":
-        return tuple(model.input.shape[1:3])
-    return None
 
 
 def tflite_archive(model, task=None, input_size=None, signature_key="serving_default"):
@@ -504,11 +297,13 @@ def export_saved_model(model, export_dir, name=None, version=1, task=None, label
         name: str. Model name in the path. Defaults to `model.name`.
         version: int. Version folder; must not exist yet, so an export never
             overwrites one being served. Defaults to `1`.
-        task: str or `None`. Which signatures to write: `"semantic"`,
-            `"classification"`, `"captioning"`, `"instance"`,
-            `"region_scoring"` (SDS's network) or `"box_segmentation"`
-            (the hypercolumns network). Defaults to `None`: the task of a
-            registered model (`serving_task`).
+        task: a `keras_segattn.tasks.Task`, its name or `None`. Which
+            signatures to write: `"semantic"`, `"classification"`,
+            `"captioning"`, `"instance"`, `"region_scoring"` (SDS's
+            network) or `"box_segmentation"` (the hypercolumns network).
+            Defaults to `None`: a registered model as its task serves it
+            (`Task.serving_model`: a patch classifier as its dense
+            labeller).
 
     Every image task also gets `serving_bytes`: the same outputs from a
     batch of encoded JPEG or PNG strings (`bytes_serving_fn`).
@@ -520,7 +315,9 @@ def export_saved_model(model, export_dir, name=None, version=1, task=None, label
         The path of the version folder.
     """
     path = version_path(export_dir, name or model.name, version)
-    staging = stage_saved_model(float32_model(model), path, task or serving_task(model), labels)
+    if task is None:  # a registered model, as its task serves it
+        model, task = task_of(model).serving_model(model)
+    staging = stage_saved_model(float32_model(model), path, task, labels)
     return publish(staging, path)
 
 

@@ -74,3 +74,9 @@ def segmentation_head(scores, inputs, activation=None):
     scores = CropToReference(name="crop_to_input")([scores, inputs])
     name = "probabilities" if activation == "softmax" else "logits"
     return keras.layers.Activation(activation or "linear", dtype="float32", name=name)(scores)
+
+
+def ends_in_softmax(model):
+    """Whether a model's last layer applies a softmax (it returns
+    probabilities), rather than returning logits."""
+    return getattr(model.layers[-1], "activation", None) is keras.activations.softmax

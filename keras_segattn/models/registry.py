@@ -5,9 +5,9 @@ from collections.abc import Callable
 
 _REGISTRY = {}
 
-# The tasks a registered model can have. "patch" is the patch classifier of
-# the scene-labelling family: trained on patches, scored densely.
-TASKS = ("semantic", "patch", "instance", "captioning", "classification")
+# The preset the recipes start from on a generated dataset (the built-in
+# shapes: small images, a light model for a CPU), where a model has one.
+GENERATED_PRESET = "shapes"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,11 +17,20 @@ class ModelSpec:
     Attributes:
         name: str. The registry name, e.g. `"fcn8s"`.
         builder: callable. Returns a compiled-ready `keras.Model`.
-        task: str. One of `TASKS`: decides the recipe that trains it, how
-            it is scored, its export signature and its CLI commands.
+        task: str. The name of its `keras_segattn.tasks.Task`, which
+            decides the command that trains it, how it is scored, its
+            export signatures and the labels that travel with it.
         paper: str. The paper it reproduces.
         tiny: dict. Keyword arguments of a very small variant, used by the
-            tests and the quick benchmarks.
+            tests and the quick benchmarks (also the preset `"tiny"`).
+        serving_task: str or `None`. For a model whose detection loop runs
+            on the host (SDS, Hypercolumns), the task of the network that
+            is exported and scored (`"region_scoring"`,
+            `"box_segmentation"`); `None`: its `task`.
+        presets: dict. Named builder arguments (`create_model(name,
+            preset=...)`), kept beside the family: `"tiny"`, and e.g.
+            `"shapes"`, the light variant the recipes train on the built-in
+            shapes.
     """
 
     name: str
@@ -29,21 +38,28 @@ class ModelSpec:
     task: str
     paper: str
     tiny: dict
+    serving_task: str | None = None
+    presets: dict = dataclasses.field(default_factory=dict)
 
 
-def register_model(name, task, paper, tiny=None):
-    """Decorator that adds a builder function to the registry under `name`."""
-
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}; got task={task!r} for {name!r}.")
+def register_model(name, task, paper, tiny=None, serving_task=None, presets=None):
+    """Decorator that adds a builder function to the registry under `name`
+    (the fields of `ModelSpec`)."""
 
     def decorator(builder):
         if name in _REGISTRY:
             raise ValueError(f"A model named {name!r} is already registered.")
-        _REGISTRY[name] = ModelSpec(name, builder, task, paper, dict(tiny or {}))
+        named = {"tiny": dict(tiny or {}), **{k: dict(v) for k, v in (presets or {}).items()}}
+        _REGISTRY[name] = ModelSpec(name, builder, task, paper, dict(tiny or {}), serving_task,
+                                    named)  # fmt: skip
         return builder
 
     return decorator
+
+
+def list_presets(name):
+    """The preset names of the model registered under `name`, sorted."""
+    return sorted(get_model_spec(name).presets)
 
 
 def list_models(task=None):
@@ -60,11 +76,13 @@ def get_model_spec(name):
     return _REGISTRY[name]
 
 
-def create_model(name, **kwargs):
+def create_model(name, preset=None, **kwargs):
     """Builds the model registered under `name`.
 
     Args:
         name: str. One of `list_models()`.
+        preset: str or `None`. Start from these builder arguments (one of
+            `list_presets(name)`, e.g. `"tiny"`); `kwargs` override them.
         **kwargs: passed to the builder, e.g. `num_classes`, `weights`,
             `width`.
 
@@ -75,29 +93,17 @@ def create_model(name, **kwargs):
 
     ```python
     model = keras_segattn.models.create_model("fcn8s", num_classes=11, width=0.25)
+    model = keras_segattn.models.create_model("mnc", preset="shapes", num_classes=4)
     ```
     """
-    model = get_model_spec(name).builder(**kwargs)
-    if model.name != name:  # task_of() finds a saved model's task by its name
+    spec = get_model_spec(name)
+    if preset is not None:
+        if preset not in spec.presets:
+            raise ValueError(
+                f"{name!r} has no preset={preset!r}; its presets: {', '.join(list_presets(name))}."
+            )
+        kwargs = {**spec.presets[preset], **kwargs}
+    model = spec.builder(**kwargs)
+    if model.name != name:  # tasks.task_of() finds a saved model's task by its name
         raise RuntimeError(f"The builder of {name!r} returned a model named {model.name!r}.")
     return model
-
-
-def task_of(model):
-    """The task of a model built by `create_model` (or loaded from one).
-
-    The registry is the one source of truth: a model keeps its registry
-    name as `model.name` through `.keras` files, and the name gives the
-    task.
-
-    Raises:
-        ValueError: for a model whose name is not registered (e.g. renamed
-            or built by hand).
-    """
-    name = getattr(model, "name", None)
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"model {name!r} is not a registered model (its name must be one of "
-            f"{', '.join(list_models())}); build it with create_model()."
-        )
-    return _REGISTRY[name].task

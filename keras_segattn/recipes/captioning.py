@@ -8,6 +8,8 @@ search, BLEU / METEOR / CIDEr, and on the built-in shapes the
 attention-localisation score), all in the shared run folder.
 """
 
+import dataclasses
+
 import keras
 
 from keras_segattn.core.validation import check_int
@@ -17,36 +19,26 @@ from keras_segattn.data.captions import (
     load_caption_dataset,
     shapes_caption_objects,
 )
+from keras_segattn.data.pipeline import generation_options, is_generated
 from keras_segattn.data.shapes import CLASS_NAMES
 from keras_segattn.evaluation.captioning import evaluate_captioner
 from keras_segattn.models.captioning import CaptionLoss
-from keras_segattn.models.registry import create_model
-from keras_segattn.recipes.distribute import is_chief, strategy_name, training_context
+from keras_segattn.models.registry import GENERATED_PRESET, create_model, get_model_spec
+from keras_segattn.recipes.config import RecipeConfig, option
+from keras_segattn.recipes.distribute import is_chief, training_context
 from keras_segattn.recipes.runs import RunFolder
+from keras_segattn.tasks import task_of
 
-# A light captioner for CPU training on the built-in shapes (64x64 images).
-# Three stages give a 16x16 grid of 128-d annotations whose cells see 18x18
-# pixels, about one shape: with the 8x8 grid of four stages every cell saw
-# 38x38 pixels, most of the image, and the decoder could name a shape
-# without attending to it (README, "Show, Attend and Tell"). No doubly
-# stochastic penalty: the steps whose words do not need the image (the
-# decoder reads an object a step ahead) are what it moves, and it moves
-# them onto the cells the caption has looked at least: the background.
-SHAPES_MODEL = {
-    "encoder_filters": (32, 64, 128),
-    "embedding_dim": 64,
-    "units": 256,
-    "attention_units": 128,
-    "dropout": 0.2,
-    "doubly_stochastic": 0.0,
-}
+# The light captioner the package trains on the built-in shapes, kept with
+# its family as the preset "shapes" (`create_model(..., preset="shapes")`).
+SHAPES_MODEL = get_model_spec("show_attend_tell").presets[GENERATED_PRESET]
 
 
 def _spec_kwargs(data, split, num_images, image_size):
-    if data != "shapes":
-        return {}
+    """Generated data: `num_images` training images, a tenth of them (at
+    least 50) held out."""
     count = num_images if split == "train" else max(50, num_images // 10)
-    return {"num_images": count, "image_size": image_size}
+    return generation_options(data, num_images=count, image_size=image_size)
 
 
 def _captions_of(dataset):
@@ -56,104 +48,112 @@ def _captions_of(dataset):
     return captions
 
 
-def train_captioner(
-    data="shapes",
-    attention="soft",
-    encoder="light",
-    image_size=64,
-    epochs=20,
-    batch_size=32,
-    max_length=16,
-    num_images=2000,
-    learning_rate=1e-3,
-    output="runs/caption",
-    val_split="val",
-    eval_split="test",
-    beam_width=3,
-    seed=0,
-    model_kwargs=None,
-    verbose=2,
-    strategy="auto",
-    mixed_precision=None,
-    callbacks=None,
-    config=None,
-    overwrite=False,
-):
+@dataclasses.dataclass
+class CaptionerConfig(RecipeConfig):
+    """The arguments of `train_captioner` (`segattn caption-train`)."""
+
+    POSITIONAL = ("data",)
+
+    data: str = option("shapes", "shapes | coco:<root> | flickr8k:<root> | tfds:coco_captions")
+    attention: str = option("soft", "soft (deterministic) or hard (sampled) attention",
+                            choices=("soft", "hard"))  # fmt: skip
+    encoder: str = option("light", "the CNN encoder", choices=("light", "vgg16"))
+    image_size: int = option(64, "side of the square images the model sees")
+    epochs: int = option(20, "passes over the training captions")
+    batch_size: int = option(32, "the global batch")
+    max_length: int = option(16, "tokens per caption, <end> included")
+    num_images: int = option(
+        2000, "training images of a generated dataset (a tenth, at least 50, held out)"
+    )
+    learning_rate: float = option(1e-3, "Adam's learning rate")
+    output: str = option("runs/caption", "the run folder")
+    val_split: str = option("val", "the split that picks best.keras (validation loss)")
+    eval_split: str = option("test", "the split scored at the end")
+    beam_width: int = option(3, "beam search width of the final scores (1: greedy)")
+    model_kwargs: dict = option(
+        {}, "another show_attend_tell argument, e.g. units=512 (on generated data, over "
+        "its preset 'shapes'); repeatable", flag="--model-arg",
+    )  # fmt: skip
+    verbose: int = option(2, "1 a progress bar, 2 one line an epoch, 0 silent")
+
+
+def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
     """Trains a captioner, keeps the best checkpoint, evaluates it.
 
     Args:
-        data: str. A caption dataset spec (`"shapes"`, `"coco:<root>"`,
-            `"flickr8k:<root>"`, `"tfds:coco_captions"`).
-        attention: str. `"soft"` or `"hard"`.
-        encoder: str. `"light"` or `"vgg16"`.
-        image_size: int. Side of the square images the model sees.
-        epochs, batch_size, learning_rate: the `fit` schedule (Adam).
-        max_length: int. Tokens per caption, `<end>` included.
-        num_images: int. Training images of `"shapes"` (a tenth as many,
-            at least 50, for validation and test).
-        output: str. Folder for checkpoints, logs, `metrics.json`.
-        val_split, eval_split: str. Splits for checkpoint selection and
-            the final scores.
-        beam_width: int. Beam search width of the evaluation (1: greedy).
-        seed: int. Seed of weights, shuffling and hard attention.
-        model_kwargs: dict. More `show_attend_tell` arguments; for shapes
-            the light `SHAPES_MODEL` is the default.
-        verbose: int. `fit` verbosity.
-        strategy, mixed_precision, callbacks: as `train_segmenter`'s (the
+        *config: a `CaptionerConfig` (which `arguments` may change), or its
+            `data` by position. Its fields: `data` (a caption dataset
+            spec), `attention` (`"soft"` or `"hard"`), `encoder`
+            (`"light"` or `"vgg16"`), `image_size` (side of the square
+            images the model sees), `epochs`, `batch_size`,
+            `learning_rate` (Adam), `max_length` (tokens per caption,
+            `<end>` included), `num_images` (training images of generated
+            data; a tenth, at least 50, held out), `output`, `val_split`,
+            `eval_split`, `beam_width` (of the evaluation; 1 is greedy),
+            `seed`, `model_kwargs` (more `show_attend_tell` arguments; on
+            generated data over its preset `"shapes"`), `verbose`,
+            `strategy` and `mixed_precision` (as `train_segmenter`'s: the
             other workers of a multi-worker run return `None`).
-        config: dict or `None`. What `run.json` records (the CLI's
-            arguments); defaults to this call's arguments.
+        callbacks: list of more `keras.callbacks.Callback`s for `fit`.
         overwrite: bool. Start afresh in `output` (see `RunFolder.start`).
+        **arguments: `CaptionerConfig` fields.
 
     Returns:
         The metrics dict written to `output/metrics.json`.
     """
-    arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite", "callbacks")}
-    arguments["strategy"] = strategy_name(strategy)
-    epochs = check_int(epochs, "epochs", hint=" (0 would score an untrained model)")
-    with training_context(strategy, mixed_precision) as distribution:
+    config = CaptionerConfig.make(*config, **arguments)
+    data, output, image_size = config.data, config.output, config.image_size
+    num_images, seed = config.num_images, config.seed
+    task = task_of("show_attend_tell")
+    epochs = check_int(config.epochs, "epochs", hint=" (0 would score an untrained model)")
+    with training_context(config.strategy, config.mixed_precision) as distribution:
         keras.utils.set_random_seed(seed)
         run = RunFolder(output, chief=is_chief(distribution))
-        finished = run.start(config if config is not None else arguments, overwrite=overwrite)
+        finished = run.start(
+            {**config.record(), "task": task.name}, overwrite=overwrite,
+            config_class=CaptionerConfig,
+        )  # fmt: skip
         if finished is not None:
             print(f"{output} holds this run, finished (pass --overwrite to train it again).")
             return finished
         size = (image_size, image_size)
         train, val = (
-            load_caption_dataset(data, split, **_spec_kwargs(data, split, num_images, size))
-            for split in ("train", val_split)
+            load_caption_dataset(data, split, **_spec_kwargs(data, split, num_images, size))[0]
+            for split in ("train", config.val_split)
         )
         train, val = train.cache(), val.cache()
         vocabulary = CaptionVocabulary.build(_captions_of(train))
         vocabulary.save(run.file("vocabulary.json"))
-        kwargs = dict(SHAPES_MODEL if data == "shapes" else {})
-        kwargs.update(model_kwargs or {})
         model = create_model(
-            "show_attend_tell", vocabulary=vocabulary.words, encoder=encoder, image_size=size,
-            attention=attention, max_length=max_length, **kwargs,
+            "show_attend_tell", preset=GENERATED_PRESET if is_generated(data) else None,
+            vocabulary=vocabulary.words, encoder=config.encoder, image_size=size,
+            attention=config.attention, max_length=config.max_length, **(config.model_kwargs or {}),
         )  # fmt: skip
-        model.compile(keras.optimizers.Adam(learning_rate), loss=CaptionLoss())
-        pipeline = dict(vocabulary=vocabulary, batch_size=batch_size, image_size=size,
-                        max_length=max_length + 1)  # fmt: skip
+        model.compile(keras.optimizers.Adam(config.learning_rate), loss=CaptionLoss())
+        pipeline = dict(vocabulary=vocabulary, batch_size=config.batch_size, image_size=size,
+                        max_length=config.max_length + 1)  # fmt: skip
         train_batches = caption_pipeline(train, shuffle=1024, seed=seed, **pipeline)
         val_batches = caption_pipeline(val, one_caption_per_image="all", **pipeline)
-        callbacks = run.callbacks(monitor="val_loss", mode="min") + list(callbacks or [])
+        callbacks = run.callbacks(task.monitor, task.mode) + list(callbacks or [])
         model.fit(
             train_batches, validation_data=val_batches, epochs=epochs, callbacks=callbacks,
-            verbose=verbose, shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
+            verbose=config.verbose, shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
         )  # fmt: skip
     if not run.finish_training(model):
         return None  # another worker than the chief
     train_seconds = run.training_seconds()  # the epochs of every sitting
 
     best_model = run.best_model(model)
-    test = load_caption_dataset(
-        data, eval_split, **_spec_kwargs(data, eval_split, num_images, size)
+    test, _ = load_caption_dataset(
+        data, config.eval_split, **_spec_kwargs(data, config.eval_split, num_images, size)
     )
-    metrics = evaluate_captioner(best_model, test, beam_width=beam_width, **shapes_objects(data))
+    metrics = evaluate_captioner(
+        best_model, test, beam_width=config.beam_width, **shapes_objects(data)
+    )
     metrics.update(
-        data=data, attention=attention, encoder=encoder, image_size=image_size, epochs=epochs,
-        train_images=num_images if data == "shapes" else None, beam_width=beam_width,
+        data=data, attention=config.attention, encoder=config.encoder, image_size=image_size,
+        epochs=epochs, train_images=num_images if is_generated(data) else None,
+        beam_width=config.beam_width,
         train_seconds=round(train_seconds, 1), vocabulary_size=len(vocabulary.words),
     )  # fmt: skip
     run.write_metrics(metrics)
@@ -163,6 +163,6 @@ def train_captioner(
 def shapes_objects(data):
     """`evaluate_captioner`'s `objects` and `nouns` for the built-in shapes
     (which know where each named object is); none for other data."""
-    if data != "shapes":
+    if not is_generated(data):
         return {}
     return {"objects": shapes_caption_objects, "nouns": CLASS_NAMES[1:]}

@@ -3,19 +3,37 @@
 `train_instance_model` trains `rpn` and `mnc` with `model.fit` on
 `instance_pipeline` batches; `train_hypercolumns` and `train_sds` build
 their training arrays on the host (jittered ground-truth boxes; labelled
-bottom-up regions) and `fit` them. Each scores its held-out split with
-`keras_segattn.evaluation.instance` (mask AP, mAP^r at 0.5 and 0.7, box AP)
-and returns a dict that `segattn instance-train` writes to the run folder.
+bottom-up regions) and `fit` them through `array_batches`. Each scores its
+held-out split with `keras_segattn.evaluation.instance` (mask AP, mAP^r at
+0.5 and 0.7, box AP) and returns a dict that `segattn instance-train`
+(`train_instances`) writes to the run folder.
+
+Given a `RunFolder` (`run=`), a trainer fits with the folder's callbacks
+(the resume state, `history.csv`, TensorBoard logs, `best.keras` by the
+validation loss on held-out data built like the training data), starts its
+data at the folder's resume epoch and scores `best.keras`. The data of
+epoch `e` are a function of `(seed, e)` alone (`instance_batches`,
+`array_batches`), so a killed run resumed from its folder sees what an
+uninterrupted one would: `sds` and `hypercolumns` end with its weights.
+`rpn` and `mnc` draw their anchor and RoI minibatches from TensorFlow's
+stateful random state (`sample_anchors` without a seed), which a new
+process starts afresh, so from the resumed epoch on they train on other
+(equally likely) minibatches than an uninterrupted run, unless every
+candidate is sampled.
 """
 
+import dataclasses
+import math
 import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_segattn.checkpoints import load_model
-from keras_segattn.core.instances import real_instances
+from keras_segattn.core.instances import jitter_box, real_instances
 from keras_segattn.core.validation import check_int
+from keras_segattn.data.catalogue import is_generated
 from keras_segattn.data.instances import (
     instance_pipeline,
     load_instance_dataset,
@@ -24,7 +42,6 @@ from keras_segattn.data.instances import (
 from keras_segattn.evaluation.instance import (
     evaluate_instance_model,
     evaluate_instances,
-    jitter_box,
     mean_matched_iou,
     oracle_predictions,
     proposal_recall,
@@ -34,12 +51,21 @@ from keras_segattn.models.instance.hypercolumns import (
     hypercolumns,
     resegment_detections,
 )
-from keras_segattn.models.instance.presets import SHAPES_MNC
 from keras_segattn.models.instance.regions import mask_iou, masks_to_boxes, propose_regions
 from keras_segattn.models.instance.sds import crop_regions, sds, sds_detect
-from keras_segattn.models.registry import create_model, get_model_spec
-from keras_segattn.recipes.distribute import is_chief, strategy_name, training_context
+from keras_segattn.models.registry import GENERATED_PRESET, create_model, get_model_spec
+from keras_segattn.recipes.config import RecipeConfig, option
+from keras_segattn.recipes.distribute import is_chief, training_context
 from keras_segattn.recipes.runs import RunFolder
+from keras_segattn.recipes.schedules import SCHEDULES, check_schedule, per_step
+from keras_segattn.tasks import task_of
+
+# What picks `best.keras` for every instance model: the loss on held-out
+# data (the models' own losses for rpn and mnc, `fit`'s for the arrays).
+MONITOR = "val_loss"
+# The graph seed of each epoch's data (`instance_batches`): any fixed value
+# but 0.
+EPOCH_GRAPH_SEED = 87654321
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -74,7 +100,7 @@ def train_and_held_out(
     Returns:
         `(train, held_out, info)`.
     """
-    if dataset == "shapes":
+    if is_generated(dataset):
         default_train, default_eval = shapes or (None, None)
         num_train = default_train if num_train is None else num_train
         num_eval = default_eval if num_eval is None else num_eval
@@ -98,24 +124,136 @@ def train_and_held_out(
     return train, held_out, info
 
 
-def fit_arrays(model, loss, inputs, targets, weights, batch_size, epochs, learning_rate, verbose):
-    """Compiles `model` with Adam and `loss`, fits the arrays, shuffled.
+def _first_epoch(run, epochs):
+    """Where a trainer's data start: the run's resume epoch (0 without a
+    run). With every epoch trained, `fit` only restores the saved state, but
+    its data must still yield a batch: they start at the last epoch."""
+    return 0 if run is None else min(run.resume_epoch(), epochs - 1)
+
+
+def array_batches(arrays, batch_size, epochs, seed=0, first_epoch=0):
+    """Epochs `first_epoch` to `epochs - 1` over training arrays, for `fit`.
+
+    Each epoch visits every example once, in the order of a stateless
+    shuffle seeded `(seed, epoch)`, in batches of `batch_size` (the last one
+    smaller, as `fit` batches arrays), so epoch `e` is the same batches
+    whether or not the run was interrupted before it.
+
+    Args:
+        arrays: a structure of arrays with one leading length, e.g.
+            `(inputs, targets, sample_weights)`.
+        batch_size: int.
+        epochs: int. The epochs of the whole run.
+        seed: int. Defaults to `0`.
+        first_epoch: int. The first epoch yielded. Defaults to `0`.
 
     Returns:
-        `(history dict, seconds)`.
+        A `tf.data.Dataset` of batches with the structure of `arrays`,
+        repeated past the last epoch (`fit` reads `steps_per_epoch` batches
+        an epoch; `array_steps` gives them).
     """
-    model.compile(keras.optimizers.Adam(learning_rate), loss=loss)
+    batch_size = check_int(batch_size, "batch_size")
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, arrays)
+    count = int(tf.nest.flatten(tensors)[0].shape[0])
+
+    def one_epoch(epoch):
+        key = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), key)
+        return (
+            tf.data.Dataset.from_tensor_slices(order)
+            .batch(batch_size)
+            .map(lambda index: tf.nest.map_structure(lambda a: tf.gather(a, index), tensors))
+        )
+
+    data = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+    # Exactly the batches fit reads; repeat() only keeps Keras from warning
+    # that the data ran out as the last epoch ends.
+    return data.repeat().prefetch(tf.data.AUTOTUNE)
+
+
+def array_steps(arrays, batch_size):
+    """Batches of one epoch of `array_batches`."""
+    return math.ceil(len(tf.nest.flatten(arrays)[0]) / batch_size)
+
+
+def fit_arrays(
+    model, loss, inputs, targets, weights, batch_size, epochs, learning_rate, verbose,
+    schedule="constant", seed=0, validation=None, run=None, callbacks=None,
+):  # fmt: skip
+    """Compiles `model` with Adam and `loss`, fits the arrays, shuffled.
+
+    Args:
+        model, loss: the model and its `compile` loss.
+        inputs, targets, weights: the training arrays (`sample_weight`).
+        batch_size, epochs, learning_rate, verbose: of `fit` (Adam).
+        schedule: `"constant"` (the default), `"cosine"` or `"step"`: the
+            learning rate over the steps of the run
+            (`recipes.schedules.per_step`).
+        seed: int. The data order of each epoch (`array_batches`).
+        validation: `(inputs, targets, weights)` held-out arrays, or
+            `None`. Their loss is `val_loss` in the history.
+        run: a `RunFolder` or `None`. Its callbacks (`best.keras` by
+            `val_loss`, which needs `validation`), and its resume epoch.
+        callbacks: list of more `keras.callbacks.Callback`s.
+
+    Returns:
+        `(history dict, seconds)`: the history of this `fit` call; the
+        training time, of every sitting with a `run`.
+    """
+    arrays = (inputs, targets, weights)
+    steps = array_steps(arrays, batch_size)
+    model.compile(keras.optimizers.Adam(per_step(schedule, learning_rate, steps * epochs)),
+                  loss=loss)  # fmt: skip
+    fit_kwargs = {}
+    if validation is not None:
+        held_out = tf.data.Dataset.from_tensor_slices(tuple(validation))
+        fit_kwargs["validation_data"] = held_out.batch(batch_size)
+    if run is not None:
+        monitor = MONITOR if validation is not None else "loss"
+        callbacks = run.callbacks(monitor, "min") + list(callbacks or [])
     start = time.perf_counter()
     history = model.fit(
-        inputs,
-        targets,
-        sample_weight=weights,
-        batch_size=batch_size,
+        array_batches(arrays, batch_size, epochs, seed, _first_epoch(run, epochs)),
+        steps_per_epoch=steps,
         epochs=epochs,
-        shuffle=True,
+        callbacks=callbacks,
+        shuffle=False,  # array_batches shuffles (Keras warns otherwise)
         verbose=verbose,
+        **fit_kwargs,
     )
-    return history.history, time.perf_counter() - start
+    seconds = time.perf_counter() - start if run is None else run.training_seconds()
+    return history.history, seconds
+
+
+def instance_batches(
+    dataset, batch_size, epochs, image_size=None, max_instances=None, shuffle=None, flip=False,
+    seed=0, first_epoch=0,
+):  # fmt: skip
+    """Epochs `first_epoch` to `epochs - 1` of `instance_pipeline` batches.
+
+    Epoch `e` is one pass over `dataset`, shuffled and flipped with seed
+    `seed + e` (`drop_remainder`: every epoch has the same batches), so it
+    is the same batches whether or not the run was interrupted before it.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, targets)` batches, repeated past
+        the last epoch (`fit` reads `steps_per_epoch` batches an epoch).
+    """
+
+    def one_epoch(epoch):
+        # This function's graph gets a seed of its own, so the shuffle and
+        # the flips of epoch `e` depend on `seed + e` alone, and are rebuilt
+        # (the same) whenever the data are iterated again. (tf.data cannot
+        # take a tensor seed under a graph seed of 0: it compares the tensor
+        # with 0 in Python while tracing.)
+        tf.random.set_seed(EPOCH_GRAPH_SEED)
+        return instance_pipeline(
+            dataset, batch_size, image_size=image_size, max_instances=max_instances,
+            shuffle=shuffle, flip=flip, seed=seed + epoch, drop_remainder=True,
+        )  # fmt: skip
+
+    data = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+    return data.repeat().prefetch(tf.data.AUTOTUNE)
 
 
 def train_instance_model(
@@ -135,6 +273,9 @@ def train_instance_model(
     seed=0,
     evaluate=True,
     verbose=0,
+    schedule="cosine",
+    run=None,
+    callbacks=None,
 ):
     """Trains an instance model and scores it on the held-out split.
 
@@ -154,8 +295,7 @@ def train_instance_model(
             generated with), every instance otherwise.
         batch_size: int. Defaults to `8`.
         epochs: int. Passes over the training images. Defaults to `10`.
-        learning_rate: float. Peak Adam learning rate, cosine-decayed to
-            zero over the epochs. Defaults to `1e-3`.
+        learning_rate: float. Peak Adam learning rate. Defaults to `1e-3`.
         time_budget: float or `None`. Stop training after this many
             seconds. Defaults to `None`.
         flip: bool. Random horizontal flips. Defaults to `True`.
@@ -163,17 +303,29 @@ def train_instance_model(
             the dataset).
         jit_compile: bool. Compile the train step with XLA. Defaults to
             `False`.
-        seed: int. Seeds Keras, TF, NumPy and the data order.
+        seed: int. Seeds Keras, TF, NumPy and the data order (epoch `e`
+            is shuffled and flipped with `seed + e`: `instance_batches`).
         evaluate: bool. Score the validation split. Defaults to `True`.
         verbose: int. `fit` verbosity. Defaults to `0`.
+        schedule: `"cosine"` (decayed to zero over the steps of the run,
+            the default), `"constant"` or `"step"` (`recipes.schedules`).
+        run: a `RunFolder` or `None`. With one, `fit` validates on the
+            `"val"` split every epoch, writes the folder's resume state,
+            `history.csv`, TensorBoard logs and `best.keras` (lowest
+            `val_loss`), goes on from a saved state, and the scores are of
+            `best.keras`. Defaults to `None`.
+        callbacks: list of more `keras.callbacks.Callback`s for `fit`.
 
     Returns:
-        A dict: `model`, `history` (dict of per-epoch losses),
-        `train_seconds`, `steps`, and with `evaluate` the
+        A dict: `model` (as trained last), `history` (dict of per-epoch
+        losses of this call's `fit`), `train_seconds` (of every sitting
+        with a `run`), `steps` (optimizer steps), and with `evaluate` the
         `evaluate_instance_model` scores under `metrics`.
     """
+    check_schedule(schedule)
+    epochs = check_int(epochs, "epochs")
     keras.utils.set_random_seed(seed)
-    shapes = dataset == "shapes"
+    shapes = is_generated(dataset)
     if shapes and max_instances is None:
         max_instances = 3
     options = {"image_size": image_size, "max_instances": max_instances} if shapes else {}
@@ -187,43 +339,45 @@ def train_instance_model(
         val_data = resize_instances(val_data, image_size)
     if isinstance(model, str):
         kwargs = dict(model_kwargs or {})
-        if get_model_spec(model).name == "mnc":
-            kwargs.setdefault("num_classes", info.num_classes)
+        kwargs.setdefault("num_classes", info.num_classes)  # rpn ignores it
         model = create_model(model, **kwargs)
     count = num_train if shapes else int(train_data.cardinality())
     if count < 0:
         count = sum(1 for _ in train_data)
     steps = max(1, count // batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps * epochs)
-    model.compile(keras.optimizers.Adam(schedule), jit_compile=jit_compile)
-    batches = instance_pipeline(
-        train_data,
-        batch_size,
-        image_size=image_size,
-        max_instances=max_instances,
-        shuffle=min(count, 2048),
-        flip=flip,
-        seed=seed,
-        drop_remainder=True,
-    )
-    callbacks = [TimeBudget(time_budget)] if time_budget else []
+    rate = per_step(schedule, learning_rate, steps * epochs)
+    model.compile(keras.optimizers.Adam(rate), jit_compile=jit_compile)
+    batches = instance_batches(
+        train_data, batch_size, epochs, image_size=image_size, max_instances=max_instances,
+        shuffle=min(count, 2048), flip=flip, seed=seed, first_epoch=_first_epoch(run, epochs),
+    )  # fmt: skip
+    callbacks = ([TimeBudget(time_budget)] if time_budget else []) + list(callbacks or [])
+    fit_kwargs = {}
+    if run is not None:
+        callbacks = run.callbacks(MONITOR, "min") + callbacks  # the state is restored first
+        fit_kwargs["validation_data"] = instance_pipeline(
+            val_data, batch_size, image_size=image_size, max_instances=max_instances
+        )
     start = time.perf_counter()
     history = model.fit(
-        batches.repeat(),
+        batches,
         shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
         steps_per_epoch=steps,
         epochs=epochs,
         callbacks=callbacks,
         verbose=verbose,
+        **fit_kwargs,
     )
+    seconds = time.perf_counter() - start if run is None else run.training_seconds()
     result = {
         "model": model,
         "history": history.history,
-        "train_seconds": time.perf_counter() - start,
+        "train_seconds": seconds,
         "steps": int(model.optimizer.iterations.numpy()),
     }
     if evaluate:
-        result["metrics"] = evaluate_instance_model(model, val_data, info.num_classes)
+        scored = model if run is None else run.best_model(model)
+        result["metrics"] = evaluate_instance_model(scored, val_data, info.num_classes)
     return result
 
 
@@ -335,6 +489,9 @@ def train_hypercolumns(
     detector=None,
     seed=0,
     verbose=0,
+    schedule="constant",
+    run=None,
+    callbacks=None,
 ):
     """Trains a small hypercolumns model and evaluates it (CPU).
 
@@ -370,9 +527,19 @@ def train_hypercolumns(
             Defaults to `None`.
         seed: int. Defaults to `0`.
         verbose: int. `fit`'s verbosity. Defaults to `0`.
+        schedule: `"constant"` (the default), `"cosine"` or `"step"`: the
+            learning rate over the steps of the run (`recipes.schedules`).
+        run: a `RunFolder` or `None`. With one, `fit` validates on arrays
+            built like the training arrays from the held-out images
+            (`copies` jittered boxes each, seeded `seed + 1`), writes the
+            folder's resume state, `history.csv`, TensorBoard logs and
+            `best.keras` (lowest `val_loss`), goes on from a saved state,
+            and the scores are of `best.keras`. Defaults to `None`.
+        callbacks: list of more `keras.callbacks.Callback`s for `fit`.
 
     Returns:
-        A dict: `model`, `history` (Keras history dict), `metrics` and
+        A dict: `model` (as trained last), `history` (Keras history dict),
+        `steps` (optimizer steps), `num_examples`, `metrics` and
         `box_metrics` (`evaluate_instances` "segm" results of the network's
         masks and of whole-box masks on the same boxes), `mean_iou` and
         `box_mean_iou` (mean mask IoU with the matched ground truth),
@@ -388,8 +555,12 @@ def train_hypercolumns(
     train, held_out, info = train_and_held_out(
         dataset, image_size, num_train_images, num_eval_images, eval_split, shapes=(300, 40)
     )
+    check_schedule(schedule)
     detector = _sds_detector(detector, info.num_classes)
     inputs, targets, weights = hypercolumn_examples(train, mask_size, copies=copies, seed=seed)
+    validation = None
+    if run is not None:
+        validation = hypercolumn_examples(held_out, mask_size, copies=copies, seed=seed + 1)
     data_seconds = time.perf_counter() - start
 
     model = hypercolumns(
@@ -400,19 +571,15 @@ def train_hypercolumns(
         fc_units=fc_units,
     )
     history, train_seconds = fit_arrays(
-        model,
-        "binary_crossentropy",
-        inputs,
-        targets,
-        weights,
-        batch_size,
-        epochs,
-        learning_rate,
-        verbose,
-    )
+        model, "binary_crossentropy", inputs, targets, weights, batch_size, epochs,
+        learning_rate, verbose, schedule=schedule, seed=seed, validation=validation, run=run,
+        callbacks=callbacks,
+    )  # fmt: skip
+    steps = int(model.optimizer.iterations.numpy())
 
     start = time.perf_counter()
-    predictions, box_predictions = oracle_predictions(model, held_out, seed=seed + 1)
+    scored = model if run is None else run.best_model(model)
+    predictions, box_predictions = oracle_predictions(scored, held_out, seed=seed + 1)
     metrics = evaluate_instances(predictions, held_out, num_classes=info.num_classes)
     box_metrics = evaluate_instances(box_predictions, held_out, num_classes=info.num_classes)
     eval_seconds = time.perf_counter() - start
@@ -420,7 +587,7 @@ def train_hypercolumns(
     if detector is not None:
         examples = list(held_out.as_numpy_iterator())
         found = [sds_detect(detector, e["images"], int(e["image_id"])) for e in examples]
-        masks = [resegment_detections(model, e["images"], d) for e, d in zip(examples, found)]
+        masks = [resegment_detections(scored, e["images"], d) for e, d in zip(examples, found)]
         full = {
             "detector_metrics": evaluate_instances(masks, held_out, num_classes=info.num_classes),
             "detector_only_metrics": evaluate_instances(
@@ -431,6 +598,8 @@ def train_hypercolumns(
         **full,
         "model": model,
         "history": history,
+        "steps": steps,
+        "num_examples": int(len(targets)),
         "metrics": metrics,
         "box_metrics": box_metrics,
         "mean_iou": mean_matched_iou(predictions, held_out),
@@ -504,6 +673,7 @@ def sds_examples(
     negatives_per_positive=3,
     include_ground_truth=True,
     seed=0,
+    proposals=None,
 ):
     """Training arrays for an `sds` model from an instance dataset.
 
@@ -526,6 +696,9 @@ def sds_examples(
         negatives_per_positive: int. Defaults to `3`.
         include_ground_truth: bool. Defaults to `True`.
         seed: int. Defaults to `0`.
+        proposals: list or `None`. Each image's `propose_regions` result,
+            in dataset order, if already computed. Defaults to `None`
+            (computed here, with `proposal_kwargs`).
 
     Returns:
         `(inputs, targets, sample_weights)` for `fit`: `inputs` a dict with
@@ -542,7 +715,10 @@ def sds_examples(
         image = example["images"]
         _, gt_labels, gt_masks = real_instances(example)
         gt_masks = gt_masks.astype(bool)
-        masks, _ = propose_regions(image, **(proposal_kwargs or {}))
+        if proposals is None:
+            masks, _ = propose_regions(image, **(proposal_kwargs or {}))
+        else:
+            masks, _ = proposals[index]
         if include_ground_truth and len(gt_masks):
             masks = np.concatenate([gt_masks, masks]) if len(masks) else gt_masks
         if len(masks) == 0:
@@ -606,6 +782,9 @@ def train_sds(
     proposal_kwargs=None,
     seed=0,
     verbose=0,
+    schedule="constant",
+    run=None,
+    callbacks=None,
 ):
     """Trains a small SDS and evaluates it on held-out images (CPU).
 
@@ -635,12 +814,23 @@ def train_sds(
             `None`.
         seed: int. Defaults to `0`.
         verbose: int. `fit`'s verbosity. Defaults to `0`.
+        schedule: `"constant"` (the default), `"cosine"` or `"step"`: the
+            learning rate over the steps of the run (`recipes.schedules`).
+        run: a `RunFolder` or `None`. With one, `fit` validates on the
+            regions of the held-out images labelled as the training ones
+            (`sds_examples`, seeded `seed + 1`), writes the folder's resume
+            state, `history.csv`, TensorBoard logs and `best.keras` (lowest
+            `val_loss`), goes on from a saved state, and the scores are of
+            `best.keras`. Defaults to `None`.
+        callbacks: list of more `keras.callbacks.Callback`s for `fit`.
 
     Returns:
-        A dict: `model`, `history`, `metrics` and `metrics_unrefined`
-        (`evaluate_instances` "segm" results), `proposal_recall`,
-        `num_examples`, `data_seconds`, `train_seconds`, `eval_seconds`.
+        A dict: `model` (as trained last), `history`, `steps` (optimizer
+        steps), `metrics` and `metrics_unrefined` (`evaluate_instances`
+        "segm" results), `proposal_recall`, `num_examples`, `data_seconds`
+        (the held-out proposals included), `train_seconds`, `eval_seconds`.
     """
+    check_schedule(schedule)
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
     train, held_out, info = train_and_held_out(
@@ -649,6 +839,14 @@ def train_sds(
     inputs, targets, weights = sds_examples(
         train, crop_size, grid_size, proposal_kwargs=proposal_kwargs, seed=seed
     )
+    # The held-out proposals, computed once: validation regions and scores.
+    examples = list(held_out.as_numpy_iterator())
+    proposals = [propose_regions(e["images"], **(proposal_kwargs or {})) for e in examples]
+    validation = None
+    if run is not None:
+        validation = sds_examples(
+            held_out, crop_size, grid_size, seed=seed + 1, proposals=proposals
+        )
     data_seconds = time.perf_counter() - start
 
     model = sds(
@@ -661,24 +859,18 @@ def train_sds(
         dropout=dropout,
     )
     history, train_seconds = fit_arrays(
-        model,
-        ["sparse_categorical_crossentropy", "binary_crossentropy"],
-        inputs,
-        targets,
-        weights,
-        batch_size,
-        epochs,
-        learning_rate,
-        verbose,
-    )
+        model, ["sparse_categorical_crossentropy", "binary_crossentropy"], inputs, targets,
+        weights, batch_size, epochs, learning_rate, verbose, schedule=schedule, seed=seed,
+        validation=validation, run=run, callbacks=callbacks,
+    )  # fmt: skip
+    steps = int(model.optimizer.iterations.numpy())
 
     start = time.perf_counter()
-    examples = list(held_out.as_numpy_iterator())
-    proposals = [propose_regions(e["images"], **(proposal_kwargs or {})) for e in examples]
+    scored = model if run is None else run.best_model(model)
     results = {}
     for refine in (True, False):
         predictions = [
-            sds_detect(model, e["images"], int(e["image_id"]), proposals=p, refine=refine)
+            sds_detect(scored, e["images"], int(e["image_id"]), proposals=p, refine=refine)
             for e, p in zip(examples, proposals)
         ]
         results[refine] = evaluate_instances(predictions, held_out, num_classes=info.num_classes)
@@ -686,6 +878,7 @@ def train_sds(
     return {
         "model": model,
         "history": history,
+        "steps": steps,
         "metrics": results[True],
         "metrics_unrefined": results[False],
         "proposal_recall": proposal_recall(held_out, proposals),
@@ -696,87 +889,179 @@ def train_sds(
     }
 
 
-ARRAY_TRAINERS = {"sds": train_sds, "hypercolumns": train_hypercolumns}
+# ---------------------------------------------------------------------------
+# `segattn instance-train`: any instance model, one run folder
+# ---------------------------------------------------------------------------
+
+# How `train_instances` trains each model: filled by `@trains`, next to the
+# trainer, so a new instance model registers its way of training where it
+# is written.
+TRAINERS = {}
 
 
-def train_instances(
-    model="mnc",
-    data="shapes",
-    output="runs/instance",
-    image_size=64,
-    num_train=None,
-    num_val=None,
-    max_instances=None,
-    epochs=None,
-    batch_size=None,
-    learning_rate=1e-3,
-    model_kwargs=None,
-    seed=0,
-    verbose=2,
-    strategy="auto",
-    mixed_precision=None,
-    config=None,
-    overwrite=False,
-):
+def trains(*models):
+    """Registers the decorated function as how `train_instances` trains
+    `models`: it is called `function(config, run, callbacks)` with an
+    `InstanceConfig` and returns the trainer's result dict."""
+
+    def register(function):
+        TRAINERS.update(dict.fromkeys(models, function))
+        return function
+
+    return register
+
+
+def _given(**options):
+    """The options that are not `None` (`None`: the trainer's default)."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
+@trains("rpn", "mnc")
+def _train_detector(config, run, callbacks):
+    """`train_instance_model`, the builder's preset for generated data first
+    (`GENERATED_PRESET`, e.g. `mnc`'s light shapes model)."""
+    presets = get_model_spec(config.model).presets
+    kwargs = dict(presets.get(GENERATED_PRESET, {})) if is_generated(config.data) else {}
+    kwargs.update(config.model_kwargs or {})
+    return train_instance_model(
+        config.model, config.data, image_size=config.image_size,
+        max_instances=config.max_instances, model_kwargs=kwargs,
+        learning_rate=config.learning_rate, seed=config.seed, verbose=config.verbose, run=run,
+        callbacks=callbacks, **_given(num_train=config.num_train, num_val=config.num_val,
+        epochs=config.epochs, batch_size=config.batch_size, schedule=config.schedule),
+    )  # fmt: skip
+
+
+def _array_trainer(trainer):
+    """`train_instances`' call of an array trainer: `model_kwargs` are the
+    trainer's own arguments (e.g. `crop_size=64`, `detector=<sds .keras>`)."""
+
+    def train(config, run, callbacks):
+        return trainer(
+            dataset=config.data, image_size=config.image_size,
+            learning_rate=config.learning_rate, seed=config.seed, verbose=config.verbose,
+            run=run, callbacks=callbacks,
+            **_given(num_train_images=config.num_train, num_eval_images=config.num_val,
+                     epochs=config.epochs, batch_size=config.batch_size,
+                     schedule=config.schedule),
+            **(config.model_kwargs or {}),
+        )  # fmt: skip
+
+    train.__doc__ = f"`{trainer.__name__}` with an `InstanceConfig`."
+    return train
+
+
+trains("sds")(_array_trainer(train_sds))
+trains("hypercolumns")(_array_trainer(train_hypercolumns))
+
+# What an array trainer reports besides its scores, kept in metrics.json.
+REPORTED = (
+    "data_seconds", "eval_seconds", "num_examples", "metrics_unrefined", "box_metrics",
+    "detector_metrics", "detector_only_metrics",
+)  # fmt: skip
+
+
+@dataclasses.dataclass
+class InstanceConfig(RecipeConfig):
+    """The arguments of `train_instances` (`segattn instance-train`)."""
+
+    POSITIONAL = ("model", "data", "output")
+
+    model: str = option("mnc", "the instance model", choices=tuple(sorted(TRAINERS)))
+    data: str = option("shapes", "shapes | coco:<root>")
+    output: str = option("runs/instance", "the run folder")
+    image_size: int = option(64, "the side images are generated at or resized to")
+    num_train: int | None = option(
+        None, "training images (default: the trainer's; shapes: how many to generate)"
+    )
+    num_val: int | None = option(
+        None, "held-out images (default: the trainer's; shapes: how many to generate)"
+    )
+    max_instances: int | None = option(
+        None, "rpn, mnc: instances kept per training image (default: 3 for shapes, all otherwise)"
+    )
+    epochs: int | None = option(None, "passes over the training data (default: the trainer's)")
+    batch_size: int | None = option(None, "the global batch (default: the trainer's)")
+    learning_rate: float = option(1e-3, "the peak Adam learning rate")
+    schedule: str | None = option(
+        None,
+        "the learning rate over the run's steps (default: cosine for rpn and mnc, constant for "
+        "sds and hypercolumns)",
+        choices=SCHEDULES,
+    )
+    model_kwargs: dict = option(
+        {}, "a builder argument (rpn, mnc) or trainer argument (sds, hypercolumns, e.g. "
+        "crop_size=64); repeatable", flag="--model-arg",
+    )  # fmt: skip
+    verbose: int = option(2, "1 a progress bar, 2 one line an epoch, 0 silent")
+
+
+def train_instances(*config, callbacks=None, overwrite=False, **arguments):
     """What `segattn instance-train` runs: any instance model, one run folder.
 
-    `rpn` and `mnc` go through `train_instance_model` (`SHAPES_MNC` is the
-    default builder setting on the built-in shapes); `sds` and
+    `rpn` and `mnc` go through `train_instance_model` (on generated data
+    with their `"shapes"` preset, when they have one); `sds` and
     `hypercolumns` through their array trainers, where `model_kwargs` are
     trainer arguments (e.g. `crop_size=64`, `detector=<sds .keras>`).
-    `None` for `num_train`, `num_val`, `epochs` or `batch_size` means the
-    trainer's default. `strategy` and `mixed_precision` are
-    `train_segmenter`'s (the other workers of a multi-worker run return
-    `None`).
+    `None` for `num_train`, `num_val`, `epochs`, `batch_size` or
+    `schedule` means the trainer's default. A model registers how it is
+    trained with `@trains`.
+
+    The run folder is `train_segmenter`'s (`keras_segattn.recipes.runs`):
+    `run.json`, the resume state, `history.csv`, TensorBoard `logs/`,
+    `best.keras` by the lowest validation loss (`val_loss`, on held-out
+    data: the `"val"` split for `rpn` and `mnc`, arrays built from the
+    held-out images for `sds` and `hypercolumns`), `last.keras`, and
+    `metrics.json` with the scores of `best.keras`. A killed run resumes
+    from its last complete epoch, on the data an uninterrupted run would
+    see; a finished one is reported, not trained again; a folder of other
+    arguments is refused unless `overwrite`. `strategy` and
+    `mixed_precision` are `train_segmenter`'s (the other workers of a
+    multi-worker run return `None`).
+
+    Args:
+        *config: an `InstanceConfig` (which `arguments` may change), or up
+            to three of its fields by position (`model`, `data`, `output`).
+        callbacks: list of more `keras.callbacks.Callback`s for `fit`.
+        overwrite: bool. Empty the run folder and start afresh.
+        **arguments: `InstanceConfig` fields.
 
     Returns:
         The dict written to `<output>/metrics.json`.
+
+    Example:
+
+    ```python
+    summary = train_instances("mnc", "shapes", "runs/mnc", epochs=3)
+    ```
     """
-    arguments = {k: v for k, v in locals().items() if k not in ("config", "overwrite")}
-    arguments["strategy"] = strategy_name(strategy)
-    check_int(epochs, "epochs", none_ok=True, hint=" (0 would score an untrained model)")
-    task = get_model_spec(model).task
-    if task != "instance":
-        raise ValueError(f"train_instances trains instance models; {model!r} is a {task} model.")
-    with training_context(strategy, mixed_precision) as distribution:
-        run = RunFolder(output, chief=is_chief(distribution))
-        finished = run.start(config if config is not None else arguments, overwrite=overwrite)
+    config = InstanceConfig.make(*config, **arguments)
+    check_int(config.epochs, "epochs", none_ok=True, hint=" (0 would score an untrained model)")
+    if config.schedule is not None:
+        check_schedule(config.schedule)
+    if config.model not in TRAINERS:
+        task = task_of(config.model)  # names an unknown model
+        raise ValueError(
+            f"train_instances trains {', '.join(sorted(TRAINERS))}; {config.model!r} is a "
+            f"{task.name} model."
+        )
+    with training_context(config.strategy, config.mixed_precision) as distribution:
+        run = RunFolder(config.output, chief=is_chief(distribution))
+        finished = run.start(config.record(), overwrite=overwrite, config_class=InstanceConfig)
         if finished is not None:
-            print(f"{output} holds this run, finished (pass --overwrite to train it again).")
+            print(f"{config.output} holds this run, finished (pass --overwrite to train it again).")
             return finished
-        kwargs = dict(SHAPES_MNC) if model == "mnc" and data == "shapes" else {}
-        kwargs.update(model_kwargs or {})
-        extra = {}
-        if model in ARRAY_TRAINERS:
-            options = {"num_train_images": num_train, "num_eval_images": num_val,
-                       "epochs": epochs, "batch_size": batch_size}  # fmt: skip
-            result = ARRAY_TRAINERS[model](
-                dataset=data, image_size=image_size, learning_rate=learning_rate, seed=seed,
-                verbose=verbose, **{k: v for k, v in options.items() if v is not None}, **kwargs,
-            )  # fmt: skip
-            extra = {"data_seconds": result["data_seconds"], "eval_seconds": result["eval_seconds"]}
-            for key in (
-                "metrics_unrefined",
-                "box_metrics",
-                "detector_metrics",
-                "detector_only_metrics",
-            ):
-                if key in result:
-                    extra[key] = result[key]
-        else:
-            options = {"num_train": num_train, "num_val": num_val, "epochs": epochs,
-                       "batch_size": batch_size}  # fmt: skip
-            result = train_instance_model(
-                model, data, image_size=image_size, max_instances=max_instances,
-                learning_rate=learning_rate, model_kwargs=kwargs, seed=seed, verbose=verbose,
-                **{k: v for k, v in options.items() if v is not None},
-            )  # fmt: skip
+        result = TRAINERS[config.model](config, run, callbacks)
+    extra = {key: result[key] for key in REPORTED if key in result}
     if not run.finish_training(result["model"]):
         return None  # another worker than the chief
+    state = run.state() or {}
     summary = {
-        "model": model, "data": data, "image_size": image_size,
-        "epochs": len(result["history"]["loss"]),  # the trainer's default if not given
-        "train_seconds": round(result["train_seconds"], 1),
+        "model": config.model, "data": config.data, "image_size": config.image_size,
+        "epochs": state.get("epoch"),  # the trainer's default if not given
+        "best_epoch": state.get("best_epoch"),  # of best.keras, counted from 1
+        "steps": result["steps"],
+        "train_seconds": round(result["train_seconds"], 1),  # of every sitting
         **result.get("metrics", {}), **extra,
     }  # fmt: skip
     run.write_metrics(summary)

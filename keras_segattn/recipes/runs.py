@@ -59,8 +59,9 @@ RUN_CONFIG = "run.json"
 METRICS = "metrics.json"
 STATE = "state.json"
 # Arguments that do not change what a run computes: a rerun may differ in
-# them (a run killed on two GPUs may resume on one: batches are global).
-NOT_COMPARED = ("verbose", "overwrite", "func", "strategy")
+# them (a run killed on two GPUs may resume on one: batches are global; the
+# folder may be named `runs/x`, `./runs/x` or moved elsewhere).
+NOT_COMPARED = ("verbose", "overwrite", "func", "strategy", "output")
 
 
 def json_ready(value):
@@ -376,11 +377,14 @@ class RunFolder:
         """Saves `last.keras` (on every worker: see the module docstring)."""
         return save_model(model, self.last)
 
-    def start(self, config, overwrite=False, added=None):
+    def start(self, config, overwrite=False, added=None, config_class=None):
         """Checks the folder against this run's arguments, then records them.
 
         `added`: the arguments a recorded run may lack, with the value that
         does what the version before them did (`config_differences`).
+        `config_class`: the recipe's config (`recipes.config`): a recorded
+        run is read in its field names (`upgrade`), and a field it lacks
+        counts as the field's default.
 
         Returns:
             The saved `metrics.json` of a finished run with the same
@@ -408,6 +412,9 @@ class RunFolder:
         saved_path = self.shared(RUN_CONFIG)
         if os.path.exists(saved_path):
             saved = read_json(saved_path)
+            if config_class is not None:
+                saved = config_class.upgrade(saved)
+                added = {**config_class.defaults(), **(added or {})}
             differing = config_differences(saved, config, added)
             if differing:
                 details = ", ".join(

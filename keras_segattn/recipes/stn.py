@@ -36,21 +36,18 @@ from keras_segattn.data.distortions import (
 )
 from keras_segattn.data.mnist import load_mnist
 from keras_segattn.models.registry import create_model
-from keras_segattn.models.spatial_transformer.mnist_models import transformer_outputs
+from keras_segattn.models.spatial_transformer.mnist_models import (  # noqa: F401 (re-exported)
+    PAPER_ERRORS,
+    transformer_outputs,
+)
+from keras_segattn.recipes.distribute import (
+    is_chief,
+    make_strategy,
+    training_context,
+)
 from keras_segattn.recipes.runs import RunFolder
+from keras_segattn.recipes.schedules import check_schedule, per_step
 from keras_segattn.viz import save_transformer_grid
-
-# Table 1 of the paper, test error in %, columns R, RTS, P, E.
-PAPER_ERRORS = {
-    "fcn": (2.1, 5.2, 3.1, 3.2),
-    "cnn": (1.2, 0.8, 1.5, 1.4),
-    "st_fcn:affine": (1.2, 0.8, 1.5, 2.7),
-    "st_fcn:projective": (1.3, 0.9, 1.4, 2.6),
-    "st_fcn:tps": (1.1, 0.8, 1.4, 2.4),
-    "st_cnn:affine": (0.7, 0.5, 0.8, 1.2),
-    "st_cnn:projective": (0.8, 0.6, 0.8, 1.3),
-    "st_cnn:tps": (0.7, 0.5, 0.8, 1.1),
-}
 
 
 def parse_row(row):
@@ -87,14 +84,10 @@ SCHEDULES = ("cosine", "step")
 def learning_rate_schedule(schedule, learning_rate, total_steps):
     """`"cosine"`: from `learning_rate` down to 0 over the run. `"step"`:
     the paper's, `learning_rate` divided by 10 after a third and again
-    after two thirds of the steps (its 50k and 100k of 150k iterations)."""
-    if schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
-    if schedule == "step":
-        boundaries = [max(1, total_steps // 3), max(2, 2 * total_steps // 3)]
-        values = [learning_rate, learning_rate / 10, learning_rate / 100]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    raise ValueError(f"schedule must be one of {SCHEDULES}; got schedule={schedule!r}.")
+    after two thirds of the steps (its 50k and 100k of 150k iterations).
+    Both are `recipes.schedules`' (`per_step`), evaluated at every step."""
+    check_schedule(schedule, SCHEDULES)
+    return per_step(schedule, learning_rate, total_steps)
 
 
 def make_optimizer(optimizer, schedule, momentum):
@@ -107,7 +100,8 @@ def make_optimizer(optimizer, schedule, momentum):
 
 def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, optimizer="adam",
                schedule="cosine", momentum=0.9, seed=0, output="runs/stn", source=None,
-               limit=None, overwrite=False, verbose=2):  # fmt: skip
+               limit=None, overwrite=False, verbose=2, strategy="auto",
+               mixed_precision=None):  # fmt: skip
     """Trains and tests one table cell; returns (and saves) its result dict.
 
     Each cell is a run folder `<output>/<row>_<distortion>/` (run.json,
@@ -142,6 +136,19 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, o
         overwrite: bool. Start the cell afresh if its folder holds other
             settings.
         verbose: int. Keras' fit verbosity.
+        strategy: str or `tf.distribute.Strategy`. Where to train
+            (`recipes.distribute.make_strategy`); `batch_size` is the
+            global batch. Under several workers only the chief writes the
+            cell's folder; the others return `None`. Not recorded among
+            the settings (it does not change what is computed).
+        mixed_precision: `None`, `"float16"` or `"bfloat16"`: computations
+            in that precision, variables in float32. Recorded among the
+            settings (a cell measured before it was recorded counts as
+            `None`).
+
+    Returns:
+        The cell's result dict (`metrics.json`), or `None` on a worker
+        other than the chief.
     """
     epochs = check_int(epochs, "epochs")
     name, transform = parse_row(row)
@@ -156,13 +163,42 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, o
                 "optimizer": optimizer, "schedule": schedule,
                 "momentum": momentum if optimizer == "sgd" else None, "seed": seed,
                 "limit": limit, "source": source,
-                "distortion_version": DISTORTION_VERSIONS[distortion]}  # fmt: skip
-    run = RunFolder(cell_folder(output, row, distortion))
-    # Cells recorded before versions were recorded count as version 1.
-    finished = run.start(settings, overwrite=overwrite, added={"distortion_version": 1})
-    if finished is not None:
-        return finished
+                "distortion_version": DISTORTION_VERSIONS[distortion],
+                "mixed_precision": mixed_precision}  # fmt: skip
+    # Cells recorded before versions (or the precision) were recorded count
+    # as version 1 (in float32).
+    added = {"distortion_version": 1, "mixed_precision": None}
+    # The strategy comes first: a multi-worker one must be made before
+    # TensorFlow runs anything else.
+    with training_context(strategy, mixed_precision) as distribution:
+        run = RunFolder(cell_folder(output, row, distortion), chief=is_chief(distribution))
+        finished = run.start(settings, overwrite=overwrite, added=added)
+        if finished is not None:
+            return finished
+        model, test, accuracy = _fit_cell(run, name, transform, distortion, settings, verbose)
+    if not run.finish_training(model):  # last.keras
+        return None  # another worker than the chief
+    result = {
+        "settings": settings,
+        "test_error": 100.0 * (1.0 - accuracy),
+        "paper_error": PAPER_ERRORS[row][DISTORTIONS.index(distortion)],
+        "test_error_by_epoch": [100.0 * (1.0 - a) for a in run.history_column("val_accuracy")],
+        "train_seconds": round(run.training_seconds(), 1),
+        "test_images": int(test),
+        "parameters": int(model.count_params()),
+    }
+    run.write_metrics(result)
+    return result
 
+
+def _fit_cell(run, name, transform, distortion, settings, verbose):
+    """Builds, trains (resuming from `run`) and tests one cell's model.
+
+    Returns:
+        `(model, test images, test accuracy)`.
+    """
+    epochs, batch_size, seed = settings["epochs"], settings["batch_size"], settings["seed"]
+    limit, source = settings["limit"], settings["source"]
     keras.utils.set_random_seed(seed)
     train_mnist = tuple(a[:limit] for a in load_mnist(source, "train"))
     test_mnist = tuple(a[:limit] for a in load_mnist(source, "test"))
@@ -171,12 +207,12 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, o
     if transform:
         kwargs["transform"] = transform
     model = create_model(name, **kwargs)
+    rates = learning_rate_schedule(settings["schedule"], settings["learning_rate"], epochs * steps)
     model.compile(
-        make_optimizer(optimizer, learning_rate_schedule(schedule, learning_rate, epochs * steps),
-                       momentum),
+        make_optimizer(settings["optimizer"], rates, settings["momentum"]),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-    )  # fmt: skip
+    )
     test = distorted_mnist("test", distortion, seed=seed, source=test_mnist)
     test = test.map(lambda x, y: (x * 255.0, y)).batch(1000).cache()
     # A resumed cell starts its data at its first untrained epoch (with
@@ -189,18 +225,7 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, o
         shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
     )  # fmt: skip
     _, accuracy = model.evaluate(test, verbose=0)
-    result = {
-        "settings": settings,
-        "test_error": 100.0 * (1.0 - accuracy),
-        "paper_error": PAPER_ERRORS[row][DISTORTIONS.index(distortion)],
-        "test_error_by_epoch": [100.0 * (1.0 - a) for a in run.history_column("val_accuracy")],
-        "train_seconds": round(run.training_seconds(), 1),
-        "test_images": int(len(test_mnist[1])),
-        "parameters": int(model.count_params()),
-    }
-    run.save_last(model)
-    run.write_metrics(result)
-    return result
+    return model, len(test_mnist[1]), accuracy
 
 
 def cell_folder(output, row, distortion):
@@ -237,17 +262,40 @@ def schedule_text(result):
     )
 
 
-def run_table(rows, distortions, **kwargs):
+def run_table(rows, distortions, strategy="auto", mixed_precision=None, **kwargs):
+    """Trains (or reads back) every cell, distortion by distortion; prints
+    each result as it is measured, then the table.
+
+    Args:
+        rows: list of `PAPER_ERRORS` rows.
+        distortions: list of `DISTORTIONS`.
+        strategy: str or `tf.distribute.Strategy`. Made once, for every
+            cell (`train_cell`).
+        mixed_precision: `None`, `"float16"` or `"bfloat16"` (`train_cell`).
+        **kwargs: more `train_cell` arguments.
+
+    Returns:
+        `(results, table)`: the result dict of each `(row, distortion)`
+        cell and the Markdown table (on a worker other than the chief of
+        a multi-worker run, the results are `None` and the table empty).
+    """
+    # One strategy for every cell: a multi-worker one can be made only once.
+    strategy = make_strategy(strategy)
     results = {}
     for distortion in distortions:
         for row in rows:
-            results[(row, distortion)] = result = train_cell(row, distortion, **kwargs)
+            result = train_cell(row, distortion, strategy=strategy,
+                                mixed_precision=mixed_precision, **kwargs)  # fmt: skip
+            results[(row, distortion)] = result
+            if result is None:
+                continue  # another worker than the chief
             print(
                 f"{row} on {distortion}: {result['test_error']:.2f}% test error "
                 f"(paper {result['paper_error']}), {result['train_seconds']:.0f} s",
                 flush=True,
             )
-    table = format_table(results, distortions)
+    measured = {cell: r for cell, r in results.items() if r is not None}
+    table = format_table(measured, distortions) if measured else ""
     print(table)
     return results, table
 

@@ -227,18 +227,25 @@ def test_shapes_caption_objects_errors():
 
 
 def test_load_caption_dataset_specs(shared_data):
-    train = cap.load_caption_dataset("shapes", "train", num_images=3, image_size=32)
-    val = cap.load_caption_dataset("shapes", "val", num_images=3, image_size=32)
+    train, info = cap.load_caption_dataset("shapes", "train", num_images=3, image_size=32)
+    val, _ = cap.load_caption_dataset("shapes", "val", num_images=3, image_size=32)
+    assert info == cap.CaptionDatasetInfo(3, None, ("circle", "square", "triangle"))
     a = next(iter(train))["images"].numpy()
     b = next(iter(val))["images"].numpy()
     assert not np.array_equal(a, b)
-    coco = cap.load_caption_dataset(f"coco:{_coco_root(shared_data)}", "val")
+    root = _coco_root(shared_data)
+    coco, info = cap.load_caption_dataset(f"coco:{root}", "val")
     assert int(coco.cardinality()) == 79
-    with pytest.raises(ValueError, match="Unknown caption dataset spec 'voc:x'"):
+    assert info == cap.CaptionDatasetInfo(
+        79, os.path.join(root, "annotations", "captions_val2017.json")
+    )
+    with pytest.raises(
+        ValueError, match="Unknown captions dataset spec 'voc:x'.*'flickr8k:<root>'"
+    ):
         cap.load_caption_dataset("voc:x")
     with pytest.raises(ValueError, match="spec must be a string"):
         cap.load_caption_dataset(3)
-    with pytest.raises(TypeError, match="Unexpected arguments"):
+    with pytest.raises(ValueError, match=r"Unexpected option \['num_images'\].*'coco:/x'"):
         cap.load_caption_dataset("coco:/x", num_images=3)
     with pytest.raises(ValueError, match="split for 'shapes'"):
         cap.load_caption_dataset("shapes", "restval")
@@ -246,8 +253,9 @@ def test_load_caption_dataset_specs(shared_data):
 
 def test_load_caption_dataset_flickr(tmp_path):
     _flickr_tree(tmp_path)
-    ds = cap.load_caption_dataset(f"flickr8k:{tmp_path}", "dev")
-    assert int(ds.cardinality()) == 1
+    ds, info = cap.load_caption_dataset(f"flickr8k:{tmp_path}", "dev")
+    assert int(ds.cardinality()) == 1 and info.num_images == 1
+    assert os.path.basename(info.annotation_file) == "Flickr8k.token.txt"
 
 
 def test_tfds_offline_failure_is_clear(tmp_path):

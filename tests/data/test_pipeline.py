@@ -106,7 +106,9 @@ def test_load_shapes_and_bad_spec():
     assert not np.array_equal(a["images"], b["images"])
     with pytest.raises(ValueError, match="camvid:<root>"):
         pipeline.load_segmentation_dataset("imagenet")
-    with pytest.raises(TypeError, match="colour"):
+    with pytest.raises(
+        ValueError, match=r"Unexpected option \['colour'\] for dataset spec 'shapes'"
+    ):
         pipeline.load_segmentation_dataset("shapes", colour="red")
     with pytest.raises(ValueError, match="does not exist"):
         pipeline.load_segmentation_dataset("camvid:/nonexistent/camvid")

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from keras_segattn.export import convert_to_tflite, export_saved_model, run_tflite, verify_export
-from keras_segattn.export.saved_model import semantic_serving_fn
 from keras_segattn.models import create_model
+from keras_segattn.tasks.semantic import semantic_serving_fn
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +147,8 @@ def test_a_saved_model_with_fused_kernels_is_refused_by_name(tmp_path):
 )  # fmt: skip
 def test_a_mixed_precision_model_exports_computing_in_float32(tmp_path, rng, name, task, size):
     from keras_segattn.core.precision import dtype_policy, float32_model
-    from keras_segattn.export.saved_model import SERVING_FUNCTIONS
     from keras_segattn.models import get_model_spec
+    from keras_segattn.tasks import get_task
 
     with dtype_policy("mixed_bfloat16"):  # as trained on a TPU
         mixed = create_model(name, **get_model_spec(name).tiny)
@@ -160,7 +160,7 @@ def test_a_mixed_precision_model_exports_computing_in_float32(tmp_path, rng, nam
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     channels = 1 if task == "classification" else 3
     images = rng.integers(0, 256, size=(2, *size, channels)).astype("uint8")
-    reference = {k: v.numpy() for k, v in SERVING_FUNCTIONS[task](copy)(images).items()}
+    reference = {k: v.numpy() for k, v in get_task(task).serving_function(copy)(images).items()}
     for value in reference.values():
         assert value.dtype not in (np.float16, tf.bfloat16.as_numpy_dtype)
     path = export_saved_model(mixed, tmp_path, task=task)

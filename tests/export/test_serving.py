@@ -27,8 +27,9 @@ from keras_segattn.export import (
     verify_export,
 )
 from keras_segattn.export.flow import resize_uint8
-from keras_segattn.export.saved_model import SERVING_FUNCTIONS, bytes_input_size, serving_task
+from keras_segattn.export.saved_model import serving_task
 from keras_segattn.models import create_model, get_model_spec
+from keras_segattn.tasks import get_task
 
 predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
 
@@ -44,10 +45,7 @@ LABELS = ["background", "cat", "dog"]
 
 def tiny(name):
     tf.keras.utils.set_random_seed(0)
-    kwargs = dict(get_model_spec(name).tiny)
-    if name == "fcn8s":  # zero score layers would give constant outputs
-        kwargs["score_initializer"] = "glorot_uniform"
-    return create_model(name, **kwargs)
+    return create_model(name, **get_model_spec(name).tiny)
 
 
 @pytest.fixture(scope="module", params=sorted(IMAGE_TASKS))
@@ -114,11 +112,11 @@ def assert_same(actual, expected, name):
 
 def test_both_signatures_through_the_serving_api_protos(exported, rng):
     model, path = exported
-    task = serving_task(model)
+    task = serving_task(model).name
     loaded = tf.saved_model.load(path)
     assert {"serving_default", BYTES_SIGNATURE_KEY} <= set(loaded.signatures)
     images = client_images(task, rng)
-    keras_serve = SERVING_FUNCTIONS[task](model)
+    keras_serve = get_task(task).serving_function(model)
 
     # serving_default: decoded pixels.
     outputs = serve(loaded, predict_request("serving_default", images=images[0][None]))
@@ -129,7 +127,7 @@ def test_both_signatures_through_the_serving_api_protos(exported, rng):
     encoded = [tf.io.encode_png(images[0]).numpy(), tf.io.encode_jpeg(images[1]).numpy()]
     decoded = [images[0], tf.io.decode_jpeg(encoded[1], channels=images[1].shape[-1]).numpy()]
     outputs = serve(loaded, predict_request(BYTES_SIGNATURE_KEY, image_bytes=encoded))
-    size = bytes_input_size(model, task)
+    size = get_task(task).bytes_input_size(model)
     if size is None:  # each image at its own size, padded to the largest
         np.testing.assert_array_equal(outputs.pop("image_sizes"), [[40, 48], [34, 52]])
         for i, image in enumerate(decoded):
@@ -249,7 +247,7 @@ def test_saved_model_cli_shows_and_runs_both_signatures(semantic, tmp_path):
         capture_output=True, text=True, env=env, check=True,
     )  # fmt: skip
     class_map = np.load(tmp_path / "out" / "class_map.npy")
-    expected = SERVING_FUNCTIONS["semantic"](model)(images)["class_map"].numpy()
+    expected = get_task("semantic").serving_function(model)(images)["class_map"].numpy()
     np.testing.assert_array_equal(class_map, expected)
 
 
@@ -257,13 +255,13 @@ def test_tflite_carries_its_names_and_labels(exported, rng, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     model, _ = exported
-    task = serving_task(model)
+    task = serving_task(model).name
     signature = "tokens" if task == "captioning" else "serving_default"
     path = str(tmp_path / "model.tflite")
     convert_to_tflite(model, path, task=task, signature_key=signature, labels=LABELS)
     assert tflite_labels(path) == LABELS
     images = client_images(task, rng)[0][None]
-    reference = {k: v.numpy() for k, v in SERVING_FUNCTIONS[task](model)(images).items()}
+    reference = {k: v.numpy() for k, v in get_task(task).serving_function(model)(images).items()}
     reference = {k: v for k, v in reference.items() if v.dtype.kind not in "OSU"}
     interpreter = Interpreter(model_path=path)
     names = {d["name"] for d in interpreter.get_output_details()}
@@ -286,13 +284,11 @@ def test_labels_are_refused_unless_single_lines(semantic, tmp_path):
 
 @pytest.mark.parametrize("name", ["sds", "hypercolumns"])
 def test_host_side_networks_export_their_network(name, tmp_path):
-    from keras_segattn.export.flow import instance_examples, network_inputs
-
     model = tiny(name)
     task = serving_task(model)
-    assert task == {"sds": "region_scoring", "hypercolumns": "box_segmentation"}[name]
-    example = network_inputs(model, task, instance_examples("shapes", 1)[0])
-    reference = {k: v.numpy() for k, v in SERVING_FUNCTIONS[task](model)(**example).items()}
+    assert task.name == {"sds": "region_scoring", "hypercolumns": "box_segmentation"}[name]
+    example = task.sample_inputs(model, "shapes", None, count=1)[0]
+    reference = {k: v.numpy() for k, v in get_task(task).serving_function(model)(**example).items()}
     path = export_saved_model(model, tmp_path)
     loaded = tf.saved_model.load(path)
     assert set(loaded.signatures) == {"serving_default"}  # no bytes: not images alone
@@ -303,7 +299,7 @@ def test_host_side_networks_export_their_network(name, tmp_path):
         assert max(artifact.values()) < 1e-3, report
     # A wrong input is named, not failed deep inside.
     wrong = {**example}
-    key = "box_crops" if task == "region_scoring" else "boxes"
+    key = "box_crops" if task.name == "region_scoring" else "boxes"
     wrong[key] = wrong[key][..., :3] if key == "boxes" else wrong[key][:, 1:]
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"{key} must be a"):
         loaded.signatures["serving_default"](**tf.nest.map_structure(tf.constant, wrong))

@@ -32,6 +32,7 @@ from keras_segattn.models.instance.sds import (
 from keras_segattn.models.registry import create_model, get_model_spec, list_models
 from keras_segattn.recipes.instance import (
     crop_masks_to_boxes,
+    fit_arrays,
     hypercolumn_examples,
     label_regions,
     sds_examples,
@@ -352,6 +353,13 @@ def test_sds_examples_and_detect_end_to_end():
     np.testing.assert_array_equal(positive[:, 0], labels > 0)
     # A positive's target is mostly object, and ground truth is included.
     assert figure_ground[labels > 0].mean() > 0.4
+    # Proposals computed beforehand (train_sds shares the held-out ones with
+    # the scoring) give the same arrays.
+    found = [propose_regions(e["images"], scales=(50,)) for e in dataset.as_numpy_iterator()]
+    again = sds_examples(dataset, crop_size=32, grid_size=4, proposals=found)
+    tf.nest.map_structure(
+        np.testing.assert_array_equal, again, (inputs, (labels, figure_ground), (weights, positive))
+    )
 
     model = sds(num_classes=info.num_classes, crop_size=32, width=0.0625, fc_units=8, grid_size=4)
     examples = list(dataset.as_numpy_iterator())
@@ -475,3 +483,15 @@ def test_train_and_held_out_shapes_defaults_and_coco_resizing(tmp_path):
     assert next(iter(train))["instance_masks"].shape[1:] == (48, 48)
     with pytest.raises(ValueError, match="detector .* is not a file"):
         train_hypercolumns(detector=str(tmp_path / "missing.keras"))
+
+
+def test_fit_arrays_trains_every_example_once_an_epoch_with_its_schedule():
+    dataset, info = load_instance_dataset("shapes", "train", num_images=3, image_size=32)
+    inputs, targets, weights = hypercolumn_examples(dataset, 8, copies=1, seed=0)
+    model = tiny("hypercolumns", num_classes=info.num_classes)
+    history, seconds = fit_arrays(
+        model, "binary_crossentropy", inputs, targets, weights, 2, 2, 1e-3, 0, schedule="cosine"
+    )
+    assert len(history["loss"]) == 2 and seconds > 0
+    assert int(model.optimizer.iterations) == 2 * 2  # 3 examples in batches of 2, twice
+    assert float(model.optimizer.learning_rate) == 0.0  # decayed to 0 at the last step

@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 
 from keras_segattn.export import convert_to_tflite, export_saved_model, verify_export
-from keras_segattn.export.saved_model import semantic_serving_fn
 from keras_segattn.losses import SegmentationCrossEntropy
 from keras_segattn.models import create_model, get_model_spec, list_models
 from keras_segattn.models.backbones import transplant_vgg16
+from keras_segattn.tasks.semantic import semantic_serving_fn
 from keras_segattn.testing import run_model_test
 
 SEMANTIC = list_models(task="semantic")
@@ -136,7 +136,7 @@ def test_vgg16_transplant_reproduces_keras_applications_features(rng):
 
 @pytest.mark.parametrize("name", SEMANTIC)
 def test_uint8_serving_signature_and_tflite_match_keras(name, rng, tmp_path):
-    model = tiny(name, **({} if name == "deconvnet" else {"score_initializer": "glorot_uniform"}))
+    model = tiny(name)
     path = export_saved_model(model, tmp_path, name=name)
     images = rng.integers(0, 256, size=(2, 45, 38, 3)).astype("uint8")
     reference = {k: v.numpy() for k, v in semantic_serving_fn(model)(images).items()}
@@ -220,14 +220,15 @@ def test_builds_and_fits_under_a_distribution_strategy(rng):
 
 def test_the_registry_decides_a_models_task(tmp_path):
     from keras_segattn.checkpoints import load_model
-    from keras_segattn.models import TASKS, list_models, task_of
+    from keras_segattn.models import list_models
+    from keras_segattn.tasks import Task, get_task, task_of
 
     for name in list_models():
-        assert get_model_spec(name).task in TASKS
+        assert isinstance(get_task(get_model_spec(name).task), Task)
     model = create_model("patch_cnn", **get_model_spec("patch_cnn").tiny)
-    assert task_of(model) == "patch"
+    assert task_of(model) is get_task("patch")
     model.save(tmp_path / "m.keras")
-    assert task_of(load_model(tmp_path / "m.keras")) == "patch"  # the name survives saving
+    assert task_of(load_model(tmp_path / "m.keras")).name == "patch"  # the name survives saving
     model.name = "renamed"
     with pytest.raises(ValueError, match="'renamed' is not a registered model"):
         task_of(model)

@@ -7,7 +7,6 @@ import tensorflow as tf
 
 from keras_segattn.core.vocabulary import CaptionVocabulary
 from keras_segattn.export import convert_to_tflite, export_saved_model, run_tflite, verify_export
-from keras_segattn.export.saved_model import captioning_serving_fn
 from keras_segattn.models.backbones.vgg import transplant_vgg16
 from keras_segattn.models.captioning import (
     CaptionLoss,
@@ -22,6 +21,7 @@ from keras_segattn.models.captioning import (
 )
 from keras_segattn.models.captioning.show_attend_tell import build_encoder
 from keras_segattn.models.registry import create_model, get_model_spec, list_models
+from keras_segattn.tasks.captioning import captioning_serving_fn
 from keras_segattn.testing import run_model_test
 from tests.references import (
     caption_cross_entropy_reference,

@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from keras_segattn.export import convert_to_tflite, export_saved_model, verify_export
-from keras_segattn.export.saved_model import classification_serving_fn
 from keras_segattn.models import create_model, list_models
 from keras_segattn.recipes.stn import format_table, train_cell
+from keras_segattn.tasks.classification import classification_serving_fn
 from keras_segattn.testing import run_model_test
 from tests.references import shuffled_order
 

@@ -294,7 +294,9 @@ def _load_weights(model, weights, width, fc_units, taps):
     return load_saved_weights(model, weights)
 
 
-@register_model("hypercolumns", task="instance", paper=PAPER, tiny=TINY)
+@register_model(
+    "hypercolumns", task="instance", paper=PAPER, tiny=TINY, serving_task="box_segmentation"
+)
 def hypercolumns(
     num_classes=21,
     width=1.0,

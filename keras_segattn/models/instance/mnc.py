@@ -76,6 +76,7 @@ from keras_segattn.models.instance.common import (
     smooth_l1,
     valid_slots,
 )
+from keras_segattn.models.instance.presets import COCO_LIGHT_MNC, SHAPES_MNC
 from keras_segattn.models.instance.rpn import (
     RPN_LOSSES,
     InstanceModelMixin,
@@ -604,7 +605,10 @@ class MultitaskNetworkCascade(InstanceModelMixin, keras.Model):
         }
 
 
-@register_model("mnc", task="instance", paper=PAPER, tiny=TINY)
+@register_model(
+    "mnc", task="instance", paper=PAPER, tiny=TINY,
+    presets={"shapes": SHAPES_MNC, "coco_light": COCO_LIGHT_MNC},
+)  # fmt: skip
 def mnc(
     num_classes=21,
     backbone="vgg16",

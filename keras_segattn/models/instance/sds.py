@@ -190,7 +190,7 @@ def _load_weights(model, weights, width, crop_size, fc_units):
     return load_saved_weights(model, weights)
 
 
-@register_model("sds", task="instance", paper=PAPER, tiny=TINY)
+@register_model("sds", task="instance", paper=PAPER, tiny=TINY, serving_task="region_scoring")
 def sds(
     num_classes=21,
     crop_size=224,

@@ -22,6 +22,19 @@ PAPER = "Jaderberg, Simonyan, Zisserman and Kavukcuoglu, Spatial Transformer Net
 CLASSIFIERS = ("cnn", "fcn")
 TRANSFORMER_OUTPUT_SIZE = 28
 
+# Table 1 of the paper, test error in %, columns R, RTS, P, E: the rows
+# `segattn stn-table` trains (`keras_segattn.recipes.stn`).
+PAPER_ERRORS = {
+    "fcn": (2.1, 5.2, 3.1, 3.2),
+    "cnn": (1.2, 0.8, 1.5, 1.4),
+    "st_fcn:affine": (1.2, 0.8, 1.5, 2.7),
+    "st_fcn:projective": (1.3, 0.9, 1.4, 2.6),
+    "st_fcn:tps": (1.1, 0.8, 1.4, 2.4),
+    "st_cnn:affine": (0.7, 0.5, 0.8, 1.2),
+    "st_cnn:projective": (0.8, 0.6, 0.8, 1.3),
+    "st_cnn:tps": (0.7, 0.5, 0.8, 1.1),
+}
+
 
 def _logits(x, num_classes):
     # float32 under mixed precision too, for a numerically stable loss.

@@ -1,0 +1,285 @@
+"""Semantic segmentation and the patch classifier that is scored densely.
+
+`semantic`: FCN, DeconvNet, the multiscale ConvNet, the recurrent CNN; a
+class for every pixel. `patch`: the patch classifier of the scene-labelling
+family, trained on patches and used, scored and served as a dense labeller
+(`dense_model`, shift-and-stitch by shifted pooling).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_segattn.core.images import as_client_uint8
+from keras_segattn.data.augment import object_centred_crop, resize_example
+from keras_segattn.data.pipeline import (
+    load_segmentation_dataset,
+    patch_pipeline,
+    segmentation_pipeline,
+)
+from keras_segattn.evaluation.semantic import evaluate_segmentation, format_report
+from keras_segattn.losses import SegmentationCrossEntropy
+from keras_segattn.metrics import (
+    confusion_matrix_update,
+    scores_from_confusion_matrix,
+    segmentation_metrics,
+)
+from keras_segattn.models.common import ends_in_softmax
+from keras_segattn.models.semantic import dense_model
+from keras_segattn.tasks.base import Task, get_task, register_task
+
+# What `segattn evaluate` writes of a semantic report.
+REPORT_KEYS = ("num_images", "seconds_per_image", "global_accuracy", "mean_class_accuracy",
+               "mean_iou", "per_class_iou")  # fmt: skip
+
+
+def compile_segmenter(
+    model,
+    num_classes,
+    ignore_class=None,
+    class_weights=None,
+    learning_rate=1e-3,
+    jit_compile=False,
+):
+    """Adam, the ignore-aware cross-entropy and the three streaming metrics.
+
+    `jit_compile` stays off by default: on CPU, XLA ran an FCN-8s training
+    step at 180x240 17 times slower than TensorFlow's own kernels (8.5 s
+    against 0.49 s, batch 8, width 0.25), mostly in its transposed
+    convolutions. Every model still passes a `jit_compile=True` step in the
+    tests, so it can be turned on where XLA pays (GPUs, TPUs).
+    """
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=SegmentationCrossEntropy(ignore_class=ignore_class, class_weights=class_weights),
+        metrics=segmentation_metrics(num_classes, ignore_class),
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def object_centred_dataset(dataset, crop_size, ignore_class=255, background_class=None, seed=0):
+    """Maps a dict dataset to `object_centred_crop`s, reproducibly by seed."""
+    return dataset.enumerate().map(
+        lambda i, example: object_centred_crop(
+            example,
+            crop_size,
+            tf.stack([tf.cast(seed, tf.int64), i]),
+            ignore_class=ignore_class,
+            background_class=background_class,
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def two_stage_fit(model, stage1_data, stage2_data, stage1_epochs, epochs, **fit_kwargs):
+    """DeconvNet's two-stage training (Noh et al. 2015, section 4.2).
+
+    Stage 1 trains on easy, object-centred crops (see
+    `object_centred_dataset`); stage 2 continues on full images. Both stages
+    share the optimizer and the callbacks; epochs are numbered on, so
+    TensorBoard, `history.csv` and a run folder's resume state
+    (`RunCheckpoints`) see one run: a resumed run goes on in the stage and
+    epoch it stopped in.
+
+    Args:
+        model: a compiled `keras.Model`.
+        stage1_data: batched `(images, masks)` of object-centred crops.
+        stage2_data: batched `(images, masks)` of full images.
+        stage1_epochs: int. Epochs of stage 1.
+        epochs: int. Total epochs, stage 1 included.
+        **fit_kwargs: passed to both `fit` calls (callbacks,
+            validation_data, verbose, ...).
+
+    Returns:
+        The two `History` objects.
+    """
+    if not 0 <= stage1_epochs <= epochs:
+        raise ValueError(f"stage1_epochs must be in [0, epochs={epochs}]; got {stage1_epochs}.")
+    fit_kwargs.setdefault("shuffle", False)  # the pipelines shuffle (Keras warns otherwise)
+    first = model.fit(stage1_data, epochs=stage1_epochs, **fit_kwargs)
+    # A restored state leaves the epoch it resumed from on the model, and
+    # fit() prefers it to initial_epoch: stage 2 must count from stage 1's end
+    # (or from the restored epoch, which RunCheckpoints sets again).
+    model._initial_epoch = None
+    second = model.fit(stage2_data, initial_epoch=stage1_epochs, epochs=epochs, **fit_kwargs)
+    return first, second
+
+
+def semantic_serving_fn(model):
+    """uint8 images of any size in; `class_map` and `probabilities` out."""
+    is_softmax = ends_in_softmax(model)
+
+    def serve(images):
+        scores = model(images, training=False)
+        probabilities = scores if is_softmax else tf.nn.softmax(scores, axis=-1)
+        return {
+            "class_map": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
+            "probabilities": probabilities,
+        }
+
+    return serve
+
+
+@register_task
+class SemanticTask(Task):
+    """A class for every pixel: trained by `segattn train`, scored by mean
+    IoU, served as `class_map` and `probabilities` at the image's size."""
+
+    name = "semantic"
+    train_command = "train"
+    evaluate_command = "evaluate"
+    monitor = "val_mean_iou"
+    per_pixel_outputs = {"class_map": (0, -1), "probabilities": (0, 0)}
+    # Whether a first stage on object-centred crops applies (DeconvNet's):
+    # it shifts the schedule and the patience.
+    has_stages = True
+
+    # -- training -------------------------------------------------------
+
+    def fit(self, model, train_data, val_data, info, callbacks, *, epochs, batch_size,
+            image_size, crop_size, augment, learning_rate, class_weights, stage1_epochs,
+            patches_per_image, seed, verbose):  # fmt: skip
+        """Compiles and fits `model` on a run's data (`train_segmenter`'s
+        arguments), DeconvNet's two-stage schedule included; `callbacks`
+        are the run folder's (they monitor `self.monitor`)."""
+        del patches_per_image  # patches are the patch task's
+        compile_segmenter(model, info.num_classes, info.ignore_class, class_weights, learning_rate)
+        pipeline = dict(
+            num_classes=info.num_classes, ignore_class=info.ignore_class, image_size=image_size
+        )
+        train_batches = segmentation_pipeline(
+            train_data, batch_size, crop_size=crop_size, augment=augment, shuffle=1024, seed=seed,
+            **pipeline,
+        )  # fmt: skip
+        fit_kwargs = dict(
+            validation_data=segmentation_pipeline(val_data, batch_size, **pipeline),
+            verbose=verbose,
+            callbacks=callbacks,
+        )
+        if not stage1_epochs:
+            model.fit(train_batches, epochs=epochs, shuffle=False, **fit_kwargs)
+            return
+        source = train_data
+        if image_size is not None:
+            source = train_data.map(lambda e: resize_example(e, image_size))
+        stage1 = object_centred_dataset(
+            source, crop_size or image_size, info.ignore_class, info.background_class, seed
+        ).shuffle(1024, seed=seed)
+        stage1_batches = segmentation_pipeline(
+            stage1, batch_size, num_classes=info.num_classes, ignore_class=info.ignore_class
+        )
+        two_stage_fit(model, stage1_batches, train_batches, stage1_epochs, epochs, **fit_kwargs)
+
+    def check_stages(self, stage1_epochs, crop_size, image_size):
+        """Refuses a first stage without a size to cut its crops at."""
+        if stage1_epochs and crop_size is None and image_size is None:
+            raise ValueError(
+                "stage1_epochs needs crop_size or image_size: stage 1's object-centred crops "
+                f"are cut at that size (got stage1_epochs={stage1_epochs}, neither size)."
+            )
+
+    # -- serving --------------------------------------------------------
+
+    def serving_functions(self, model):
+        return {"serving_default": semantic_serving_fn(model)}
+
+    def sample_inputs(self, model, data_spec, image_size, count=32):
+        data, info = load_segmentation_dataset(data_spec or "shapes", "val")
+        batches = segmentation_pipeline(
+            data.take(count), 1, info.num_classes, info.ignore_class, image_size=image_size
+        )
+        return [{"images": x.numpy()} for x, _ in batches]
+
+    def dataset_class_names(self, data_spec):
+        return list(load_segmentation_dataset(data_spec or "shapes", "val")[1].class_names)
+
+    # -- scoring --------------------------------------------------------
+
+    def draw(self, model):
+        return model
+
+    def evaluate(self, model, options):
+        data, info = load_segmentation_dataset(options.data, options.split)
+        scored = self.draw(model)
+        if scored.output.shape[-1] != info.num_classes:
+            raise ValueError(
+                f"the model predicts {scored.output.shape[-1]} classes but --data "
+                f"{options.data} has {info.num_classes}; score a model on the data it was "
+                "trained for."
+            )
+        report = evaluate_segmentation(
+            scored, data, info.num_classes, info.ignore_class, image_size=options.image_size,
+            batch_size=options.batch_size, postprocess=options.postprocess,
+        )  # fmt: skip
+        lines = [
+            format_report(report, info.class_names),
+            f"seconds per image:   {report['seconds_per_image']:.3f}",
+        ]
+        scores = {"postprocess": options.postprocess, **{k: report[k] for k in REPORT_KEYS}}
+        return scores, lines
+
+    def score_signature(self, signature, data, split, count, image_size=None, **_):
+        """Mean IoU and global accuracy at the labels' resolution, the
+        images resized to `image_size` for the network as `segattn
+        evaluate` does, but as uint8, which is what the signature takes."""
+        dataset, info = load_segmentation_dataset(data, split)
+        if count is not None:
+            dataset = dataset.take(count)
+        confusion = np.zeros((info.num_classes, info.num_classes), np.int64)
+        for example in dataset:
+            image, mask = example["images"], tf.cast(example["segmentation_masks"], tf.int32)
+            probabilities = signature(images=as_client_uint8(image, image_size)[None])[
+                "probabilities"
+            ]
+            probabilities = tf.image.resize(probabilities, tf.shape(image)[:2])
+            update = confusion_matrix_update(
+                mask[None], probabilities, info.num_classes, info.ignore_class
+            )
+            confusion += update.numpy()
+        scores = scores_from_confusion_matrix(confusion)
+        return {"mean_iou": scores["mean_iou"], "global_accuracy": scores["global_accuracy"]}
+
+
+@register_task
+class PatchTask(SemanticTask):
+    """The patch classifier: trained on labelled patches (validation patch
+    accuracy picks `best.keras`), and used everywhere else as what it is
+    for, a dense labeller (`dense_model`)."""
+
+    name = "patch"
+    monitor = "val_accuracy"
+    has_stages = False
+
+    def fit(self, model, train_data, val_data, info, callbacks, *, epochs, batch_size,
+            image_size, augment, learning_rate, patches_per_image, seed, verbose,
+            **unused):  # fmt: skip
+        """`patch_cnn`'s training: random labelled patches, cross-entropy on
+        the centre pixel's class, validation patch accuracy monitored."""
+        del unused  # crops, stages and class weights are the semantic task's
+        patch_size = model.input.shape[1]
+        options = dict(patch_size=patch_size, num_classes=info.num_classes,
+                       ignore_class=info.ignore_class, image_size=image_size,
+                       patches_per_image=patches_per_image)  # fmt: skip
+        train = patch_pipeline(
+            train_data, batch_size, augment=augment, shuffle=256, seed=seed, **options
+        )
+        val = patch_pipeline(val_data, batch_size, seed=seed + 1, **options)
+        model.compile(
+            keras.optimizers.Adam(learning_rate),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+        return model.fit(
+            train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose,
+            shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
+        )  # fmt: skip
+
+    def check_stages(self, stage1_epochs, crop_size, image_size):
+        """A patch classifier has one stage: `stage1_epochs` does not apply."""
+
+    def serving_model(self, model):
+        return dense_model(model), get_task("semantic")
+
+    def draw(self, model):
+        return dense_model(model)

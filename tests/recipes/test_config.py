@@ -1,0 +1,105 @@
+"""The recipes' configs: the one source of the command line and `run.json`."""
+
+import dataclasses
+import json
+
+import pytest
+
+from keras_segattn.cli import build_parser
+from keras_segattn.recipes.captioning import CaptionerConfig
+from keras_segattn.recipes.config import RecipeConfig, parse_key_values
+from keras_segattn.recipes.instance import InstanceConfig
+from keras_segattn.recipes.runs import RunFolder
+from keras_segattn.recipes.semantic import SegmenterConfig
+
+CONFIGS = {
+    "train": SegmenterConfig,
+    "caption-train": CaptionerConfig,
+    "instance-train": InstanceConfig,
+}
+
+
+def parse(command, *flags):
+    return build_parser().parse_args([command, *flags])
+
+
+@pytest.mark.parametrize("command", sorted(CONFIGS))
+def test_the_command_line_is_the_config(command):
+    config_class = CONFIGS[command]
+    args = parse(command)
+    # Every field has its flag, with the config's default.
+    assert config_class.from_arguments(args) == config_class()
+    help_text = build_parser()._subparsers._group_actions[0].choices[command].format_help()
+    for field in dataclasses.fields(config_class):
+        flag = field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+        assert flag in help_text, flag
+
+
+def test_every_recipe_command_takes_the_shared_fields():
+    args = parse("stn-table", "--strategy", "mirrored", "--mixed-precision", "bfloat16")
+    assert (args.strategy, args.mixed_precision, args.seed, args.verbose) == (
+        "mirrored", "bfloat16", 0, 2,
+    )  # fmt: skip
+    args = parse("instance-train", "--model", "sds", "--schedule", "step", "--model-arg", "a=1")
+    config = InstanceConfig.from_arguments(args)
+    assert (config.model, config.schedule, config.model_kwargs) == ("sds", "step", {"a": 1})
+    assert config.epochs is None and config.verbose == 2  # the trainer's epochs
+    with pytest.raises(SystemExit):
+        parse("instance-train", "--model", "fcn8s")  # only the models it can train
+
+
+def test_flags_become_typed_fields():
+    flags = ["--image-size", "32", "48", "--model-arg", "instances=2", "--model-arg", "name=x"]
+    args = parse("train", *flags, "--weights", "none", "--augment", "--epochs", "3")
+    config = SegmenterConfig.from_arguments(args)
+    assert config.image_size == (32, 48) and config.epochs == 3 and config.augment
+    assert config.model_kwargs == {"instances": 2, "name": "x"} and config.weights is None
+    with pytest.raises(SystemExit):
+        parse("train", "--schedule", "linear")  # choices come from the config
+
+
+def test_a_recipe_takes_its_config_by_position_keyword_or_object():
+    made = SegmenterConfig.make("deconvnet", "camvid:x", epochs=2)
+    assert (made.model, made.data, made.epochs) == ("deconvnet", "camvid:x", 2)
+    assert SegmenterConfig.make(made, epochs=5).epochs == 5 and made.epochs == 2
+    with pytest.raises(TypeError, match="unexpected arguments \\['epoch'\\]"):
+        SegmenterConfig.make(epoch=2)
+    with pytest.raises(TypeError, match="given both by position and by keyword"):
+        SegmenterConfig.make("fcn8s", model="fcn16s")
+    with pytest.raises(TypeError, match="takes 3 positional fields"):
+        SegmenterConfig.make("a", "b", "c", "d")
+
+
+def test_key_values_are_literals_or_text():
+    assert parse_key_values(["a=1", "b=[1, 2]", "c=text"]) == {"a": 1, "b": [1, 2], "c": "text"}
+    with pytest.raises(ValueError, match="--model-arg expects KEY=VALUE"):
+        parse_key_values(["nokey"])
+
+
+def test_a_run_folder_of_an_earlier_version_resumes(tmp_path):
+    """A `run.json` written by the command line before the configs (the
+    command's name, `--model-arg` as a list) and before a field existed
+    resumes under the same arguments; another value is still refused."""
+    config = SegmenterConfig(model="recurrent_cnn", model_kwargs={"instances": 2}, epochs=3)
+    old = {k: v for k, v in config.record().items() if k not in ("model_kwargs", "schedule")}
+    old.update(command="train", model_arg=["instances=2"], func=None, overwrite=False)
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    run = RunFolder(tmp_path)
+    assert run.start(config.record(), config_class=SegmenterConfig) is None  # resumes
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    other = config.replace(schedule="cosine")  # not the default an old run meant
+    with pytest.raises(ValueError, match="schedule: not recorded -> 'cosine'"):
+        RunFolder(tmp_path).start(other.record(), config_class=SegmenterConfig)
+
+
+def test_the_folder_name_is_not_a_run_argument(tmp_path):
+    config = SegmenterConfig(output=str(tmp_path))
+    RunFolder(tmp_path).start(config.record(), config_class=SegmenterConfig)
+    moved = config.replace(output=f"./{tmp_path}/")
+    assert RunFolder(tmp_path).start(moved.record(), config_class=SegmenterConfig) is None
+
+
+def test_every_recipe_config_shares_the_training_fields():
+    shared = {f.name for f in dataclasses.fields(RecipeConfig)}
+    for config_class in CONFIGS.values():
+        assert shared <= {f.name for f in dataclasses.fields(config_class)}
