@@ -7,8 +7,10 @@ writing the same run folder through `runs`. The command line is a thin layer
 over these functions.
 """
 
-from keras_segattn.recipes.captioning import train_captioner
+from keras_segattn.recipes.captioning import CaptionerConfig, train_captioner
+from keras_segattn.recipes.config import RecipeConfig
 from keras_segattn.recipes.instance import (
+    InstanceConfig,
     train_hypercolumns,
     train_instance_model,
     train_instances,
@@ -16,6 +18,7 @@ from keras_segattn.recipes.instance import (
 )
 from keras_segattn.recipes.runs import RunFolder
 from keras_segattn.recipes.semantic import (
+    SegmenterConfig,
     compile_segmenter,
     object_centred_dataset,
     train_segmenter,
@@ -24,7 +27,11 @@ from keras_segattn.recipes.semantic import (
 from keras_segattn.recipes.stn import run_table, train_cell
 
 __all__ = [
+    "CaptionerConfig",
+    "InstanceConfig",
+    "RecipeConfig",
     "RunFolder",
+    "SegmenterConfig",
     "compile_segmenter",
     "object_centred_dataset",
     "run_table",
