@@ -1041,10 +1041,13 @@ def train_instances(*config, callbacks=None, overwrite=False, **arguments):
         check_schedule(config.schedule)
     if config.model not in TRAINERS:
         task = task_of(config.model)  # names an unknown model
-        raise ValueError(
-            f"train_instances trains {', '.join(sorted(TRAINERS))}; {config.model!r} is a "
-            f"{task.name} model."
+        why = (
+            "has no trainer (register one with @trains in keras_segattn.recipes.instance)"
+            if task.train_command == "instance-train"
+            else f"is a {task.name} model"
         )
+        trained = ", ".join(sorted(TRAINERS))
+        raise ValueError(f"train_instances trains {trained}; {config.model!r} {why}.")
     with training_context(config.strategy, config.mixed_precision) as distribution:
         run = RunFolder(config.output, chief=is_chief(distribution))
         finished = run.start(config.record(), overwrite=overwrite, config_class=InstanceConfig)

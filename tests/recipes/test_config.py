@@ -48,6 +48,14 @@ def test_every_recipe_command_takes_the_shared_fields():
         parse("instance-train", "--model", "fcn8s")  # only the models it can train
 
 
+def test_train_instances_names_what_it_cannot_train(tmp_path):
+    from keras_segattn.recipes.instance import train_instances
+
+    with pytest.raises(ValueError, match="'fcn8s' is a semantic model"):
+        train_instances("fcn8s", output=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
 def test_flags_become_typed_fields():
     flags = ["--image-size", "32", "48", "--model-arg", "instances=2", "--model-arg", "name=x"]
     args = parse("train", *flags, "--weights", "none", "--augment", "--epochs", "3")
