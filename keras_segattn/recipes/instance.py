@@ -52,7 +52,7 @@ from keras_segattn.models.instance.hypercolumns import (
     resegment_detections,
 )
 from keras_segattn.models.instance.regions import mask_iou, masks_to_boxes, propose_regions
-from keras_segattn.models.instance.sds import crop_regions, sds, sds_detect
+from keras_segattn.models.instance.sds import crop_regions, sds, sds_detect, sds_parts
 from keras_segattn.models.registry import GENERATED_PRESET, create_model, get_model_spec
 from keras_segattn.recipes.config import RecipeConfig, option
 from keras_segattn.recipes.distribute import is_chief, training_context
@@ -619,10 +619,7 @@ def _sds_detector(detector, num_classes):
         if not detector.endswith(".keras"):
             raise ValueError(f"detector must be an sds model or a .keras path; got {detector!r}.")
         detector = load_model(detector, "detector")
-    names = {layer.name for layer in getattr(detector, "layers", [])}
-    if not {"classifier", "mask_on_grid"} <= names:
-        raise ValueError(f"detector must be an sds model (see sds.sds); got {detector!r}.")
-    classes = detector.get_layer("classifier").units
+    classes = sds_parts(detector, "detector").num_classes
     if classes != num_classes:
         raise ValueError(
             f"detector scores {classes} classes but the dataset has {num_classes}; train both "

@@ -17,11 +17,11 @@ from keras_segattn.data.instances import load_instance_dataset, resize_instances
 from keras_segattn.data.pipeline import generation_options, is_generated
 from keras_segattn.evaluation.instance import (
     coco_scores,
-    evaluate_instance_model,
     oracle_predictions,
+    predict_instances,
 )
 from keras_segattn.models.instance.hypercolumns import resegment_detections
-from keras_segattn.models.instance.sds import crop_regions, sds_detect
+from keras_segattn.models.instance.sds import crop_regions, sds_detect, sds_parts
 from keras_segattn.models.registry import get_model_spec
 from keras_segattn.tasks.base import Task, get_task, register_task
 
@@ -146,28 +146,37 @@ class InstanceTask(Task):
         lines.append(f"seconds per image (detect): {metrics['predict_seconds_per_image']:.3f}")
         return metrics, lines
 
-    def score_instances(self, model, dataset, num_classes, batch_size, detector=None):
-        """COCO scores (`mask_AP`, `mAPr@0.5`, `mAPr@0.7`, `box_AP`,
-        `box_AP50`, `predict_seconds_per_image`) of the model's own
-        detections on `dataset`."""
+    def detect(self, model, dataset, batch_size=16, detector=None):
+        """Every instance model's detections in one structure: a list of
+        per-image dicts `{"image_id", "boxes" (K, 4) "xyxy" pixels, "scores"
+        (K,), "labels" (K,), "masks" (K, H, W)}` (what
+        `evaluation.instance.evaluate_instances` scores), one per image of
+        the unbatched instance `dataset`.
+
+        Here `model.detect` in the graph (`rpn`, `mnc`); the host-side tasks
+        run their detection loop around the network. `detector`: the model
+        that gives a box-segmentation network its boxes.
+        """
         _no_detector(detector, self)
-        return evaluate_instance_model(model, dataset, num_classes, batch_size)
+        return predict_instances(model, dataset, batch_size)
+
+    def score_instances(self, model, dataset, num_classes, batch_size=16, detector=None):
+        """COCO scores of `detect` on `dataset` (`mask_AP`, `mAPr@0.5`,
+        `mAPr@0.7`, `box_AP`, `box_AP50`), with `seconds` (detection and
+        scoring) and `predict_seconds_per_image` (detection, reading the
+        images included)."""
+        start = time.perf_counter()
+        predictions = self.detect(model, dataset, batch_size, detector)
+        detect_seconds = time.perf_counter() - start
+        scores = coco_scores(predictions, dataset, num_classes)
+        scores["seconds"] = time.perf_counter() - start
+        scores["predict_seconds_per_image"] = detect_seconds / max(1, len(predictions))
+        return scores
 
 
 def _no_detector(detector, task):
     if detector is not None:
         raise ValueError(f"--detector applies to hypercolumns models only, not to {task.name}.")
-
-
-def _timed_scores(predict, dataset, num_classes):
-    """COCO scores of `predict(examples)` with its seconds per image."""
-    start = time.perf_counter()  # reading the images included, as for rpn and mnc
-    examples = list(dataset.as_numpy_iterator())
-    predictions = predict(examples)
-    seconds = time.perf_counter() - start
-    scores = coco_scores(predictions, dataset, num_classes)
-    scores["predict_seconds_per_image"] = seconds / max(1, len(examples))
-    return scores
 
 
 class HostSideTask(InstanceTask):
@@ -200,7 +209,7 @@ class RegionScoringTask(HostSideTask):
     serving_fn = staticmethod(region_scoring_serving_fn)
 
     def crop_size(self, model):
-        return int(model.get_layer("box_crops").output.shape[1])
+        return sds_parts(model).crop_size
 
     def input_signature(self, model, image_size=None):
         size = self.crop_size(model)
@@ -222,15 +231,11 @@ class RegionScoringTask(HostSideTask):
             inputs.append({"box_crops": crops, "region_masks": masks})
         return inputs
 
-    def score_instances(self, model, dataset, num_classes, batch_size, detector=None):
-        """COCO scores of `sds_detect` on every image (regions, scores,
-        refinement)."""
+    def detect(self, model, dataset, batch_size=16, detector=None):
+        """`sds_detect` on every image (regions, scores, refinement)."""
         _no_detector(detector, self)
-
-        def predict(examples):
-            return [sds_detect(model, e["images"], int(e["image_id"])) for e in examples]
-
-        return _timed_scores(predict, dataset, num_classes)
+        examples = dataset.as_numpy_iterator()
+        return [sds_detect(model, e["images"], int(e["image_id"])) for e in examples]
 
 
 @register_task
@@ -258,16 +263,13 @@ class BoxSegmentationTask(HostSideTask):
             inputs.append(batch)
         return inputs
 
-    def score_instances(self, model, dataset, num_classes, batch_size, detector=None):
+    def detect(self, model, dataset, batch_size=16, detector=None):
         """With a `detector` (an `sds` model), the full Hypercolumn detector
         (the detector's boxes, the model's masks); without one, the masks of
         jittered ground-truth boxes (`oracle_predictions`), the protocol of
         its table row."""
-
-        def predict(examples):
-            if detector is None:
-                return oracle_predictions(model, dataset)[0]
-            found = [sds_detect(detector, e["images"], int(e["image_id"])) for e in examples]
-            return [resegment_detections(model, e["images"], d) for e, d in zip(examples, found)]
-
-        return _timed_scores(predict, dataset, num_classes)
+        if detector is None:
+            return oracle_predictions(model, dataset)[0]
+        found = RegionScoringTask().detect(detector, dataset)
+        examples = dataset.as_numpy_iterator()
+        return [resegment_detections(model, e["images"], d) for e, d in zip(examples, found)]

@@ -26,7 +26,7 @@ from keras_segattn.models.instance.mnc import (
 )
 from keras_segattn.models.instance.presets import COCO_LIGHT_MNC, SHAPES_MNC
 from keras_segattn.models.instance.rpn import RegionProposalNetwork, rpn
-from keras_segattn.models.instance.sds import sds, sds_detect
+from keras_segattn.models.instance.sds import SDSParts, sds, sds_detect, sds_parts
 
 __all__ = [
     "COCO_LIGHT_MNC",
@@ -37,6 +37,7 @@ __all__ = [
     "ProposalLayer",
     "RefineBoxes",
     "RegionProposalNetwork",
+    "SDSParts",
     "SHAPES_MNC",
     "crop_and_resize_masks",
     "hypercolumns",
@@ -46,5 +47,6 @@ __all__ = [
     "rpn",
     "sds",
     "sds_detect",
+    "sds_parts",
     "segment_boxes",
 ]

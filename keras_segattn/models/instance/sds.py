@@ -53,6 +53,8 @@ as positives as in R-CNN), and `train_sds` is a short CPU run on the
 shapes.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -346,12 +348,30 @@ def crop_regions(image, masks, boxes, crop_size, chunk=64):
     return crops, np.concatenate(crop_masks)
 
 
-def _model_crop_size(model):
-    return int(model.get_layer("box_crops").output.shape[1])
+@dataclasses.dataclass(frozen=True)
+class SDSParts:
+    """What the host-side code around an SDS network needs of it."""
+
+    crop_size: int  # the side of its box and region crops
+    grid_size: int  # the side of its figure-ground grid
+    num_classes: int  # background included
 
 
-def _model_grid_size(model):
-    return int(model.get_layer("mask_on_grid").grid_size)
+def sds_parts(model, argument="model"):
+    """The `SDSParts` of an `sds` network (this builder names the layers they
+    are read from: nothing outside this module looks them up).
+
+    Raises:
+        ValueError: naming `argument`, if `model` is not an `sds` network.
+    """
+    names = {layer.name for layer in getattr(model, "layers", [])}
+    if not {"box_crops", "mask_on_grid", "classifier"} <= names:
+        raise ValueError(f"{argument} must be an sds model (see sds.sds); got {model!r}.")
+    return SDSParts(
+        crop_size=int(model.get_layer("box_crops").output.shape[1]),
+        grid_size=int(model.get_layer("mask_on_grid").grid_size),
+        num_classes=int(model.get_layer("classifier").units),
+    )
 
 
 def sds_detect(
@@ -432,7 +452,7 @@ def sds_detect(
     }
     if len(masks) == 0:
         return empty
-    crops, crop_masks = crop_regions(image, masks, boxes, _model_crop_size(model))
+    crops, crop_masks = crop_regions(image, masks, boxes, sds_parts(model).crop_size)
     probabilities, figure_ground = model.predict(
         [crops.astype(np.float32), crop_masks], batch_size=batch_size, verbose=0
     )
