@@ -64,12 +64,23 @@ def evaluate(args):
     return scores
 
 
+# The largest image `predict` and `caption` decode (8192 x 8192): a small
+# file claiming more is refused from its header.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
 def read_image(path):
-    """An RGB uint8 array, or a clear error naming a missing or corrupt file."""
+    """An RGB uint8 array, or a clear error naming a missing, corrupt or
+    too large file (its size read from the header, before decoding)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise SystemExit(
+                    f"error: image {path!r} is {image.height}x{image.width} pixels, more than "
+                    f"the {MAX_IMAGE_PIXELS:,} this command decodes."
+                )
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale, not clip
                 scale = 65535.0 if image.mode.startswith("I;16") else max(np.max(image), 1)
                 grey = np.asarray(image, np.float64) * (255.0 / scale)
@@ -77,6 +88,11 @@ def read_image(path):
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError:
         raise SystemExit(f"error: image {path!r} does not exist.") from None
+    except Image.DecompressionBombError as error:  # PIL's own check, past 2 x 89M pixels
+        raise SystemExit(
+            f"error: image {path!r} has more than the {MAX_IMAGE_PIXELS:,} pixels this command "
+            f"decodes ({error})."
+        ) from None
     except (UnidentifiedImageError, OSError) as error:
         raise SystemExit(f"error: image {path!r} is not a readable image: {error}") from None
 
@@ -84,12 +100,24 @@ def read_image(path):
 def output_names(paths, suffix):
     """One output file name per input path, never the same twice: inputs of
     the same name from different folders get `_2`, `_3`, ... after it."""
-    names, seen = [], {}
+    names, taken = [], set()
     for path in paths:
         stem = os.path.splitext(os.path.basename(path))[0]
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem + (f"_{seen[stem]}" if seen[stem] > 1 else "") + suffix)
+        name, count = stem + suffix, 1
+        while name in taken:  # `frame` twice and a `frame_2`: frame_3 for the third
+            count += 1
+            name = f"{stem}_{count}{suffix}"
+        taken.add(name)
+        names.append(name)
     return names
+
+
+def _output_dir(path):
+    """Creates the `--output-dir` folder; a file there is named, not a traceback."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--output-dir {path!r} is a file; expected a folder.")
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 def predict(args):
@@ -98,6 +126,7 @@ def predict(args):
 
     model, task = _load(args.model_path)
     model = task.draw(model)  # per-pixel scores (a patch classifier's dense labeller)
+    _output_dir(args.output_dir)
     image_size = _image_size(args, args.model_path)
     palette = label_palette(model.output.shape[-1])
     written = []
@@ -116,6 +145,7 @@ def export(args):
     return export_checkpoint(
         args.model_path, args.output, name=args.name, version=args.version, tflite=args.tflite,
         data=args.data, tflite_size=args.tflite_size, keras_file=args.keras,
+        max_pixels=args.max_pixels, max_batch_pixels=args.max_batch_pixels,
     )  # fmt: skip
 
 
@@ -182,7 +212,7 @@ def caption(args):
     from keras_segattn.viz import attention_figure
 
     model = _captioner(args.model_path)
-    os.makedirs(args.output_dir, exist_ok=True)
+    _output_dir(args.output_dir)
     method = "greedy" if args.beam_width == 1 else "beam"
     written = []
     for path, name in zip(args.images, output_names(args.images, "_attention.png")):
@@ -327,6 +357,16 @@ def build_parser():
         help="also write the Keras model (no optimizer state) and its run's arguments "
         "(<name>_v<version>.keras, .run.json): what predict, caption and evaluate load",
     )
+    p.add_argument(
+        "--max-pixels", type=int, default=None,
+        help="the most pixels (height x width) of one image served (default 2048x2048); "
+        "larger ones are refused by index before they are decoded",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-batch-pixels", type=int, default=None,
+        help="the most pixels of one request, its images padded to the largest "
+        "(default 2 x 2048x2048)",
+    )  # fmt: skip
     p.set_defaults(func=export)
 
     p = commands.add_parser(

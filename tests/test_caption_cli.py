@@ -66,3 +66,24 @@ def test_caption_evaluate_on_coco_images_of_mixed_sizes(captioner, shared_data, 
           "--output", str(out)])  # fmt: skip
     metrics = json.loads(out.read_text())
     assert metrics["num_images"] == 79 and "localization" not in metrics
+
+
+def test_a_split_without_references_is_refused_before_training(tmp_path):
+    from tests.data.test_captions import _jpeg, _write_coco
+
+    root = tmp_path / "coco"
+    for split in ("train", "val"):
+        _write_coco(root, ["a.jpg", "b.jpg"], split)
+        for name in ("a.jpg", "b.jpg"):
+            _jpeg(root / f"{split}2017" / name, size=(32, 32))
+    path = root / "annotations" / "captions_val2017.json"
+    data = json.loads(path.read_text())
+    for annotation in data["annotations"]:
+        if annotation["image_id"] == 2:
+            annotation["caption"] = "  "
+    path.write_text(json.dumps(data))
+    output = tmp_path / "run"
+    with pytest.raises(SystemExit, match=r"'val' split has an image without .*\(image 2\)"):
+        main(["caption-train", "--data", f"coco:{root}", "--eval-split", "val", "--epochs", "1",
+              "--output", str(output), "--image-size", "32"])  # fmt: skip
+    assert not (output / "history.csv").exists()  # refused before the first epoch

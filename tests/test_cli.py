@@ -1,5 +1,7 @@
+import io
 import json
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -92,6 +94,40 @@ def test_predict_never_overwrites_and_scales_16_bit_images(trained, tmp_path):
     assert read_image(str(deep))[0, :, 0].tolist() == [0, 128, 255]  # scaled, not clipped
 
 
+def test_output_names_never_repeat():
+    from keras_segattn.cli import output_names
+
+    paths = ["a/frame.png", "b/frame.png", "c/frame_2.png", "d/frame.jpg"]
+    names = output_names(paths, "_overlay.png")
+    assert names == ["frame_overlay.png", "frame_2_overlay.png", "frame_2_2_overlay.png",
+                     "frame_3_overlay.png"]  # fmt: skip
+    assert len(set(names)) == len(paths)
+
+
+def test_an_image_claiming_a_huge_size_is_refused_from_its_header(tmp_path):
+    from keras_segattn.cli import read_image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, format="PNG")
+    for side, message in ((9000, "is 9000x9000 pixels, more than the 67,108,864"),
+                          (60000, "has more than the 67,108,864 pixels")):  # fmt: skip
+        data = bytearray(buffer.getvalue())
+        data[16:24] = side.to_bytes(4, "big") * 2  # IHDR: width, height
+        data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # a valid chunk
+        (tmp_path / "bomb.png").write_bytes(bytes(data))
+        with pytest.raises(SystemExit, match=rf"bomb.png' {message}"):
+            read_image(str(tmp_path / "bomb.png"))
+
+
+def test_an_output_dir_that_is_a_file_is_named(trained, tmp_path):
+    (tmp_path / "taken").write_text("x")
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(image)
+    with pytest.raises(SystemExit, match="--output-dir .*taken' is a file; expected a folder"):
+        main(["predict", "--model-path", str(trained / "best.keras"), "--images", str(image),
+              "--output-dir", str(tmp_path / "taken")])  # fmt: skip
+
+
 def test_evaluate_refuses_data_of_another_class_count(trained, shared_data):
     camvid = os.path.join(shared_data, "camvid")
     with pytest.raises(SystemExit, match="predicts 4 classes but --data camvid.* has 11"):
@@ -125,14 +161,17 @@ def test_export_writes_serving_layout_and_tflite(trained, tmp_path, capsys):
 
 
 def test_an_exported_folder_is_all_a_user_needs(trained, tmp_path):
-    from keras_segattn.export import read_labels, tflite_labels
+    from keras_segattn.export import read_labels, tflite_labels, tflite_serving_limits
 
     main(["export", "--model-path", str(trained / "best.keras"), "--output", str(tmp_path),
-          "--name", "demo", "--keras"])  # fmt: skip
+          "--name", "demo", "--keras", "--max-pixels", "250000"])  # fmt: skip
     folder = tmp_path / "demo"
     names = ["background", "circle", "square", "triangle"]
     assert read_labels(folder / "1") == names  # assets.extra/labels.txt
     assert tflite_labels(str(folder / "demo_v1.tflite")) == names
+    assert tflite_serving_limits(str(folder / "demo_v1.tflite")) == {
+        "max_pixels": 250000, "max_batch_pixels": 2 * 2048 * 2048,
+    }  # fmt: skip
     assert (folder / "demo_v1.labels.txt").read_text().split() == names
     assert sorted(p for p in os.listdir(folder) if not p.startswith(".")) == [
         "1",

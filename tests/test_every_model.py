@@ -364,10 +364,13 @@ def same_weights(a, b):
 
 
 def files_written(folder):
-    """`{path: (size, mtime)}` of every file under `folder`."""
+    """`{path: (size, mtime)}` of every file under `folder` but its `.lock`
+    (which every start takes, to check the folder)."""
     found = {}
     for root, _, names in os.walk(folder):
         for name in names:
+            if name == ".lock":
+                continue
             path = os.path.join(root, name)
             info = os.stat(path)
             found[path] = (info.st_size, info.st_mtime_ns)

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.core.saving import write_text
+
 PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
 SPECIAL_TOKENS = (PAD, UNK, START, END)
 
@@ -369,9 +371,9 @@ class CaptionVocabulary:
         return cls(config["words"])
 
     def save(self, path):
-        """Writes the config as JSON to `path` (e.g. `vocab.json`)."""
-        with open(os.fspath(path), "w", encoding="utf-8") as f:
-            json.dump(self.get_config(), f, ensure_ascii=False, indent=0)
+        """Writes the config as JSON to `path` (e.g. `vocab.json`), atomically: a
+        kill leaves the old file or the new one."""
+        write_text(os.fspath(path), json.dumps(self.get_config(), ensure_ascii=False, indent=0))
 
     @classmethod
     def load(cls, path):

@@ -177,7 +177,12 @@ def coco_captions(root, split="train"):
         images = {int(im["id"]): im["file_name"] for im in data["images"]}
         by_image = collections.defaultdict(list)
         for ann in data["annotations"]:
-            by_image[int(ann["image_id"])].append(str(ann["caption"]).strip())
+            caption = ann["caption"]
+            if caption is None:  # no caption, not the reference "None"
+                continue
+            if not isinstance(caption, str):
+                raise TypeError(f"annotation {ann.get('id')!r} has caption {caption!r}")
+            by_image[int(ann["image_id"])].append(caption.strip())
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(
             f"COCO caption file '{json_path}' is not a valid COCO captions JSON "

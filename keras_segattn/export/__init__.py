@@ -3,6 +3,7 @@
 from keras_segattn.export.flow import EXPORT_TOLERANCE, export_checkpoint
 from keras_segattn.export.saved_model import (
     BYTES_SIGNATURE_KEY,
+    ServingLimits,
     export_saved_model,
     read_labels,
     serving_module,
@@ -14,6 +15,7 @@ from keras_segattn.export.tflite import (
     run_tflite,
     tflite_labels,
     tflite_runner,
+    tflite_serving_limits,
 )
 from keras_segattn.export.verify import verify_export
 
@@ -22,6 +24,7 @@ __all__ = [
     "EXPORT_TOLERANCE",
     "export_checkpoint",
     "QUANTIZATIONS",
+    "ServingLimits",
     "convert_to_tflite",
     "export_saved_model",
     "read_labels",
@@ -30,5 +33,6 @@ __all__ = [
     "serving_task",
     "tflite_labels",
     "tflite_runner",
+    "tflite_serving_limits",
     "verify_export",
 ]

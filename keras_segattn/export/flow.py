@@ -15,9 +15,12 @@ import numpy as np
 from keras_segattn.checkpoints import load_model, read_run_config, run_config_path
 from keras_segattn.core.images import resize_image_uint8
 from keras_segattn.core.precision import float32_model
-from keras_segattn.core.saving import crash_point, write_text
+from keras_segattn.core.saving import FolderLock, crash_point, write_text
 from keras_segattn.core.validation import check_size, optional_size
 from keras_segattn.export.saved_model import (
+    DEFAULT_MAX_BATCH_PIXELS,
+    DEFAULT_MAX_PIXELS,
+    ServingLimits,
     publish,
     stage_saved_model,
     version_path,
@@ -58,7 +61,7 @@ def fixed_size_inputs(inputs, size):
 
 def export_checkpoint(
     model_path, output="saved_models", name=None, version=1, tflite=("float32",), data=None,
-    tflite_size=None, keras_file=False, log=print,
+    tflite_size=None, keras_file=False, log=print, max_pixels=None, max_batch_pixels=None,
 ):  # fmt: skip
     """Exports a checkpoint to a SavedModel and TFLite files, verified.
 
@@ -84,6 +87,14 @@ def export_checkpoint(
             so that the model folder is all a user needs. Defaults to
             `False`.
         log: callable taking one str. Defaults to `print`.
+        max_pixels: int or `None`. The most pixels (height x width) of one
+            image the signatures serve (`ServingLimits`; default 2048 x
+            2048). Larger images are refused by their index before they
+            are decoded.
+        max_batch_pixels: int or `None`. The most pixels of one request,
+            its images padded to the largest (default twice
+            `max_pixels`' default). Both are recorded in the TFLite files'
+            metadata (`tflite_serving_limits`) for an app to apply.
 
     The SavedModel is written to a hidden staging folder and the TFLite
     files to staging names, all verified against Keras, and only then
@@ -117,10 +128,28 @@ def export_checkpoint(
     # and Hypercolumns' networks alone.
     model, task = task_of(loaded).serving_model(float32_model(loaded))
     name = name or run.get("model") or model.name
-    path = version_path(output, name, version)
     if tflite_size is not None:  # refused now, before anything is written
         tflite_size = check_size(tflite_size, "tflite_size")
         task.input_signature(model, tflite_size)
+    limits = ServingLimits(
+        DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+        DEFAULT_MAX_BATCH_PIXELS if max_batch_pixels is None else max_batch_pixels,
+    )
+    # One export at a time into a model's folder (the version picked, staged
+    # and published under the lock).
+    with FolderLock(os.path.join(output, name), "export folder"):
+        return _export_version(
+            loaded, run, model, task, output, name, version, tflite, data, tflite_size,
+            keras_file, log, limits,
+        )  # fmt: skip
+
+
+def _export_version(
+    loaded, run, model, task, output, name, version, tflite, data, tflite_size, keras_file, log,
+    limits,
+):  # fmt: skip
+    """`export_checkpoint` once it holds the model's folder."""
+    path = version_path(output, name, version)
     data_spec = data or run.get("data")
     examples = task.sample_inputs(
         model, data_spec, optional_size(run.get("image_size"), "image_size of run.json")
@@ -129,7 +158,7 @@ def export_checkpoint(
     reference = {k: v.numpy() for k, v in serve(**examples[0]).items()}
     # Everything is written to staging names, verified, and only then published.
     labels = task.labels(model, data_spec, run)
-    staging = stage_saved_model(model, path, task, labels)
+    staging = stage_saved_model(model, path, task, labels, limits)
     staged_tflite = f"{staging}-tflite"  # removed with it if a later export finds it stale
     try:
         os.makedirs(staged_tflite, exist_ok=True)  # every file published beside the SavedModel
@@ -155,6 +184,7 @@ def export_checkpoint(
                 convert_to_tflite(
                     model, staged, quantization, representative_images=inputs,
                     signature_key=signature, task=task, input_size=size, labels=labels,
+                    limits=limits,
                 )  # fmt: skip
                 check = verify_export(expected, inputs[0], tflite_model=staged)["tflite"]
                 report[f"tflite_{key}"] = check
@@ -189,6 +219,7 @@ def export_checkpoint(
         for leftover in (staging, staged_tflite):
             shutil.rmtree(leftover, ignore_errors=True)
     log(f"SavedModel (TF Serving layout): {path}")
+    log(f"serves {limits.max_pixels:,} pixels an image, {limits.max_batch_pixels:,} a request")
     report["labels_file"] = extras.get("labels", (None, None))[1]
     report["keras_file"] = extras.get("keras", (None, None))[1]
     report["tflite_files"] = {q: final for q, (_, final) in files.items()}

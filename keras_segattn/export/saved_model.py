@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import shutil
 
@@ -19,15 +20,45 @@ _PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 _JPEG_START, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
 
 
-def decode_image_bytes(encoded, index, channels, size=None):
-    """Decodes one JPEG or PNG string to a uint8 `(height, width, channels)`
-    image, resized (bilinear, rounded) to `size` if given.
+# What an exported signature serves at most, set at export: the pixels of
+# one image, and of a whole batch as the model sees it (a batch of images of
+# several sizes is padded to the largest height and width).
+DEFAULT_MAX_PIXELS = 2048 * 2048
+DEFAULT_MAX_BATCH_PIXELS = 2 * DEFAULT_MAX_PIXELS
 
-    A string that is not a whole JPEG or PNG file (another format, text,
-    a truncated upload: no start or no end marker; bytes after the end
-    marker, which some cameras append, are allowed) fails an `Assert` that
-    names `image_bytes[index]`, instead of the decoder's message without it.
+
+@dataclasses.dataclass(frozen=True)
+class ServingLimits:
+    """The largest request an exported model serves.
+
+    `max_pixels`: height x width of one image. `max_batch_pixels`: batch x
+    height x width of a request, its images padded to the largest height
+    and width (what the network and the per-pixel outputs hold). Both are
+    checked before anything is decoded or computed (`serving_bytes` reads
+    each image's size from its PNG or JPEG header), so a small file that
+    would decode to a huge image is refused by its index, not run out of
+    memory on.
     """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS
+
+    def __post_init__(self):
+        check_int(self.max_pixels, "max_pixels")
+        check_int(self.max_batch_pixels, "max_batch_pixels")
+        if self.max_batch_pixels < self.max_pixels:
+            raise ValueError(
+                f"max_batch_pixels ({self.max_batch_pixels}) must be at least max_pixels "
+                f"({self.max_pixels}): a batch of one image is allowed."
+            )
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _is_whole(encoded, index):
+    """An `Assert` that `encoded` is a whole PNG or JPEG file (start and end
+    markers), naming `image_bytes[index]`; and whether it is a PNG."""
     length = tf.strings.length(encoded)
     padded = tf.strings.join([encoded, b"\0" * 8])  # substr never runs out
 
@@ -47,13 +78,60 @@ def decode_image_bytes(encoded, index, channels, size=None):
             )
         ],
     )
+    return check, is_png, padded
+
+
+def encoded_image_size(encoded, index, max_pixels=None):
+    """The `(height, width)` int32 of one PNG or JPEG string, read from its
+    header (the PNG IHDR chunk, the JPEG frame header): nothing is decoded.
+
+    `Assert`s, naming `image_bytes[index]`, that the string is a whole PNG
+    or JPEG file (start and end markers: not another format, text or a
+    truncated upload; bytes after the end marker, which some cameras
+    append, are allowed) and, with `max_pixels`, that the image has at most
+    that many pixels.
+    """
+    check, is_png, padded = _is_whole(encoded, index)
     with tf.control_dependencies([check]):
+
+        def png_size():  # IHDR: width, then height, 4 big-endian bytes each
+            raw = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, 16, 8), tf.uint8), tf.int64)
+            value = raw[0::4] * 2**24 + raw[1::4] * 2**16 + raw[2::4] * 2**8 + raw[3::4]
+            return tf.stack([value[1], value[0]])
+
+        def jpeg_size():
+            return tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64)
+
+        size = tf.cond(is_png, png_size, jpeg_size)
+    if max_pixels is not None:
+        limit = tf.debugging.Assert(
+            size[0] * size[1] <= max_pixels,
+            [
+                tf.strings.format(
+                    "image_bytes[{}] is {}x{} pixels, more than the {} this model serves "
+                    "(max_pixels, set at export)",
+                    (index, size[0], size[1], max_pixels),
+                )
+            ],
+        )
+        with tf.control_dependencies([limit]):
+            size = tf.identity(size)
+    return tf.cast(size, tf.int32)
+
+
+def decode_image_bytes(encoded, index, channels, size=None, max_pixels=None):
+    """Decodes one JPEG or PNG string to a uint8 `(height, width, channels)`
+    image, resized (bilinear, rounded) to `size` if given, after the checks
+    of `encoded_image_size` (which name `image_bytes[index]` instead of the
+    decoder's message without it)."""
+    header = encoded_image_size(encoded, index, max_pixels)
+    with tf.control_dependencies([header]):
         image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
     image.set_shape([None, None, channels])
     return image if size is None else resize_image_uint8(image, size)
 
 
-def bytes_serving_fn(serve, task, channels, size=None):
+def bytes_serving_fn(serve, task, channels, size=None, limits=None):
     """`serve` (uint8 images in) behind decoding: a batch of encoded JPEG or
     PNG strings in, the same outputs as `serve` out.
 
@@ -64,8 +142,14 @@ def bytes_serving_fn(serve, task, channels, size=None):
     height and width of the batch (`class_map` with -1, the rest with 0),
     and an extra output, `image_sizes` int32 `(batch, 2)`, gives each
     image's `(height, width)` to crop them back.
+
+    `limits` (a `ServingLimits`, default `ServingLimits()`) are checked on
+    the images' headers before any is decoded: each image's pixels, and the
+    padded batch's (batch x largest height x largest width); the images
+    are then decoded one at a time.
     """
     padding = get_task(task).per_pixel_outputs or None
+    limits = limits or ServingLimits()
 
     def serve_bytes(image_bytes):
         count = tf.size(image_bytes)
@@ -78,18 +162,31 @@ def bytes_serving_fn(serve, task, channels, size=None):
             image_bytes = tf.identity(image_bytes)
         indices = tf.range(tf.size(image_bytes))
         pairs = (image_bytes, indices)
-        if padding is None:
-            spec = tf.TensorSpec([*size, channels], tf.uint8)
-            images = tf.map_fn(
-                lambda p: decode_image_bytes(*p, channels, size), pairs, fn_output_signature=spec
-            )
-            return serve(images)
-
-        def image_size(pair):
-            return tf.shape(decode_image_bytes(*pair, channels))[:2]
-
-        sizes = tf.map_fn(image_size, pairs, fn_output_signature=tf.int32)
+        sizes = tf.map_fn(
+            lambda p: encoded_image_size(*p, limits.max_pixels), pairs,
+            fn_output_signature=tf.int32,
+        )  # fmt: skip
         largest = tf.reduce_max(sizes, axis=0)
+        if padding is None:  # every image resized to `size`: only each image is bounded
+            spec = tf.TensorSpec([*size, channels], tf.uint8)
+            with tf.control_dependencies([sizes]):
+                images = tf.map_fn(
+                    lambda p: decode_image_bytes(*p, channels, size), pairs,
+                    fn_output_signature=spec,
+                )  # fmt: skip
+            return serve(images)
+        batch_pixels = tf.reduce_prod(tf.cast(tf.concat([[count], largest], axis=0), tf.int64))
+        batch_limit = tf.debugging.Assert(
+            batch_pixels <= limits.max_batch_pixels,
+            [
+                tf.strings.format(
+                    "image_bytes: {} images padded to {}x{} are {} pixels, more than the {} this "
+                    "model serves at once (max_batch_pixels, set at export); send fewer or "
+                    "same-sized images",
+                    (count, largest[0], largest[1], batch_pixels, limits.max_batch_pixels),
+                )
+            ],
+        )
         traced = tf.function(serve).get_concrete_function(
             tf.TensorSpec([1, None, None, channels], tf.uint8)
         )
@@ -109,7 +206,10 @@ def bytes_serving_fn(serve, task, channels, size=None):
                 padded[name] = value
             return padded
 
-        outputs = tf.map_fn(one_image, pairs, fn_output_signature=dtypes)
+        # After the limit, one image at a time: a network's activations are
+        # held for one image, not for several in flight.
+        with tf.control_dependencies([batch_limit]):
+            outputs = tf.map_fn(one_image, pairs, fn_output_signature=dtypes, parallel_iterations=1)
         return {**outputs, "image_sizes": sizes}
 
     return serve_bytes
@@ -151,7 +251,7 @@ def _tf_variable(variable):
     return variable.value if isinstance(variable, keras.Variable) else variable
 
 
-def serving_module(model, task="semantic", image_size=None, signatures=None):
+def serving_module(model, task="semantic", image_size=None, signatures=None, limits=None):
     """An `ExportArchive` tracking `model` with its signatures.
 
     `serving_default` takes uint8 `images`; `serving_bytes` the same images
@@ -166,8 +266,11 @@ def serving_module(model, task="semantic", image_size=None, signatures=None):
         image_size: `(height, width)` or `None`. Fixes the images' size (for
             a fixed-size TFLite file). Defaults to `None` (any size).
         signatures: list of signature names or `None` (all of the task's).
+        limits: a `ServingLimits` or `None` (its defaults): the largest
+            images and requests the signatures serve.
     """
     task = get_task(task)
+    limits = limits or ServingLimits()
     functions = dict(task.serving_functions(model))
     if task.takes_images:
         functions[BYTES_SIGNATURE_KEY] = functions["serving_default"]
@@ -181,23 +284,23 @@ def serving_module(model, task="semantic", image_size=None, signatures=None):
     archive = tracking_archive(model)
     specs = task.input_signature(model, image_size)
     for name, serve in functions.items():
-        serve = checked_inputs(serve, specs, minimum_image_size(model))
+        serve = checked_inputs(serve, specs, minimum_image_size(model), limits)
         signature = specs
         if name == BYTES_SIGNATURE_KEY:
             channels = int(specs[0].shape[-1])
-            serve = bytes_serving_fn(serve, task, channels, task.bytes_input_size(model))
+            serve = bytes_serving_fn(serve, task, channels, task.bytes_input_size(model), limits)
             signature = [BYTES_SIGNATURE]
         archive.add_endpoint(name, tf.function(serve), input_signature=signature)
     return archive
 
 
-def tflite_archive(model, task=None, input_size=None, signature_key="serving_default"):
+def tflite_archive(model, task=None, input_size=None, signature_key="serving_default", limits=None):
     """The `ExportArchive` that TFLite conversion traces: `task`'s serving
     signature `signature_key`, or (`task=None`) the model's own inputs and
     outputs under `signature_key`, with image height and width fixed to
     `input_size` if given. Trace it inside `tflite_builtins_only()`."""
     if task is not None:
-        return serving_module(model, task, input_size, signatures=[signature_key])
+        return serving_module(model, task, input_size, signatures=[signature_key], limits=limits)
     specs = []
     for tensor in keras.tree.flatten(model.inputs):
         shape = [None, *tensor.shape[1:]]
@@ -226,7 +329,7 @@ def minimum_image_size(model):
     return max(sizes)
 
 
-def checked_inputs(serve, specs, min_size=1):
+def checked_inputs(serve, specs, min_size=1, limits=None):
     """`serve` behind a check of what a client sent against `specs`: each
     input a non-empty batch of the declared rank and fixed dimensions, all
     of one batch size, images of at least `min_size` pixels a side. A
@@ -234,7 +337,10 @@ def checked_inputs(serve, specs, min_size=1):
     check an empty batch, a 0x0 image or a 4-channel one failed deep in the
     network with a misleading message. The checks are `Assert`s in the
     SavedModel; the TFLite converter drops them, so the TFLite trace stays
-    builtin-only."""
+    builtin-only. `limits` (a `ServingLimits`, default `ServingLimits()`)
+    bound the `images`: height x width per image, batch x height x width
+    per request, before the network runs."""
+    limits = limits or ServingLimits()
 
     def checked(*inputs):
         checks, batch = [], None
@@ -253,12 +359,29 @@ def checked_inputs(serve, specs, min_size=1):
                 valid &= dims[0] == batch
             if spec.name == "images":
                 valid &= (dims[1] >= min_size) & (dims[2] >= min_size)
+                checks.append(_pixel_limits(dims, limits))
             checks.append(tf.debugging.Assert(valid, [_expected(spec, min_size), shape]))
         with tf.control_dependencies(checks):
             inputs = [tf.identity(value) for value in inputs]
         return serve(*inputs)
 
     return checked
+
+
+def _pixel_limits(dims, limits):
+    """An `Assert` that a batch of images of `dims` is within `limits`."""
+    dims = tf.cast(dims, tf.int64)
+    pixels = dims[1] * dims[2]
+    return tf.debugging.Assert(
+        (pixels <= limits.max_pixels) & (dims[0] * pixels <= limits.max_batch_pixels),
+        [
+            tf.strings.format(
+                "images: a batch of {} images of {}x{} pixels is more than this model serves "
+                "(max_pixels {} an image, max_batch_pixels {} a request, set at export)",
+                (dims[0], dims[1], dims[2], limits.max_pixels, limits.max_batch_pixels),
+            )
+        ],
+    )
 
 
 def _expected(spec, min_size):
@@ -277,7 +400,9 @@ def _expected(spec, min_size):
     )
 
 
-def export_saved_model(model, export_dir, name=None, version=1, task=None, labels=None):
+def export_saved_model(
+    model, export_dir, name=None, version=1, task=None, labels=None, limits=None
+):
     """Writes a SavedModel in the TF Serving layout `<export_dir>/<name>/<version>/`.
 
     The `serving_default` signature takes `images`, a uint8 batch of any
@@ -304,6 +429,12 @@ def export_saved_model(model, export_dir, name=None, version=1, task=None, label
             Defaults to `None`: a registered model as its task serves it
             (`Task.serving_model`: a patch classifier as its dense
             labeller).
+        labels: sequence of str or `None`. Written to
+            `assets.extra/labels.txt`.
+        limits: a `ServingLimits` or `None` (its defaults, `max_pixels`
+            2048 x 2048 and `max_batch_pixels` twice that): the largest
+            image and request the signatures serve, refused before anything
+            is decoded or computed.
 
     Every image task also gets `serving_bytes`: the same outputs from a
     batch of encoded JPEG or PNG strings (`bytes_serving_fn`).
@@ -317,7 +448,7 @@ def export_saved_model(model, export_dir, name=None, version=1, task=None, label
     path = version_path(export_dir, name or model.name, version)
     if task is None:  # a registered model, as its task serves it
         model, task = task_of(model).serving_model(model)
-    staging = stage_saved_model(float32_model(model), path, task, labels)
+    staging = stage_saved_model(float32_model(model), path, task, labels, limits)
     return publish(staging, path)
 
 
@@ -333,20 +464,26 @@ def version_path(export_dir, name, version):
     return path
 
 
-def stage_saved_model(model, path, task="semantic", labels=None):
+def stage_saved_model(model, path, task="semantic", labels=None, limits=None):
     """Writes the SavedModel of `path` (a version folder) to a hidden staging
     folder beside it, which TF Serving never loads (not a number), and
     returns the staging folder. Stale staging folders of the same version
-    (a killed export) are removed first."""
+    (a killed export: `export_checkpoint` holds the model's folder, so no
+    other export is staging there) are removed first; a failed write
+    removes its own."""
     parent, version = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
     for stale in os.listdir(parent):
         if stale.startswith(f".staging-{version}-"):
             shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
     staging = os.path.join(parent, f".staging-{version}-{os.getpid()}")
-    serving_module(model, task).write_out(staging, verbose=False)
-    if labels is not None:
-        write_labels(os.path.join(staging, LABELS_FILE), labels)
+    try:
+        serving_module(model, task, limits=limits).write_out(staging, verbose=False)
+        if labels is not None:
+            write_labels(os.path.join(staging, LABELS_FILE), labels)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a full disk leaves no staging folder
+        raise
     return staging
 
 

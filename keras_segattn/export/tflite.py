@@ -1,3 +1,4 @@
+import json
 import os
 import tempfile
 
@@ -11,8 +12,10 @@ from keras_segattn.core.saving import write_bytes
 from keras_segattn.export.saved_model import check_labels, tflite_archive
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
-# The name of the metadata entry that holds a TFLite model's labels.
+# The names of the metadata entries that hold a TFLite model's labels and
+# the serving limits it was exported with.
 LABELS_METADATA = "keras_segattn.labels"
+LIMITS_METADATA = "keras_segattn.serving_limits"
 
 
 def convert_to_tflite(
@@ -24,6 +27,7 @@ def convert_to_tflite(
     task=None,
     input_size=None,
     labels=None,
+    limits=None,
 ):
     """Converts a model to TFLite with builtin ops only.
 
@@ -64,6 +68,10 @@ def convert_to_tflite(
         labels: sequence of str or `None`. The class names (or a captioner's
             vocabulary), by id, embedded in the file (`tflite_labels` reads
             them back). Defaults to `None`.
+        limits: a `ServingLimits` or `None`. Recorded in the file's
+            metadata as JSON (`tflite_serving_limits` reads it back) for an
+            app to apply: the TFLite interpreter does not check them.
+            Defaults to `None` (none recorded).
 
     The signature's input and output tensors carry the signature's names
     (`images`, `class_map`, ...), not the converter's
@@ -86,7 +94,7 @@ def convert_to_tflite(
             # Traced and written inside the switch: every layer call in the
             # SavedModel is its builtin formulation.
             with tflite_builtins_only():
-                archive = tflite_archive(source, task, input_size, signature_key)
+                archive = tflite_archive(source, task, input_size, signature_key, limits)
                 archive.write_out(directory, verbose=False)
             flatbuffer = _convert(directory, quantization, representative_images, signature_key)
     else:
@@ -96,7 +104,7 @@ def convert_to_tflite(
                 f"source; got the SavedModel path {os.fspath(source)!r}."
             )
         flatbuffer = _convert(source, quantization, representative_images, signature_key)
-    flatbuffer = name_tensors(flatbuffer, labels)
+    flatbuffer = name_tensors(flatbuffer, labels, limits)
     if output_path is not None:
         # Written beside its name, then moved into place: never half a file.
         os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
@@ -110,9 +118,10 @@ def _flatbuffer_utils():
     return flatbuffer_utils
 
 
-def name_tensors(flatbuffer, labels=None):
+def name_tensors(flatbuffer, labels=None, limits=None):
     """Renames every signature input and output tensor to its signature
-    name, and embeds `labels` (metadata `LABELS_METADATA`, one per line)."""
+    name, and embeds `labels` (metadata `LABELS_METADATA`, one per line) and
+    `limits` (`LIMITS_METADATA`, JSON)."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     utils = _flatbuffer_utils()
@@ -121,15 +130,33 @@ def name_tensors(flatbuffer, labels=None):
         tensors = model.subgraphs[signature.subgraphIndex].tensors
         for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
             tensors[entry.tensorIndex].name = entry.name
+    entries = {}
     if labels is not None:
-        labels = check_labels(labels)
+        entries[LABELS_METADATA] = "\n".join(check_labels(labels))
+    if limits is not None:
+        entries[LIMITS_METADATA] = json.dumps(limits.as_dict())
+    for name, text in entries.items():
         buffer = schema.BufferT()
-        buffer.data = np.frombuffer("\n".join(labels).encode("utf-8"), np.uint8)
+        buffer.data = np.frombuffer(text.encode("utf-8"), np.uint8)
         model.buffers.append(buffer)
         entry = schema.MetadataT()
-        entry.name, entry.buffer = LABELS_METADATA, len(model.buffers) - 1
+        entry.name, entry.buffer = name, len(model.buffers) - 1
         model.metadata = [*(model.metadata or []), entry]
     return bytes(utils.convert_object_to_bytearray(model))
+
+
+def _metadata(model, wanted):
+    """The text of the metadata entry `wanted` of a flatbuffer or `.tflite`
+    path, or `None`."""
+    if isinstance(model, (str, os.PathLike)):
+        with open(model, "rb") as f:
+            model = f.read()
+    parsed = _flatbuffer_utils().convert_bytearray_to_object(bytearray(model))
+    for entry in parsed.metadata or []:
+        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+        if name == wanted:
+            return bytes(parsed.buffers[entry.buffer].data).decode("utf-8")
+    return None
 
 
 def tflite_labels(model):
@@ -141,15 +168,18 @@ def tflite_labels(model):
     Returns:
         A list of str, or `None` if the file has none.
     """
-    if isinstance(model, (str, os.PathLike)):
-        with open(model, "rb") as f:
-            model = f.read()
-    parsed = _flatbuffer_utils().convert_bytearray_to_object(bytearray(model))
-    for entry in parsed.metadata or []:
-        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
-        if name == LABELS_METADATA:
-            return bytes(parsed.buffers[entry.buffer].data).decode("utf-8").split("\n")
-    return None
+    text = _metadata(model, LABELS_METADATA)
+    return None if text is None else text.split("\n")
+
+
+def tflite_serving_limits(model):
+    """The serving limits recorded by `convert_to_tflite(..., limits=...)`
+    (`segattn export` records them in every file): a dict `max_pixels`,
+    `max_batch_pixels`, or `None`. The interpreter does not apply them: an
+    app checks an image against them before it resizes the input tensors.
+    """
+    text = _metadata(model, LIMITS_METADATA)
+    return None if text is None else json.loads(text)
 
 
 def _convert(saved_model_dir, quantization, representative_images, signature_key):

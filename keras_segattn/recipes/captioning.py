@@ -48,6 +48,22 @@ def _captions_of(dataset):
     return captions
 
 
+def check_references(dataset, split):
+    """Refuses, before any training, a split with an image whose captions are
+    all empty: it has nothing to score a caption against.
+
+    Raises:
+        ValueError: naming the split and the image.
+    """
+    for index, example in enumerate(dataset.map(lambda e: {k: e[k] for k in e if k != "images"})):
+        if not any(c.decode().strip() for c in example["captions"].numpy()):
+            image = int(example["image_id"]) if "image_id" in example else index
+            raise ValueError(
+                f"the {split!r} split has an image without a non-empty caption (image "
+                f"{image}); every image scored needs at least one reference."
+            )
+
+
 @dataclasses.dataclass
 class CaptionerConfig(RecipeConfig):
     """The arguments of `train_captioner` (`segattn caption-train`)."""
@@ -122,6 +138,11 @@ def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
             for split in ("train", config.val_split)
         )
         train, val = train.cache(), val.cache()
+        test, _ = load_caption_dataset(
+            data, config.eval_split, **_spec_kwargs(data, config.eval_split, num_images, size)
+        )
+        for split, dataset in ((config.val_split, val), (config.eval_split, test)):
+            check_references(dataset, split)
         vocabulary = CaptionVocabulary.build(_captions_of(train))
         vocabulary.save(run.file("vocabulary.json"))
         model = create_model(
@@ -144,9 +165,6 @@ def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
     train_seconds = run.training_seconds()  # the epochs of every sitting
 
     best_model = run.best_model(model)
-    test, _ = load_caption_dataset(
-        data, config.eval_split, **_spec_kwargs(data, config.eval_split, num_images, size)
-    )
     metrics = evaluate_captioner(
         best_model, test, beam_width=config.beam_width, **shapes_objects(data)
     )

@@ -52,7 +52,14 @@ import keras
 import numpy as np
 
 from keras_segattn.checkpoints import load_model
-from keras_segattn.core.saving import crash_point, publish_file, temporary_path, write_text
+from keras_segattn.core.saving import (
+    FolderLock,
+    crash_point,
+    publish_file,
+    remove_quietly,
+    temporary_path,
+    write_text,
+)
 from keras_segattn.core.validation import check_int
 
 RUN_CONFIG = "run.json"
@@ -90,16 +97,23 @@ def write_json(path, value):
 
 
 def save_model(model, path):
-    """`model.save(path)` atomically; returns `path`."""
-    temporary = temporary_path(path)
-    model.save(temporary)
-    return publish_file(temporary, path)
+    """`model.save(path)` atomically; returns `path`. A failed save (a full
+    disk) leaves the previous file and no partial one."""
+    return _save(model.save, path)
 
 
 def save_weights(model, path):
     """`model.save_weights(path)` atomically (optimizer state included)."""
+    return _save(model.save_weights, path)
+
+
+def _save(write, path):
     temporary = temporary_path(path)
-    model.save_weights(temporary)
+    try:
+        write(temporary)
+    except BaseException:
+        remove_quietly(temporary)
+        raise
     return publish_file(temporary, path)
 
 
@@ -286,6 +300,7 @@ class RunFolder:
         # a state that the chief is deleting.
         self.resume = True
         self._root = None
+        self.lock = FolderLock(self.path, "run folder")
         if self.chief:
             os.makedirs(self.path, exist_ok=True)
             self._root = self.path
@@ -370,8 +385,11 @@ class RunFolder:
         return write_json(self.file(RUN_CONFIG), config)
 
     def write_metrics(self, metrics):
-        """Writes the run's scores to `metrics.json`."""
-        return write_json(self.file(METRICS), metrics)
+        """Writes the run's scores to `metrics.json`: the run is finished,
+        and the folder free for another process."""
+        path = write_json(self.file(METRICS), metrics)
+        self.lock.release()
+        return path
 
     def save_last(self, model):
         """Saves `last.keras` (on every worker: see the module docstring)."""
@@ -399,6 +417,18 @@ class RunFolder:
         if not self.chief and overwrite:
             self.resume = False  # the chief empties the folder
             return None
+        if self.chief:
+            self.lock.acquire()  # before anything here is touched
+        try:
+            finished = self._start(config, overwrite, added, config_class)
+        except BaseException:
+            self.lock.release()
+            raise
+        if finished is not None:
+            self.lock.release()
+        return finished
+
+    def _start(self, config, overwrite, added, config_class):
         # Temporary files of a killed run.
         for folder in (self.path, self.backup) if self.chief else ():
             if os.path.isdir(folder):
@@ -407,6 +437,8 @@ class RunFolder:
                         os.remove(os.path.join(folder, name))
         if overwrite:
             for name in os.listdir(self.path):
+                if name == os.path.basename(self.lock.path):
+                    continue  # held by this process
                 target = self.file(name)
                 shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
         saved_path = self.shared(RUN_CONFIG)

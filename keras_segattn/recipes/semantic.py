@@ -100,6 +100,20 @@ class SegmenterConfig(RecipeConfig):
     eval_split: str = option("test", "the split scored at the end")
 
 
+# Builder arguments with an argument of their own (`num_classes`: the data's).
+OWN_ARGUMENTS = ("width", "weights", "batch_norm", "num_classes")
+
+
+def _check_model_kwargs(model_kwargs):
+    for key in OWN_ARGUMENTS:
+        if key in (model_kwargs or {}):
+            where = (
+                "it is the dataset's" if key == "num_classes"
+                else f"use {key}= (--{key.replace('_', '-')}) instead"
+            )  # fmt: skip
+            raise ValueError(f"model_kwargs (--model-arg) sets {key!r}: {where}.")
+
+
 def train_segmenter(*config, callbacks=None, overwrite=False, **arguments):
     """Trains a semantic model (or `patch_cnn`), scores its best checkpoint.
 
@@ -141,6 +155,7 @@ def train_segmenter(*config, callbacks=None, overwrite=False, **arguments):
     ```
     """
     config = SegmenterConfig.make(*config, **arguments)
+    _check_model_kwargs(config.model_kwargs)
     model, data, output = config.model, config.data, config.output
     epochs, stage1_epochs, patience = config.epochs, config.stage1_epochs, config.patience
     image_size, crop_size = config.image_size, config.crop_size

@@ -106,6 +106,21 @@ def test_coco_small_tree_and_greyscale(tmp_path):
     assert out[0]["captions"].tolist() == [b"Caption 0 of a.jpg.", b"Caption 1 of a.jpg."]
 
 
+def test_coco_null_captions_are_not_references(tmp_path):
+    _write_coco(tmp_path, ["a.jpg"])
+    path = tmp_path / "annotations" / "captions_val2017.json"
+    data = json.loads(path.read_text())
+    data["annotations"][1]["caption"] = None
+    path.write_text(json.dumps(data))
+    _jpeg(tmp_path / "val2017" / "a.jpg")
+    out = list(cap.coco_captions(tmp_path, "val").as_numpy_iterator())
+    assert out[0]["captions"].tolist() == [b"Caption 0 of a.jpg."]  # not b"None"
+    data["annotations"][1]["caption"] = 7
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="is not a valid COCO captions JSON.*caption 7"):
+        cap.coco_captions(tmp_path, "val")
+
+
 def test_coco_non_image_file_is_named_up_front(tmp_path):
     _write_coco(tmp_path, ["a.jpg"])
     (tmp_path / "val2017" / "a.jpg").write_bytes(b"not an image")

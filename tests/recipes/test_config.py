@@ -111,3 +111,13 @@ def test_every_recipe_config_shares_the_training_fields():
     shared = {f.name for f in dataclasses.fields(RecipeConfig)}
     for config_class in CONFIGS.values():
         assert shared <= {f.name for f in dataclasses.fields(config_class)}
+
+
+def test_a_builder_argument_with_a_flag_of_its_own_is_named(tmp_path):
+    from keras_segattn.recipes.semantic import train_segmenter
+
+    with pytest.raises(ValueError, match=r"sets 'width': use width= \(--width\) instead"):
+        train_segmenter(model_kwargs={"width": 0.5}, output=str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="sets 'num_classes': it is the dataset's"):
+        train_segmenter(model_kwargs={"num_classes": 3}, output=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()

@@ -54,7 +54,7 @@ def test_every_task_gets_the_same_folder_and_callbacks(tmp_path):
     run.write_metrics({"mean_iou": 0.5})
     assert run.start({"epochs": 2, "verbose": 1}) == {"mean_iou": 0.5}  # finished
     assert run.start({"epochs": 3}, overwrite=True) is None
-    assert sorted(os.listdir(run.path)) == ["run.json"]
+    assert sorted(os.listdir(run.path)) == [".lock", "run.json"]  # the lock: held
     assert os.path.dirname(run.best) == run.path and run.history.endswith("history.csv")
     with pytest.raises(ValueError, match="output"):
         RunFolder("")
