@@ -34,7 +34,7 @@ def run_demo(output="saved_models", run_dir=None, quick=False):
     epochs, num_images = (1, 64) if quick else (12, 1000)
     summary = train_segmenter(
         DEMO_MODEL, "shapes", run_dir, epochs=epochs, batch_size=16, width=0.25,
-        model_kwargs={"batch_norm": True}, num_images=num_images, verbose=2,
+        batch_norm=True, num_images=num_images, verbose=2,
     )  # fmt: skip
 
     checkpoint = os.path.join(run_dir, "best.keras")

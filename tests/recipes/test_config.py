@@ -121,3 +121,22 @@ def test_a_builder_argument_with_a_flag_of_its_own_is_named(tmp_path):
     with pytest.raises(ValueError, match="sets 'num_classes': it is the dataset's"):
         train_segmenter(model_kwargs={"num_classes": 3}, output=str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()
+
+
+def test_the_demo_asks_for_a_valid_run(monkeypatch):
+    """`make demo` (the README's main job) passes its arguments through the
+    same checks as any caller of `train_segmenter`."""
+    from keras_segattn.recipes import demo, semantic
+
+    seen = {}
+
+    def checked(*args, **kwargs):
+        config = semantic.SegmenterConfig.make(*args, **kwargs)
+        semantic._check_model_kwargs(config.model_kwargs)
+        seen["config"] = config
+        raise KeyboardInterrupt  # stop before training
+
+    monkeypatch.setattr(demo, "train_segmenter", checked)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(quick=True)
+    assert seen["config"].batch_norm and seen["config"].width == 0.25
