@@ -7,27 +7,16 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+
+from tests.test_every_model import segattn  # one way to run segattn in its own process
 
 pytestmark = pytest.mark.slow
 
 TRAIN = ["train", "--model", "fcn8s", "--data", "shapes", "--num-images", "16", "--epochs", "3",
          "--batch-size", "8", "--width", "0.0625", "--verbose", "2"]  # fmt: skip
-
-
-def segattn(args, crash_at=None):
-    env = dict(os.environ)
-    env.pop("KERAS_SEGATTN_CRASH_AT", None)
-    if crash_at:
-        env["KERAS_SEGATTN_CRASH_AT"] = crash_at
-    return subprocess.run(
-        [sys.executable, "-m", "keras_segattn.cli", *args],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
 
 
 def killed(result):
