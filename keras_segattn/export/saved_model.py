@@ -100,7 +100,13 @@ def encoded_image_size(encoded, index, max_pixels=None):
             return tf.stack([value[1], value[0]])
 
         def jpeg_size():
-            return tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64)
+            shape = _or_empty(tf.io.extract_jpeg_shape, encoded, tf.TensorSpec([3], tf.int32))
+            check = tf.debugging.Assert(
+                tf.size(shape) > 0,
+                [tf.strings.format("image_bytes[{}] has a damaged JPEG header", index)],
+            )
+            with tf.control_dependencies([check]):
+                return tf.cast(shape[:2], tf.int64)
 
         size = tf.cond(is_png, png_size, jpeg_size)
     if max_pixels is not None:
@@ -119,15 +125,47 @@ def encoded_image_size(encoded, index, max_pixels=None):
     return tf.cast(size, tf.int32)
 
 
+def _or_empty(op, value, spec):
+    """`op(value)` (of `spec`), or an empty tensor of the same dtype and rank
+    where `op` raises, as decoders do on damaged data: the
+    graph cannot catch an error, a one-element `tf.data` pipeline with
+    `ignore_errors` can, so the caller's `Assert` names the image instead."""
+
+    def run(data):
+        result = op(data)
+        result.set_shape(spec.shape)
+        return result
+
+    fallback = tf.data.Dataset.from_tensors(tf.zeros([0] * spec.shape.rank, spec.dtype))
+    result = tf.data.Dataset.from_tensors(value).map(run).ignore_errors()
+    return result.concatenate(fallback).take(1).get_single_element()
+
+
 def decode_image_bytes(encoded, index, channels, size=None, max_pixels=None):
     """Decodes one JPEG or PNG string to a uint8 `(height, width, channels)`
     image, resized (bilinear, rounded) to `size` if given, after the checks
-    of `encoded_image_size` (which name `image_bytes[index]` instead of the
-    decoder's message without it)."""
+    of `encoded_image_size`.
+
+    Every failure names `image_bytes[index]`: the header checks do, and data
+    that the decoder refuses behind a valid header (a damaged PNG chunk, a
+    JPEG with a broken scan) is caught in the graph, through a one-element
+    `tf.data` pipeline whose `ignore_errors` turns the decoder's error into
+    an empty result, which an `Assert` then reports with the index.
+    """
     header = encoded_image_size(encoded, index, max_pixels)
     with tf.control_dependencies([header]):
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-    image.set_shape([None, None, channels])
+        encoded = tf.identity(encoded)
+
+    def decode(data):
+        return tf.io.decode_image(data, channels=channels, expand_animations=False)
+
+    image = _or_empty(decode, encoded, tf.TensorSpec([None, None, channels], tf.uint8))
+    check = tf.debugging.Assert(
+        tf.size(image) > 0,
+        [tf.strings.format("image_bytes[{}] has a valid header but damaged image data", index)],
+    )
+    with tf.control_dependencies([check]):
+        image = tf.identity(image)
     return image if size is None else resize_image_uint8(image, size)
 
 

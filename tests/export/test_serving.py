@@ -153,17 +153,32 @@ def test_both_signatures_through_the_serving_api_protos(exported, rng):
     [
         (b"not an image at all", r"image_bytes\[1\] is not a whole JPEG or PNG file"),
         ("truncated", r"image_bytes\[1\] is not a whole JPEG or PNG file"),
+        ("damaged png", r"image_bytes\[1\] has a valid header but damaged image data"),
+        ("damaged jpeg", r"image_bytes\[1\] has a damaged JPEG header"),
         (None, "image_bytes must be a non-empty batch"),
     ],
 )
 def test_a_bad_string_is_named_by_its_index(semantic, rng, corrupt, message):
     model, path = semantic
     signature = tf.saved_model.load(path).signatures[BYTES_SIGNATURE_KEY]
-    good = tf.io.encode_jpeg(rng.integers(0, 256, (40, 40, 3)).astype("uint8")).numpy()
+    pixels = rng.integers(0, 256, (40, 40, 3)).astype("uint8")
+    good = tf.io.encode_jpeg(pixels).numpy()
     if corrupt is None:
         batch = tf.zeros([0], tf.string)
+    elif corrupt == "truncated":
+        batch = tf.constant([good, good[: len(good) // 2]])
+    elif corrupt in ("damaged png", "damaged jpeg"):  # header and end marker intact, data between not
+        encoded = (tf.io.encode_png if corrupt.endswith("png") else tf.io.encode_jpeg)(pixels)
+        encoded = bytearray(encoded.numpy())
+        if corrupt.endswith("jpeg"):  # a Huffman table the decoder refuses
+            at = encoded.find(b"\xff\xc4") + 4
+            encoded[at : at + 8] = b"\xff" * 8
+        else:  # zeros inside the image data: its chunk's checksum fails
+            at = len(encoded) // 2
+            encoded[at : at + 64] = bytes(64)
+        batch = tf.constant([good, bytes(encoded)])
     else:
-        batch = tf.constant([good, good[: len(good) // 2] if corrupt == "truncated" else corrupt])
+        batch = tf.constant([good, corrupt])
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         signature(image_bytes=batch)
 
