@@ -167,7 +167,7 @@ def test_a_bad_string_is_named_by_its_index(semantic, rng, corrupt, message):
         batch = tf.zeros([0], tf.string)
     elif corrupt == "truncated":
         batch = tf.constant([good, good[: len(good) // 2]])
-    elif corrupt in ("damaged png", "damaged jpeg"):  # header and end marker intact, data between not
+    elif corrupt in ("damaged png", "damaged jpeg"):  # start and end markers intact
         encoded = (tf.io.encode_png if corrupt.endswith("png") else tf.io.encode_jpeg)(pixels)
         encoded = bytearray(encoded.numpy())
         if corrupt.endswith("jpeg"):  # a Huffman table the decoder refuses
