@@ -23,6 +23,10 @@ setup(
         "tensorboard",
         "pydensecrf2==1.1",
     ],
-    extras_require={"dev": ["pytest", "ruff"]},
+    extras_require={
+        "dev": ["pytest", "ruff"],
+        # `segattn export --onnx`, `keras_segattn.export.convert_to_onnx`
+        "onnx": ["onnx", "onnxruntime", "tf2onnx"],
+    },
     entry_points={"console_scripts": ["segattn=keras_segattn.cli:main"]},
 )

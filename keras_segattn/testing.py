@@ -76,13 +76,46 @@ def check_saved_model(model, inputs, expected, directory, atol):
 
 
 def check_tflite(model, inputs, expected, atol):
-    flatbuffer = convert_to_tflite(model)
+    outputs = run_tflite(convert_to_tflite(model), _named_inputs(model, inputs))
+    _assert_all_close(_ordered(outputs), expected, atol, "TFLite (builtin ops)")
+
+
+def _ordered(outputs):
+    """A converted signature's outputs (`output_0`, `output_1`, ...: Keras'
+    flatten order) as a list."""
+    return [outputs[k] for k in sorted(outputs, key=lambda k: int(k.rsplit("_", 1)[-1]))]
+
+
+def _named_inputs(model, inputs):
     symbolic = keras.tree.flatten(model.inputs)
-    named = {t.name: np.asarray(x).astype(t.dtype) for t, x in zip(symbolic, _input_list(inputs))}
-    outputs = run_tflite(flatbuffer, named)
-    # The signature names outputs output_0, output_1, ... in flatten order.
-    ordered = [outputs[k] for k in sorted(outputs, key=lambda k: int(k.rsplit("_", 1)[-1]))]
-    _assert_all_close(ordered, expected, atol, "TFLite (builtin ops)")
+    return {t.name: np.asarray(x).astype(t.dtype) for t, x in zip(symbolic, _input_list(inputs))}
+
+
+def check_standard_exports(model, inputs, expected, directory, atol):
+    """The converters a Keras user reaches for, without this package's own:
+    `model.export(format="litert")` and `tf.lite.TFLiteConverter
+    .from_keras_model` with builtin operators only, each run in
+    `ai_edge_litert` (which has no Flex delegate), and `model.export(
+    format="onnx")` run in onnxruntime; each within `atol` of `expected`."""
+    import onnxruntime
+
+    named = _named_inputs(model, inputs)
+    litert_path = os.path.join(directory, "model.tflite")
+    model.export(litert_path, format="litert", verbose=False)
+    with open(litert_path, "rb") as f:
+        outputs = run_tflite(f.read(), named)
+    _assert_all_close(_ordered(outputs), expected, atol, "model.export(format='litert')")
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    outputs = run_tflite(converter.convert(), named)
+    _assert_all_close(_ordered(outputs), expected, atol, "TFLiteConverter.from_keras_model")
+
+    onnx_path = os.path.join(directory, "model.onnx")
+    model.export(onnx_path, format="onnx", verbose=False)
+    session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    feed = dict(zip([i.name for i in session.get_inputs()], named.values()))
+    _assert_all_close(session.run(None, feed), expected, atol, "model.export(format='onnx')")
 
 
 def _outputs_and_gradients(model, inputs, training):

@@ -2,27 +2,35 @@
 
 Several layers have two formulations of the same computation:
 
-- in TensorFlow (`fit`, `predict`, a SavedModel under TF Serving) they
-  call TensorFlow's fused kernels: `tf.image.crop_and_resize` (RoIAlign),
+- TensorFlow's fused kernels: `tf.image.crop_and_resize` (RoIAlign),
   `ImageProjectiveTransformV3` (the affine spatial-transformer sampler,
   outside training only), `tf.nn.max_pool_with_argmax` (pooling with
-  switches);
-- a graph traced for TFLite must use builtin operators only (no interpreter
-  here runs Flex), so there they are written with gathers, strided slices
-  and matmuls; and where TFLite runs one builtin much faster than another
-  (pixel replication: `RESIZE_NEAREST_NEIGHBOR` rather than a slow
-  `BROADCAST_TO`), the TFLite trace takes it.
+  switches). Fast, but TensorFlow only: TFLite has them only through Flex
+  (which no interpreter here runs), ONNX not at all, XLA has no kernel;
+- a portable formulation written with gathers, strided slices and matmuls,
+  which every converter turns into builtin operators. Where TFLite runs
+  one builtin much faster than another (pixel replication:
+  `RESIZE_NEAREST_NEIGHBOR` rather than a slow `BROADCAST_TO`), a trace for
+  TFLite takes it.
 
-Both are tested equal, forward and gradients. XLA has no kernels for the
-fused ops either, so a graph XLA compiles gets the builtin formulations too.
-The package's TFLite converter (`keras_segattn.export.convert_to_tflite`)
-traces the model inside `tflite_builtins_only()`, which is all a user
-converting a model needs. Set it yourself only to trace your own function
-for TFLite (an `ExportArchive` endpoint of your own around one of these
-layers) or to compare the two formulations (`keras_segattn.testing`).
+Both are tested equal, forward and gradients. The choice is made when a
+layer's `call` is traced, by where the trace happens:
+
+- fused: eager calls, Keras' own `fit` / `evaluate` / `predict` step
+  functions, and functions traced inside `tensorflow_kernels()`: the
+  package's evaluation loops and the `serving_default` / `serving_bytes`
+  signatures of `keras_segattn.export.export_saved_model`, which stay in
+  TensorFlow (TF Serving);
+- portable: every other graph, so that whatever a user converts gets it
+  without asking: `model.export(format="litert" | "onnx" |
+  "tf_saved_model")`, `tf.lite.TFLiteConverter.from_keras_model`, a
+  `tf.function` of their own; and a graph XLA compiles;
+- builtins for TFLite (portable, and TFLite's fastest builtins): inside
+  `tflite_builtins_only()`, as the package's TFLite converter traces.
 """
 
 import contextlib
+import functools
 import threading
 
 import tensorflow as tf
@@ -30,14 +38,67 @@ import tensorflow as tf
 _state = threading.local()
 
 
-def fused_kernels():
-    """Whether a layer traced now may call TensorFlow's fused kernels.
+# The graphs of Keras' own step functions (`fit`, `evaluate`, `predict`,
+# with and without a distribution strategy or steps_per_execution): the
+# names of private functions, hence a test that `fit` and `predict` trace
+# the fused path (keras_segattn.testing's checks).
+_KERAS_STEP_GRAPHS = frozenset(
+    {
+        "one_step_on_data",
+        "one_step_on_data_distributed",
+        "one_step_on_iterator",
+        "multi_step_on_data",
+        "multi_step_on_iterator",
+    }
+)
 
-    Not in a graph traced for TFLite, nor in one XLA compiles (`fit` with
-    `jit_compile=True`, TPUs): XLA has no kernel for `CropAndResize`,
-    `MaxPoolWithArgmax` or `ImageProjectiveTransformV3`.
+
+def fused_kernels():
+    """Whether a layer traced now calls TensorFlow's fused kernels (see the
+    module's docstring for where): never for TFLite, nor in a graph XLA
+    compiles (`jit_compile=True`, TPUs)."""
+    if tracing_for_tflite() or _compiling_with_xla():
+        return False
+    if tf.executing_eagerly() or getattr(_state, "tensorflow_only", False):
+        return True
+    return _in_keras_step()
+
+
+def _in_keras_step():
+    graph = tf.compat.v1.get_default_graph()
+    while graph is not None:
+        if getattr(graph, "name", None) in _KERAS_STEP_GRAPHS:
+            return True
+        graph = getattr(graph, "outer_graph", None)
+    return False
+
+
+@contextlib.contextmanager
+def tensorflow_kernels():
+    """Layers traced inside this block call TensorFlow's fused kernels: for
+    functions that run in TensorFlow only (a `tf.function` of evaluation,
+    a signature for TF Serving). `tflite_builtins_only()` still wins.
+
+    Per thread, and nests. Use `in_tensorflow(fn)` to trace a function so.
     """
-    return not tracing_for_tflite() and not _compiling_with_xla()
+    previous = getattr(_state, "tensorflow_only", False)
+    _state.tensorflow_only = True
+    try:
+        yield
+    finally:
+        _state.tensorflow_only = previous
+
+
+def in_tensorflow(fn):
+    """`fn`, calling its layers inside `tensorflow_kernels()`: wrap the
+    Python function a `tf.function` traces."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with tensorflow_kernels():
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def _compiling_with_xla():

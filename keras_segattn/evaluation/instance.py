@@ -24,6 +24,7 @@ from keras_segattn.core.instances import (  # noqa: F401 (jitter_box: re-exporte
     real_instance_indices,
     real_instances,
 )
+from keras_segattn.core.kernels import in_tensorflow
 from keras_segattn.core.validation import check_int
 from keras_segattn.models.instance.common import box_masks
 from keras_segattn.models.instance.hypercolumns import (
@@ -472,7 +473,7 @@ def predict_instances(model, dataset, batch_size=16, score_threshold=0.0):
     # Only the images and ids are batched: instance counts differ per image.
     images = dataset.map(lambda e: {"images": e["images"], "image_id": e["image_id"]})
     batches = images.batch(batch_size if static else 1)
-    detect = tf.function(model.detect, reduce_retracing=True)
+    detect = tf.function(in_tensorflow(model.detect), reduce_retracing=True)
     predictions = []
     for example in batches:
         outputs = {k: v.numpy() for k, v in detect(example["images"]).items()}

@@ -5,6 +5,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.core.kernels import in_tensorflow
 from keras_segattn.metrics import confusion_matrix_update, scores_from_confusion_matrix
 from keras_segattn.models.common import ends_in_softmax
 
@@ -80,11 +81,13 @@ def evaluate_segmentation(
     )
 
     @tf.function(reduce_retracing=True)
+    @in_tensorflow
     def step(images, masks):
         scores = predict_scores(model, images, image_size)
         return confusion_matrix_update(masks, scores, num_classes, ignore_class)
 
     @tf.function(reduce_retracing=True)
+    @in_tensorflow
     def probabilities(images):
         return output_probabilities(model, predict_scores(model, images, image_size))
 

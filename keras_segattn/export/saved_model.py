@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from keras_segattn.core.images import resize_image_uint8
+from keras_segattn.core.kernels import in_tensorflow
 from keras_segattn.core.precision import float32_model
 from keras_segattn.core.saving import write_text
 from keras_segattn.core.validation import check_int, check_size
@@ -328,7 +329,8 @@ def serving_module(model, task="semantic", image_size=None, signatures=None, lim
             channels = int(specs[0].shape[-1])
             serve = bytes_serving_fn(serve, task, channels, task.bytes_input_size(model), limits)
             signature = [BYTES_SIGNATURE]
-        archive.add_endpoint(name, tf.function(serve), input_signature=signature)
+        # TF Serving runs these: fused kernels (unless traced for TFLite).
+        archive.add_endpoint(name, tf.function(in_tensorflow(serve)), input_signature=signature)
     return archive
 
 

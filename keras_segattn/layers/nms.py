@@ -110,10 +110,12 @@ def non_max_suppression(
             score_threshold=score_threshold,
             pad_to_max_output_size=True,
         )
-        row = tf.one_hot(i, batch, dtype=tf.int32)
+        # Row i's indicator: a comparison (one_hot in a loop is an ONNX
+        # OneHot that onnxruntime refuses).
+        row = tf.cast(tf.equal(tf.range(batch), i), tf.int32)
         new_indices = indices + row[:, None] * selected[None, :]
         new_counts = counts + row * count
-        # one_hot's dynamic depth loses a static batch size, which the loop
+        # The dynamic range loses a static batch size, which the loop
         # variables must keep.
         new_indices.set_shape(indices.shape)
         new_counts.set_shape(counts.shape)

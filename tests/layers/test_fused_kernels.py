@@ -2,6 +2,7 @@
 SavedModels) and the builtin ones (the TFLite trace), equal forward and
 backward on the edge cases; and the switch that picks between them."""
 
+import contextlib
 import threading
 
 import keras
@@ -9,7 +10,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_segattn.core.kernels import fused_kernels, tflite_builtins_only, tracing_for_tflite
+from keras_segattn.core.kernels import (
+    fused_kernels,
+    in_tensorflow,
+    tensorflow_kernels,
+    tflite_builtins_only,
+    tracing_for_tflite,
+)
 from keras_segattn.export import convert_to_tflite, run_tflite
 from keras_segattn.layers import (
     MaxPoolingWithArgmax2D,
@@ -76,6 +83,78 @@ def test_the_switch_nests_restores_and_is_per_thread():
         with tflite_builtins_only():
             raise RuntimeError("boom")
     assert not tracing_for_tflite()
+
+
+class RecordsTheSwitch(keras.layers.Layer):
+    """Records `fused_kernels()` each time its `call` is traced or run."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen = []
+
+    def call(self, x):
+        # Keras infers some output shapes in a scratch graph that never runs.
+        graph = getattr(tf.compat.v1.get_default_graph(), "name", "")
+        if not graph.startswith("scratch_graph"):
+            self.seen.append(fused_kernels())
+        return x
+
+
+def recording_model(strategy=None):
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        inputs = keras.Input((4,))
+        switch = RecordsTheSwitch()
+        model = keras.Model(inputs, keras.layers.Dense(1)(switch(inputs)))
+        model.compile("sgd", "mse", steps_per_execution=2 if strategy else 1)
+    return model, switch
+
+
+@pytest.mark.parametrize("strategy", [None, "mirrored"])
+def test_keras_own_steps_and_eager_calls_take_the_fused_kernels(strategy):
+    # The step functions are found by their (private) graph names: if Keras
+    # renames them, this fails, rather than fit silently slowing down.
+    strategy = tf.distribute.MirroredStrategy(["CPU:0"]) if strategy else None
+    model, switch = recording_model(strategy)
+    x, y = np.ones((8, 4), "float32"), np.ones((8, 1), "float32")
+    for run in (
+        lambda: model.fit(x, y, batch_size=2, epochs=1, verbose=0),
+        lambda: model.evaluate(x, y, batch_size=2, verbose=0),
+        lambda: model.predict(x, batch_size=2, verbose=0),
+        lambda: model.predict_on_batch(x),
+        lambda: model(x),
+    ):
+        switch.seen.clear()
+        run()
+        assert switch.seen and all(switch.seen), switch.seen
+
+
+def test_any_other_trace_takes_the_portable_formulation(tmp_path):
+    # What a user converts (model.export, TFLiteConverter.from_keras_model,
+    # a tf.function of their own) gets builtin operators without asking.
+    model, switch = recording_model()
+    x = np.ones((2, 4), "float32")
+    tf.function(model)(x)
+    model.export(str(tmp_path / "saved_model"), verbose=False)
+    assert switch.seen and not any(switch.seen), switch.seen
+    switch.seen.clear()
+    tf.function(in_tensorflow(model))(x)
+    with tensorflow_kernels():
+        tf.function(model)(x)
+        with tflite_builtins_only():  # TFLite wins
+            tf.function(model)(x[:1])
+    assert switch.seen == [True, True, False], switch.seen
+
+
+def test_roi_align_calls_crop_and_resize_where_fused(rng):
+    features = tf.constant(rng.normal(size=(1, 8, 8, 2)).astype("float32"))
+    boxes = tf.constant([[[1.0, 1.0, 6.0, 5.0]]])
+
+    def ops(fn):
+        graph = tf.function(fn).get_concrete_function(features, boxes).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "CropAndResize" in ops(in_tensorflow(lambda f, b: roi_align(f, b, 2)))
+    assert "CropAndResize" not in ops(lambda f, b: roi_align(f, b, 2))
 
 
 def test_xla_compilation_takes_the_builtin_formulations(rng):
@@ -180,7 +259,9 @@ def test_affine_sampler_fused_equals_builtin(rng, out_size):
 def test_affine_sampler_in_training_runs_the_gather_sampler(rng):
     images = tf.constant(rng.normal(size=(2, 6, 6, 1)).astype("float32"))
     theta = tf.constant([[0.9, 0.1, 0.1, 0.0, 1.1, -0.2]] * 2, tf.float32)
-    graph = tf.function(lambda i, t, training: sample_affine(i, t, 6, 6, training=training))
+    graph = tf.function(
+        in_tensorflow(lambda i, t, training: sample_affine(i, t, 6, 6, training=training))
+    )
     ops = {
         training: {
             op.type
