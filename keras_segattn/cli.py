@@ -145,7 +145,7 @@ def export(args):
     return export_checkpoint(
         args.model_path, args.output, name=args.name, version=args.version, tflite=args.tflite,
         data=args.data, tflite_size=args.tflite_size, keras_file=args.keras,
-        max_pixels=args.max_pixels, max_batch_pixels=args.max_batch_pixels,
+        onnx=args.onnx, max_pixels=args.max_pixels, max_batch_pixels=args.max_batch_pixels,
     )  # fmt: skip
 
 
@@ -356,6 +356,12 @@ def build_parser():
         action="store_true",
         help="also write the Keras model (no optimizer state) and its run's arguments "
         "(<name>_v<version>.keras, .run.json): what predict, caption and evaluate load",
+    )
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write <name>_v<version>.onnx (the TFLite file's signature, through "
+        "tf2onnx; needs pip install keras_segattn[onnx]), verified in onnxruntime",
     )
     p.add_argument(
         "--max-pixels", type=int, default=None,

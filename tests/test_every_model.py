@@ -425,10 +425,11 @@ def test_every_model_trains_evaluates_exports_and_reloads(name, tmp_path, inputs
     served = tmp_path / "served"
     data = [] if tiny.export_data is None else ["--data", tiny.export_data(inputs)]
     main(["export", "--model-path", str(checkpoint), "--output", str(served), "--name", name,
-          "--keras", *data])  # fmt: skip
+          "--keras", "--onnx", *data])  # fmt: skip
     exported = served / name / f"{name}_v1.keras"
     assert (served / name / "1" / "saved_model.pb").is_file()
     assert exported.is_file() and (served / name / f"{name}_v1.run.json").is_file()
+    assert (served / name / f"{name}_v1.onnx").is_file()  # verified in onnxruntime by export
 
     # Reload: the SavedModel served on the sample the export was verified with.
     from keras_segattn.checkpoints import read_run_config
@@ -460,6 +461,17 @@ def test_every_model_trains_evaluates_exports_and_reloads(name, tmp_path, inputs
             np.testing.assert_allclose(value, expected[key], atol=1e-3, err_msg=key)
         elif value.dtype != object:
             np.testing.assert_array_equal(value, expected[key], err_msg=key)
+    # TF's own converter takes the SavedModel's portable signature, builtins only.
+    from keras_segattn.export import PORTABLE_SIGNATURE_KEY, onnx_labels, verify_export
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(served / name / "1"), signature_keys=[PORTABLE_SIGNATURE_KEY]
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    report = verify_export(expected, sample, tflite_model=converter.convert())["tflite"]
+    assert max(report.values()) <= 1e-3, report
+    labels = (served / name / f"{name}_v1.labels.txt").read_text(encoding="utf-8")
+    assert onnx_labels(str(served / name / f"{name}_v1.onnx")) == labels.splitlines()
     if serving.takes_images:  # per-pixel outputs at the images' size
         height, width = sample["images"].shape[1:3]
         for key, (axis, _) in serving.per_pixel_outputs.items():

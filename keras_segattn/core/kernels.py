@@ -89,16 +89,25 @@ def tensorflow_kernels():
         _state.tensorflow_only = previous
 
 
-def in_tensorflow(fn):
-    """`fn`, calling its layers inside `tensorflow_kernels()`: wrap the
-    Python function a `tf.function` traces."""
-
+def _inside(context, fn):
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
-        with tensorflow_kernels():
+        with context():
             return fn(*args, **kwargs)
 
     return wrapped
+
+
+def in_tensorflow(fn):
+    """`fn`, calling its layers inside `tensorflow_kernels()`: wrap the
+    Python function a `tf.function` traces."""
+    return _inside(tensorflow_kernels, fn)
+
+
+def in_tflite(fn):
+    """`fn`, calling its layers inside `tflite_builtins_only()`: wrap the
+    Python function a `tf.function` traces for a converter."""
+    return _inside(tflite_builtins_only, fn)
 
 
 def _compiling_with_xla():

@@ -17,6 +17,7 @@ from keras_segattn.core.images import resize_image_uint8
 from keras_segattn.core.precision import float32_model
 from keras_segattn.core.saving import FolderLock, crash_point, write_text
 from keras_segattn.core.validation import check_size, optional_size
+from keras_segattn.export.onnx import convert_to_onnx
 from keras_segattn.export.saved_model import (
     DEFAULT_MAX_BATCH_PIXELS,
     DEFAULT_MAX_PIXELS,
@@ -62,6 +63,7 @@ def fixed_size_inputs(inputs, size):
 def export_checkpoint(
     model_path, output="saved_models", name=None, version=1, tflite=("float32",), data=None,
     tflite_size=None, keras_file=False, log=print, max_pixels=None, max_batch_pixels=None,
+    onnx=False,
 ):  # fmt: skip
     """Exports a checkpoint to a SavedModel and TFLite files, verified.
 
@@ -95,6 +97,10 @@ def export_checkpoint(
             its images padded to the largest (default twice
             `max_pixels`' default). Both are recorded in the TFLite files'
             metadata (`tflite_serving_limits`) for an app to apply.
+        onnx: bool. Also write `<name>_v<version>.onnx`
+            (`convert_to_onnx`: the TFLite file's signature through
+            tf2onnx, labels and limits in its `metadata_props`), verified
+            in onnxruntime like the others. Defaults to `False`.
 
     The SavedModel is written to a hidden staging folder and the TFLite
     files to staging names, all verified against Keras, and only then
@@ -140,13 +146,13 @@ def export_checkpoint(
     with FolderLock(os.path.join(output, name), "export folder"):
         return _export_version(
             loaded, run, model, task, output, name, version, tflite, data, tflite_size,
-            keras_file, log, limits,
+            keras_file, log, limits, onnx,
         )  # fmt: skip
 
 
 def _export_version(
     loaded, run, model, task, output, name, version, tflite, data, tflite_size, keras_file, log,
-    limits,
+    limits, onnx,
 ):  # fmt: skip
     """`export_checkpoint` once it holds the model's folder."""
     path = version_path(output, name, version)
@@ -196,6 +202,20 @@ def _export_version(
                         f"{max(check.values()):.2e} (> {EXPORT_TOLERANCE}); nothing was published."
                     )
                 files[key] = (staged, final)
+        if onnx:
+            final = os.path.join(output, name, f"{name}_v{version}.onnx")
+            staged = os.path.join(staged_tflite, os.path.basename(final))
+            convert_to_onnx(model, staged, task, signature, labels, limits)
+            check = verify_export(reference, examples[0], onnx_model=staged)["onnx"]
+            report["onnx"] = check
+            log(f"ONNX: {final} ({os.path.getsize(staged) / 1e6:.1f} MB)")
+            log_parity({"onnx": check}, log)
+            if max(check.values()) > EXPORT_TOLERANCE:
+                raise ValueError(
+                    f"the ONNX model differs from Keras by {max(check.values()):.2e} "
+                    f"(> {EXPORT_TOLERANCE}); nothing was published."
+                )
+            files["onnx"] = (staged, final)
         extras = {}  # the other files published beside the TFLite ones
         if files:  # the labels beside the TFLite files too, for an app's assets
             final = os.path.join(output, name, f"{name}_v{version}.labels.txt")
@@ -222,6 +242,7 @@ def _export_version(
     log(f"serves {limits.max_pixels:,} pixels an image, {limits.max_batch_pixels:,} a request")
     report["labels_file"] = extras.get("labels", (None, None))[1]
     report["keras_file"] = extras.get("keras", (None, None))[1]
+    report["onnx_file"] = files.pop("onnx", (None, None))[1]
     report["tflite_files"] = {q: final for q, (_, final) in files.items()}
     return path, report
 

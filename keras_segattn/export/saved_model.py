@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from keras_segattn.core.images import resize_image_uint8
-from keras_segattn.core.kernels import in_tensorflow
+from keras_segattn.core.kernels import in_tensorflow, in_tflite
 from keras_segattn.core.precision import float32_model
 from keras_segattn.core.saving import write_text
 from keras_segattn.core.validation import check_int, check_size
@@ -15,6 +15,10 @@ from keras_segattn.tasks import get_task, task_of
 
 # The signature that takes encoded images (every image task has it).
 BYTES_SIGNATURE_KEY = "serving_bytes"
+# The task's TFLite signature (serving_default, a captioner's tokens) traced
+# with builtin operators only, for TFLiteConverter.from_saved_model and
+# tf2onnx; the others call TensorFlow's fused kernels, for TF Serving.
+PORTABLE_SIGNATURE_KEY = "portable"
 BYTES_SIGNATURE = tf.TensorSpec([None], tf.string, name="image_bytes")
 # The first bytes of the formats accepted, and the marker that ends a whole file.
 _PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
@@ -313,6 +317,7 @@ def serving_module(model, task="semantic", image_size=None, signatures=None, lim
     functions = dict(task.serving_functions(model))
     if task.takes_images:
         functions[BYTES_SIGNATURE_KEY] = functions["serving_default"]
+    functions[PORTABLE_SIGNATURE_KEY] = functions[task.tflite_signature]
     if signatures is not None:
         unknown = sorted(set(signatures) - set(functions))
         if unknown:
@@ -329,8 +334,10 @@ def serving_module(model, task="semantic", image_size=None, signatures=None, lim
             channels = int(specs[0].shape[-1])
             serve = bytes_serving_fn(serve, task, channels, task.bytes_input_size(model), limits)
             signature = [BYTES_SIGNATURE]
-        # TF Serving runs these: fused kernels (unless traced for TFLite).
-        archive.add_endpoint(name, tf.function(in_tensorflow(serve)), input_signature=signature)
+        # TF Serving runs the fused kernels; the portable signature is for
+        # converters (and so is everything traced inside tflite_builtins_only).
+        trace = in_tflite if name == PORTABLE_SIGNATURE_KEY else in_tensorflow
+        archive.add_endpoint(name, tf.function(trace(serve)), input_signature=signature)
     return archive
 
 
@@ -455,6 +462,14 @@ def export_saved_model(
     An instance model's
     (`task="instance"`) returns `boxes`, `scores`, `classes`, `masks` (uint8
     at the image's resolution) and `num_detections`.
+
+    These signatures (and `serving_bytes`, the same from encoded images)
+    call TensorFlow's fused kernels, which TF Serving runs fastest. One more,
+    `"portable"`, is the task's TFLite signature (`serving_default`, a
+    captioner's `tokens`) traced with builtin operators only, for the
+    standard converters: `tf.lite.TFLiteConverter.from_saved_model(path,
+    signature_keys=["portable"])` with `TFLITE_BUILTINS`, or `python -m
+    tf2onnx.convert --saved-model path --signature_def portable`.
 
     Args:
         model: `keras.Model`. A model of this package.

@@ -43,8 +43,9 @@ def convert_to_tflite(
 
     Args:
         source: a `keras.Model`, or the path of a SavedModel whose graph
-            uses builtin-convertible ops only (a SavedModel exported by this
-            package calls fused kernels: convert its Keras model instead).
+            uses builtin-convertible ops only (one exported by this package
+            has them in its `"portable"` signature: pass
+            `signature_key="portable"`).
         output_path: str or `None`. Where to write the `.tflite` file.
         quantization: str. `"float32"` (none), `"float16"` (weights in
             float16), `"dynamic"` (int8 weights, float activations) or
@@ -216,9 +217,10 @@ def _convert(saved_model_dir, quantization, representative_images, signature_key
             f"The SavedModel {os.fspath(saved_model_dir)!r} needs TensorFlow ops that TFLite "
             "runs only through Flex, which no interpreter here has. A SavedModel exported by "
             "keras_segattn calls fused TensorFlow kernels (crop_and_resize, "
-            "max_pool_with_argmax, ImageProjectiveTransformV3): convert the Keras model "
-            "instead, convert_to_tflite(model, path, task=...), which traces the builtin "
-            f"formulations. The converter said: {str(error)[:400]}"
+            "max_pool_with_argmax, ImageProjectiveTransformV3) in its serving signatures "
+            "and has the builtin formulations in its 'portable' one: pass "
+            "signature_key='portable', or convert the Keras model, convert_to_tflite(model, "
+            f"path, task=...). The converter said: {str(error)[:400]}"
         ) from None
 
 

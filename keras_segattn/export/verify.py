@@ -1,10 +1,13 @@
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.export.onnx import run_onnx
 from keras_segattn.export.tflite import run_tflite
 
 
-def verify_export(reference_outputs, inputs, saved_model_dir=None, tflite_model=None):
+def verify_export(
+    reference_outputs, inputs, saved_model_dir=None, tflite_model=None, onnx_model=None
+):
     """Runs exported artifacts on `images` and compares them with Keras.
 
     Args:
@@ -18,12 +21,15 @@ def verify_export(reference_outputs, inputs, saved_model_dir=None, tflite_model=
             `serving_default` signature.
         tflite_model: bytes, str or `None`. A TFLite model to run in
             `ai_edge_litert`.
+        onnx_model: bytes, str or `None`. An ONNX model to run in
+            onnxruntime.
 
     Returns:
         A dict `{artifact: {output: largest absolute difference}}`; for
         integer and string outputs (such as `class_map`, `captions`) the
         value is the fraction of elements that differ. String outputs a
-        TFLite model lacks (a captioner's `words`, `captions`) are skipped.
+        TFLite or ONNX model lacks (a captioner's `words`, `captions`) are
+        skipped.
     """
     if not isinstance(inputs, dict):
         inputs = {"images": inputs}
@@ -36,13 +42,15 @@ def verify_export(reference_outputs, inputs, saved_model_dir=None, tflite_model=
         }
     if tflite_model is not None:
         artifacts["tflite"] = run_tflite(tflite_model, inputs)
+    if onnx_model is not None:
+        artifacts["onnx"] = run_onnx(onnx_model, inputs)
     for artifact, outputs in artifacts.items():
         report[artifact] = {}
         for key, expected in reference_outputs.items():
             expected = np.asarray(expected)
             is_string = expected.dtype.kind in "OSU"
-            if key not in outputs and is_string and artifact == "tflite":
-                continue  # strings stay in the SavedModel (TFLite has no string joins)
+            if key not in outputs and is_string and artifact != "saved_model":
+                continue  # strings stay in the SavedModel (from a captioner's tokens)
             actual = np.asarray(outputs[key])
             if actual.shape != expected.shape:
                 raise ValueError(

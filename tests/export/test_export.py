@@ -119,7 +119,7 @@ def test_fixed_size_tflite_has_a_static_shape_and_matches_keras(model, rng):
         convert_to_tflite(model, task="semantic", input_size=(40, 0))
 
 
-def test_a_saved_model_with_fused_kernels_is_refused_by_name(tmp_path):
+def test_a_saved_model_converts_from_its_portable_signature_only(tmp_path, rng):
     from ai_edge_litert.interpreter import Interpreter
 
     from keras_segattn.models.registry import get_model_spec
@@ -129,10 +129,27 @@ def test_a_saved_model_with_fused_kernels_is_refused_by_name(tmp_path):
     graph = tf.saved_model.load(path).signatures["serving_default"].graph.as_graph_def()
     ops = {node.op for function in graph.library.function for node in function.node_def}
     assert "MaxPoolWithArgmax" in ops  # the SavedModel calls the fused kernel
-    with pytest.raises(ValueError, match="convert the Keras model"):
+    with pytest.raises(ValueError, match="pass signature_key='portable'"):
         convert_to_tflite(path)
     with pytest.raises(ValueError, match="need the Keras model"):
         convert_to_tflite(path, input_size=(32, 32))
+    # Its portable signature converts, with TF's converter as with ours.
+    portable = tf.saved_model.load(path).signatures["portable"].graph.as_graph_def()
+    assert "MaxPoolWithArgmax" not in {
+        node.op for function in portable.library.function for node in function.node_def
+    }
+    images = rng.integers(0, 256, (1, 32, 32, 3)).astype("uint8")
+    expected = {
+        k: v.numpy()
+        for k, v in tf.saved_model.load(path)
+        .signatures["serving_default"](images=tf.constant(images))
+        .items()
+    }
+    converter = tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=["portable"])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    for flatbuffer in (converter.convert(), convert_to_tflite(path, signature_key="portable")):
+        report = verify_export(expected, images, tflite_model=flatbuffer)["tflite"]
+        assert report["probabilities"] < 1e-5 and report["class_map"] == 0, report
     # Its Keras model converts; the decoder's stride-1 transposed
     # convolutions are plain convolutions there, which XNNPACK takes.
     interpreter = Interpreter(model_content=convert_to_tflite(deconvnet, task="semantic"))
