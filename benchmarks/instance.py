@@ -33,12 +33,13 @@ def mnc_row(size, repeats, tflite=True, **kwargs):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
+    from keras_segattn.core.kernels import in_tensorflow
     from keras_segattn.export import convert_to_tflite
     from keras_segattn.models import create_model
 
     model = create_model("mnc", **kwargs)
     image = np.random.default_rng(0).integers(0, 256, (1, *size, 3), np.uint8)
-    detect = tf.function(model.detect)
+    detect = tf.function(in_tensorflow(model.detect))
     keras_ms = 1000 * median_seconds(lambda: detect(image)["masks"].numpy(), repeats)
     tflite_ms = None
     if tflite:

@@ -31,23 +31,9 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
-from timing import machine, report
-
-
-def side_by_side(functions, repeats):
-    """Median seconds of each of `functions`, called in turns after a warm-up."""
-    for fn in functions:
-        fn()
-    times = [[] for _ in functions]
-    for _ in range(repeats):
-        for fn, spent in zip(functions, times):
-            start = time.perf_counter()
-            fn()
-            spent.append(time.perf_counter() - start)
-    return [1000 * float(np.median(t)) for t in times]
+from timing import machine, report, side_by_side
 
 
 def row(what, ours, alternative, name):
@@ -78,6 +64,7 @@ def scatter_unpool(values, indices, reference):
 def layer_rows(quick, repeats):
     import tensorflow as tf
 
+    from keras_segattn.core.kernels import in_tensorflow
     from keras_segattn.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D, roi_align
     from keras_segattn.layers.spatial_transformer import sample_affine
 
@@ -90,7 +77,7 @@ def layer_rows(quick, repeats):
     corners = rng.uniform(0, 500, (1, num_boxes, 2))
     boxes = np.concatenate([corners, corners + rng.uniform(16, 300, (1, num_boxes, 2))], -1)
     boxes = tf.constant(boxes.astype("float32"))
-    ours = tf.function(lambda: roi_align(features, boxes, 14, 2, 1 / 16))
+    ours = tf.function(in_tensorflow(lambda: roi_align(features, boxes, 14, 2, 1 / 16)))
     gathers = builtin(lambda: roi_align(features, boxes, 14, 2, 1 / 16))
     # The same samples (aligned: pixel / 16 - 0.5), as crop_and_resize
     # places them: 28 from the first to the last, normalised by size - 1.
@@ -120,7 +107,7 @@ def layer_rows(quick, repeats):
     from keras_segattn.layers.spatial_transformer import _affine_pixel_transform
 
     transform = _affine_pixel_transform(theta, (60, 60), (60, 60))
-    ours = tf.function(lambda: sample_affine(images, theta, 60, 60))
+    ours = tf.function(in_tensorflow(lambda: sample_affine(images, theta, 60, 60)))
     gathers = builtin(lambda: sample_affine(images, theta, 60, 60))
     fused = tf.function(
         lambda: tf.raw_ops.ImageProjectiveTransformV3(
@@ -140,7 +127,7 @@ def layer_rows(quick, repeats):
     shape = (2, 56, 56, 32) if quick else (8, 112, 112, 128)
     x = tf.constant(rng.normal(size=shape).astype("float32"))
     pool, unpool = MaxPoolingWithArgmax2D(), MaxUnpooling2D()
-    ours = tf.function(lambda: pool(x))
+    ours = tf.function(in_tensorflow(lambda: pool(x)))
     gathers = builtin(lambda: pool(x))
     fused = tf.function(lambda: tf.nn.max_pool_with_argmax(x, 2, 2, "VALID"))
     t = side_by_side([ours, fused, gathers], repeats)
@@ -153,7 +140,7 @@ def layer_rows(quick, repeats):
         pooled, argmax = tf.nn.max_pool_with_argmax(x, 2, 2, "VALID", include_batch_in_index=True)
         return scatter_unpool(pooled, argmax, x)
 
-    ours = tf.function(lambda: unpool([*pool(x), x]))
+    ours = tf.function(in_tensorflow(lambda: unpool([*pool(x), x])))
     fused = tf.function(fused_pair)
     t = side_by_side([ours, fused], repeats)
     rows.append(row(f"pooling + unpooling, {size}", t[0], t[1],
@@ -223,6 +210,7 @@ def plain_deconvnet(model):
 def model_rows(quick, repeats):
     import tensorflow as tf
 
+    from keras_segattn.core.kernels import in_tensorflow
     from keras_segattn.models import create_model
 
     rng = np.random.default_rng(0)
@@ -231,7 +219,7 @@ def model_rows(quick, repeats):
     ours = create_model("fcn8s", num_classes=11, width=width)
     plain = plain_fcn8s(11) if not quick else None
     images = rng.integers(0, 256, (1, *size, 3)).astype("uint8")
-    ours_fn = tf.function(lambda: ours(images, training=False))
+    ours_fn = tf.function(in_tensorflow(lambda: ours(images, training=False)))
     if plain is not None:
         floats = tf.constant(images.astype("float32"))
         plain_fn = tf.function(lambda: plain(floats, training=False))
@@ -243,8 +231,8 @@ def model_rows(quick, repeats):
     ours = create_model("deconvnet", num_classes=11, width=width)
     plain = plain_deconvnet(ours)
     images = rng.integers(0, 256, (1, *size, 3)).astype("uint8")
-    ours_fn = tf.function(lambda: ours(images, training=False))
-    plain_fn = tf.function(lambda: plain(images, training=False))
+    ours_fn = tf.function(in_tensorflow(lambda: ours(images, training=False)))
+    plain_fn = tf.function(in_tensorflow(lambda: plain(images, training=False)))
     t = side_by_side([ours_fn, plain_fn], repeats)
     rows.append(row(f"DeconvNet width {width}, {size[0]}x{size[1]}", t[0], t[1],
                     "the same graph with `Conv2DTranspose`, `max_pool_with_argmax`, "
@@ -283,7 +271,7 @@ def tflite_rows(quick, repeats, only=None, builtin_tf=False):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from keras_segattn.core.kernels import tflite_builtins_only
+    from keras_segattn.core.kernels import in_tensorflow, tflite_builtins_only
     from keras_segattn.export import convert_to_tflite
     from keras_segattn.tasks import get_task
 
@@ -295,7 +283,7 @@ def tflite_rows(quick, repeats, only=None, builtin_tf=False):
         model = build()
         serve = get_task(task).serving_function(model, signature)
         images = rng.integers(0, 256, (1, *size, 3)).astype("uint8")
-        in_tf = tf.function(serve)
+        in_tf = tf.function(in_tensorflow(serve))
         runners = []
         with tempfile.TemporaryDirectory() as directory:
             for fixed in (None, size):
@@ -308,7 +296,7 @@ def tflite_rows(quick, repeats, only=None, builtin_tf=False):
         calls += [lambda r=r, x=images: r(images=x) for r in runners]
         if builtin_tf:
             with tflite_builtins_only():
-                traced = tf.function(serve(model)).get_concrete_function(
+                traced = tf.function(serve).get_concrete_function(
                     tf.TensorSpec(images.shape, tf.uint8)
                 )
             calls.append(lambda f=traced, x=images: f(x))

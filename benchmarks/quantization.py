@@ -40,7 +40,9 @@ def as_numpy(serve):
     returning NumPy arrays as the TFLite runner does."""
     import tensorflow as tf
 
-    traced = tf.function(serve, reduce_retracing=True)
+    from keras_segattn.core.kernels import in_tensorflow
+
+    traced = tf.function(in_tensorflow(serve), reduce_retracing=True)
     return lambda images: {k: v.numpy() for k, v in traced(images).items()}
 
 

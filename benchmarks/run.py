@@ -27,13 +27,14 @@ def measure_model(name, width, height, image_width, batch, repeats):
     """Runs in a subprocess: forward (Keras, TFLite), train step, memory."""
     import tensorflow as tf
 
+    from keras_segattn.core.kernels import in_tensorflow
     from keras_segattn.export import convert_to_tflite
     from keras_segattn.models import create_model
     from keras_segattn.recipes.semantic import compile_segmenter
 
     model = create_model(name, num_classes=11, width=width)
     images = np.random.default_rng(0).integers(0, 256, (1, height, image_width, 3), np.uint8)
-    forward = tf.function(lambda x: model(x, training=False))
+    forward = tf.function(in_tensorflow(lambda x: model(x, training=False)))
     keras_ms = 1000 * median_seconds(lambda: forward(images).numpy(), repeats)
 
     with tempfile.TemporaryDirectory() as directory:

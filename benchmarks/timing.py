@@ -19,6 +19,20 @@ def median_seconds(fn, repeats):
     return float(np.median(times))
 
 
+def side_by_side(functions, repeats):
+    """Median milliseconds of each of `functions`, called in turns after a
+    warm-up: each suffers the machine's load alike."""
+    for fn in functions:
+        fn()
+    times = [[] for _ in functions]
+    for _ in range(repeats):
+        for fn, spent in zip(functions, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [1000 * float(np.median(t)) for t in times]
+
+
 def machine():
     """`"<processor>, <n> cores, TensorFlow <version>"`."""
     import tensorflow as tf
