@@ -91,8 +91,10 @@ def parity_row(name, directory, rng):
     )
     from keras_segattn.models import create_model
     from keras_segattn.tasks import task_of
+    from keras_segattn.testing import nonzero_weights
 
     built = create_model(name, preset="tiny")
+    built.set_weights(nonzero_weights(built))  # no zero-initialised head: outputs vary
     model, task = task_of(built).serving_model(built)
     signature = task.tflite_signature
     inputs = random_inputs(task.input_signature(model), rng)

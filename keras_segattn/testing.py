@@ -4,7 +4,11 @@
 plus builtin-only TFLite parity: config round trip, `.keras` reload,
 SavedModel reload, TFLite conversion with `TFLITE_BUILTINS` only, the
 fused-kernel and builtin formulations equal (outputs and gradients), a
-gradient for every trainable weight, one `fit` step with `jit_compile=True`.
+non-zero gradient for every trainable weight, one `fit` step with
+`jit_compile=True`. They refuse a vacuous test first: an output that is
+constant over the test inputs would pass every comparison
+(`check_not_vacuous`). `check_standard_exports` runs Keras' and
+TensorFlow's own converters (`model.export`, `from_keras_model`).
 `check_mixed_precision` rebuilds a model under `mixed_float16` and
 `mixed_bfloat16` and compares it with float32 (`run_layer_test` always runs
 it; the registry's models go through it in `tests/models`).
@@ -99,6 +103,7 @@ def check_standard_exports(model, inputs, expected, directory, atol):
     format="onnx")` run in onnxruntime; each within `atol` of `expected`."""
     import onnxruntime
 
+    check_not_vacuous(expected)
     named = _named_inputs(model, inputs)
     litert_path = os.path.join(directory, "model.tflite")
     model.export(litert_path, format="litert", verbose=False)
@@ -158,10 +163,29 @@ def check_kernel_parity(model, inputs, atol):
             )  # fmt: skip
 
 
+def check_not_vacuous(expected):
+    """Every float output varies over the test inputs. A constant output
+    (a zero-initialised score layer gives all zeros) passes every
+    comparison whatever the code computes: the checks would prove nothing."""
+    for i, output in enumerate(_as_list(expected)):
+        if output.dtype.kind != "f" or output.size < 2:
+            continue
+        assert np.ptp(output) > 0, (
+            f"output {i} is constant ({output.flat[0]!r}) on the test inputs: every check "
+            "would pass whatever the code computes. Give the model non-degenerate weights "
+            "(model.set_weights(keras_segattn.testing.nonzero_weights(model))) or inputs."
+        )
+
+
 def check_gradients(model, inputs):
     _, weights, gradients = _outputs_and_gradients(model, inputs, training=True)
     for weight, grad in zip(weights, gradients):
         assert grad is not None, f"no gradient reaches {weight.path}"
+        assert np.any(tf.convert_to_tensor(grad) != 0), (
+            f"the gradient of {weight.path} is zero everywhere: a check of it proves nothing "
+            "(a zero-initialised layer after it?). Give the model non-degenerate weights "
+            "(keras_segattn.testing.nonzero_weights)."
+        )
     # An input may legitimately carry no gradient (a shape reference, say),
     # but something must.
     # Embedding gradients come as IndexedSlices.
@@ -187,7 +211,7 @@ def check_jit_fit_step(model, inputs, targets, loss):
 MIXED_PRECISION_RTOL = {"mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}
 
 
-def _nonzero_weights(model, seed=0):
+def nonzero_weights(model, seed=0):
     """The model's weights with every all-zero kernel drawn at random.
 
     Zero-initialised layers (FCN's score layers, the transformer's
@@ -228,7 +252,7 @@ def check_mixed_precision(build, inputs, fit=None, compared=None, rtol=None):
     compared = compared or (lambda model, inputs: model(inputs))
     with dtype_policy("float32"):
         reference_model = build()
-        weights = _nonzero_weights(reference_model)
+        weights = nonzero_weights(reference_model)
         reference_model.set_weights(weights)
         expected = _as_list(compared(reference_model, inputs))
     for policy in ("mixed_float16", "mixed_bfloat16"):
@@ -282,6 +306,7 @@ def run_model_test(
         fit: bool. Run the gradient and `fit` checks. Defaults to `True`.
     """
     expected = model(inputs)
+    check_not_vacuous(expected)
     check_config_round_trip(model, inputs, atol)
     with tempfile.TemporaryDirectory() as directory:
         check_keras_reload(model, inputs, expected, directory, atol)

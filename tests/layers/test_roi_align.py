@@ -226,13 +226,22 @@ def test_no_boxes(rng, mode):
 
 
 def test_float16_policy_keeps_box_coordinates_exact(rng):
-    # Pixel coordinates in the thousands would move by whole pixels in float16.
-    features = rng.normal(size=(1, 8, 8, 2)).astype("float32")
-    boxes = np.array([[[1001.3, 1017.7, 1080.9, 1100.2]]], "float32")
-    expected = roi_align_reference(features, boxes, (2, 2), 2, 1 / 128)
-    out = RoIAlign(output_size=2, spatial_scale=1 / 128, dtype="mixed_float16")([features, boxes])
+    # Pixel coordinates in the thousands move by up to half a pixel in
+    # float16 (1017.7 -> 1017.5, 1080.9 -> 1081): boxes inside a map large
+    # enough that every sample reads its own cells.
+    features = rng.normal(size=(1, 160, 160, 2)).astype("float32")
+    boxes = np.array(
+        [[[1001.3, 1017.7, 1080.9, 1100.2], [17.3, 1130.6, 1270.1, 1263.4]]], "float32"
+    )
+    expected = roi_align_reference(features, boxes, (2, 2), 2, 1 / 8)
+    atol = 4e-3  # float16 outputs of values near 1
+    rounded = roi_align_reference(
+        features, boxes.astype("float16").astype("float32"), (2, 2), 2, 1 / 8
+    )
+    assert np.max(np.abs(rounded - expected)) > 10 * atol  # float16 boxes would fail this test
+    out = RoIAlign(output_size=2, spatial_scale=1 / 8, dtype="mixed_float16")([features, boxes])
     assert out.dtype == "float16"
-    np.testing.assert_allclose(np.asarray(out, np.float32), expected, atol=1e-2)
+    np.testing.assert_allclose(np.asarray(out, np.float32), expected, atol=atol)
 
 
 def test_bad_arguments_raise_clear_errors():

@@ -254,19 +254,29 @@ def test_bad_arguments_raise_clear_errors():
 
 
 def test_mirrored_strategy_fit_step(rng):
+    # The same step under a (one-replica) MirroredStrategy and without one.
     images = rng.normal(size=(4, 12, 12, 1)).astype("float32")
     labels = rng.integers(0, 3, size=(4,))
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    with strategy.scope():
-        inputs = keras.Input((12, 12, 1))
-        warped, _ = SpatialTransformer("affine", output_size=6)(inputs)
-        outputs = keras.layers.Dense(3)(keras.layers.Flatten()(warped))
-        model = keras.Model(inputs, outputs)
-        model.compile(
-            optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        )
-    history = model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    results = []
+    for strategy in (tf.distribute.MirroredStrategy(["/cpu:0"]), tf.distribute.get_strategy()):
+        with strategy.scope():
+            inputs = keras.Input((12, 12, 1))
+            warped, _ = SpatialTransformer("affine", output_size=6)(inputs)
+            outputs = keras.layers.Dense(3)(keras.layers.Flatten()(warped))
+            model = keras.Model(inputs, outputs)
+            model.compile(
+                optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            )
+        if results:
+            model.set_weights(results[0][0])
+        start = model.get_weights()
+        history = model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
+        results.append((start, model.get_weights(), history.history["loss"][0]))
+    (start, mirrored, loss), (_, plain, plain_loss) = results
+    assert np.isfinite(loss) and np.isclose(loss, plain_loss, rtol=1e-6)
+    assert any(not np.array_equal(a, b) for a, b in zip(start, mirrored))  # it trained
+    for a, b in zip(mirrored, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_called_at_another_size_than_its_localization_net_was_built_for():

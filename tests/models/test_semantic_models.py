@@ -207,15 +207,27 @@ def test_fit_and_metrics_over_two_replicas(name, tolerance):
 
 
 def test_builds_and_fits_under_a_distribution_strategy(rng):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    with strategy.scope():
-        model = tiny("fcn8s")
-        model.compile("adam", SegmentationCrossEntropy(ignore_class=255))
+    # One fit step under a (one-replica) MirroredStrategy updates the weights
+    # exactly as the same step without a strategy.
     images = rng.integers(0, 256, size=(3, 32, 40, 3)).astype("uint8")
     labels = rng.integers(0, 3, size=(3, 32, 40)).astype("int32")
     labels[0, :5] = 255
-    history = model.fit(images, labels, batch_size=2, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    weights, losses = [], []
+    for strategy in (tf.distribute.MirroredStrategy(["/cpu:0"]), tf.distribute.get_strategy()):
+        with strategy.scope():
+            model = tiny("fcn8s")
+            model.compile("adam", SegmentationCrossEntropy(ignore_class=255))
+        if weights:
+            model.set_weights(weights[0][0])
+        start = model.get_weights()
+        history = model.fit(images, labels, batch_size=2, epochs=1, shuffle=False, verbose=0)
+        weights.append((start, model.get_weights()))
+        losses.append(history.history["loss"][0])
+    assert np.isfinite(losses[0]) and np.isclose(losses[0], losses[1], rtol=1e-5), losses
+    (start, mirrored), (_, plain) = weights
+    assert any(not np.array_equal(a, b) for a, b in zip(start, mirrored))  # it trained
+    for a, b in zip(mirrored, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_the_registry_decides_a_models_task(tmp_path):

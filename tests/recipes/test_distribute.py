@@ -25,6 +25,52 @@ def test_auto_is_the_default_strategy_on_one_cpu(monkeypatch):
     assert make_strategy(strategy) is strategy  # a strategy passes through
 
 
+def test_auto_picks_a_tpu_when_one_is_attached(monkeypatch):
+    from keras_segattn.recipes import distribute
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("TPU_NAME", "grpc://10.0.0.2:8470")
+    calls = []
+
+    class Resolver:
+        def __init__(self, tpu):
+            calls.append(("resolver", tpu))
+
+    class FakeTPUStrategy:
+        def __init__(self, resolver):
+            calls.append(("strategy", type(resolver).__name__))
+
+    monkeypatch.setattr(distribute, "_tpu_attached", lambda: True)
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", Resolver)
+    monkeypatch.setattr(tf.config, "experimental_connect_to_cluster", lambda _: calls.append(1))
+    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", lambda _: calls.append(2))
+    monkeypatch.setattr(tf.distribute, "TPUStrategy", FakeTPUStrategy)
+    assert isinstance(make_strategy("auto"), FakeTPUStrategy)
+    assert calls == [("resolver", "grpc://10.0.0.2:8470"), 1, 2, ("strategy", "Resolver")]
+
+
+@pytest.mark.parametrize("gpus, mirrored", [(2, True), (1, False)])
+def test_auto_mirrors_over_several_gpus_only(monkeypatch, gpus, mirrored):
+    from keras_segattn.recipes import distribute
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setattr(distribute, "_tpu_attached", lambda: False)
+    real = tf.config.list_physical_devices
+    devices = [f"/physical_device:GPU:{i}" for i in range(gpus)]
+
+    def list_devices(kind=None):
+        return devices if kind == "GPU" else real(kind)
+
+    class FakeMirrored:  # no GPU is real here
+        pass
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", list_devices)
+    monkeypatch.setattr(tf.distribute, "MirroredStrategy", FakeMirrored)
+    strategy = make_strategy("auto")
+    assert isinstance(strategy, FakeMirrored) == mirrored
+    assert mirrored or strategy is tf.distribute.get_strategy()
+
+
 def test_bad_strategies_are_named(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("COLAB_TPU_ADDR", raising=False)

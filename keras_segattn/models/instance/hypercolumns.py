@@ -222,7 +222,12 @@ class SelectClassGroup(keras.layers.Layer):
         scores, classes = inputs
         shape = tf.shape(scores)
         grouped = tf.reshape(scores, [shape[0], shape[1], -1, self.num_groups, self.group_size])
-        one_hot = tf.one_hot(tf.cast(classes, tf.int32) - 1, self.num_groups, dtype=scores.dtype)
+        # A comparison, not tf.one_hot: a class id outside 1..num_groups
+        # (0, "no class") picks nothing in every runtime, where ONNX's OneHot
+        # would wrap the index -1 around to the last group.
+        groups = tf.range(1, self.num_groups + 1)
+        ids = tf.expand_dims(tf.cast(classes, tf.int32), -1)
+        one_hot = tf.cast(tf.equal(ids, groups), scores.dtype)
         # A reshape, not one_hot[:, :, None, :, None]: TFLite has no builtin
         # strided slice with new axes.
         one_hot = tf.reshape(one_hot, [shape[0], shape[1], 1, self.num_groups, 1])
