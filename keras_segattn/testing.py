@@ -370,6 +370,10 @@ def run_layer_test(layer_cls, init_kwargs, inputs, expected_output_shape=None, *
         return keras.Model(symbolic_inputs, layer(symbolic_inputs))
 
     model = wrap(layer)
+    # A zero-initialised kernel (the spatial transformer's regression, which
+    # starts at the identity) makes outputs constant and gradients zero:
+    # the checks need weights that every output depends on.
+    model.set_weights(nonzero_weights(model))
     symbolic_outputs = model.outputs
     eager = model(inputs)
     for s, e in zip(keras.tree.flatten(symbolic_outputs), _as_list(eager)):

@@ -6,21 +6,18 @@ no version folder, no file and no staging folder."""
 import os
 
 import keras
-import numpy as np
 import pytest
 
 from keras_segattn.export import EXPORT_TOLERANCE, export_checkpoint, flow
 from keras_segattn.models import create_model
 from keras_segattn.recipes.runs import save_model
+from keras_segattn.testing import nonzero_weights
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     model = create_model("fcn8s", preset="tiny", num_classes=4)
-    rng = np.random.default_rng(0)
-    for weight in model.weights:  # non-zero scores, so that a difference shows
-        if weight.path.endswith(("kernel", "bias")):
-            weight.assign(rng.normal(0, 0.2, weight.shape).astype("float32"))
+    model.set_weights(nonzero_weights(model))  # outputs that a perturbation moves
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
     save_model(model, str(path))
     return path

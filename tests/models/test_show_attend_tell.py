@@ -440,7 +440,7 @@ def test_saved_model_signature_and_builtin_tflite(toy, tmp_path, rng):
     model, images, _ = toy
     path = export_saved_model(model, tmp_path, name="captioner", task="captioning")
     loaded = tf.saved_model.load(path)
-    assert set(loaded.signatures) == {"serving_default", "serving_bytes", "tokens"}
+    assert set(loaded.signatures) == {"serving_default", "serving_bytes", "tokens", "portable"}
     signature = loaded.signatures["serving_default"]
     (spec,) = signature.structured_input_signature[1].values()
     assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, None, None, 3]
