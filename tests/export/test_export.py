@@ -62,11 +62,13 @@ def test_existing_version_is_never_overwritten(model, exported):
         export_saved_model(model, base, name="fcn8s_test", version=0)
 
 
-@pytest.mark.parametrize("quantization, tolerance", [
-    ("float32", 1e-5), ("float16", 5e-3), ("dynamic", 0.2), ("int8", 0.4),
+# Measured on these weights and images: float16 5.3e-4, dynamic 0.013, int8
+# 0.027 on probabilities, every class map equal; the bounds leave about 3x.
+@pytest.mark.parametrize("quantization, tolerance, class_maps", [
+    ("float32", 1e-5, 0.0), ("float16", 2e-3, 0.0), ("dynamic", 0.04, 0.01), ("int8", 0.08, 0.01),
 ])  # fmt: skip
 def test_tflite_quantizations_are_builtin_and_close(
-    model, exported, quantization, tolerance, rng, tmp_path
+    model, exported, quantization, tolerance, class_maps, rng, tmp_path
 ):
     images = rng.integers(0, 256, size=(2, 40, 56, 3)).astype("uint8")
     calibration = [rng.integers(0, 256, size=(1, 40, 56, 3)).astype("uint8") for _ in range(8)]
@@ -75,8 +77,7 @@ def test_tflite_quantizations_are_builtin_and_close(
     reference = {k: v.numpy() for k, v in semantic_serving_fn(model)(images).items()}
     report = verify_export(reference, images, tflite_model=path)["tflite"]
     assert report["probabilities"] <= tolerance, report
-    if quantization == "float32":
-        assert report["class_map"] == 0
+    assert report["class_map"] <= class_maps, report  # the fraction of pixels that differ
     # The interpreter resizes the dynamic input: another size, same file.
     other = run_tflite(path, {"images": images[:, :33, :47]})
     assert other["class_map"].shape == (2, 33, 47)
