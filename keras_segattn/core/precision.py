@@ -1,8 +1,23 @@
-"""Keras' global dtype policy, set for a block and restored after."""
+"""Keras' global dtype policy, set for a block and restored after; the
+name scope that keeps a computation in float in a full-integer TFLite file."""
 
 import contextlib
 
 import keras
+import tensorflow as tf
+
+# Ops traced inside `keep_float()` carry this in their names; the int8
+# TFLite converter (`export.convert_to_tflite`) leaves them in float.
+FLOAT_SCOPE = "keep_float_in_int8"
+
+
+def keep_float():
+    """A name scope for a computation that full-integer quantisation would
+    ruin (the spatial transformer's sampling coordinates: a sampling
+    position quantised to 1/256 of the range moves whole pixels). In an
+    `"int8"` TFLite file its ops run in float, between a dequantise and a
+    quantise; everywhere else the scope changes nothing."""
+    return tf.name_scope(FLOAT_SCOPE)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_segattn.core.kernels import tflite_builtins_only
-from keras_segattn.core.precision import float32_model
+from keras_segattn.core.precision import FLOAT_SCOPE, float32_model
 from keras_segattn.core.saving import write_bytes
 from keras_segattn.export.saved_model import check_labels, tflite_archive
 
@@ -208,7 +208,7 @@ def _convert(saved_model_dir, quantization, representative_images, signature_key
             tf.lite.OpsSet.TFLITE_BUILTINS,
         ]
     try:
-        return converter.convert()
+        flatbuffer = converter.convert()
     except Exception as error:  # the converter raises its own ConverterError
         message = str(error).lower()
         if "select tf" not in message and "flex" not in message:
@@ -222,6 +222,26 @@ def _convert(saved_model_dir, quantization, representative_images, signature_key
             "signature_key='portable', or convert the Keras model, convert_to_tflite(model, "
             f"path, task=...). The converter said: {str(error)[:400]}"
         ) from None
+    if quantization == "int8":
+        flatbuffer = _keep_float_scopes(flatbuffer, converter, representative_dataset)
+    return flatbuffer
+
+
+def _keep_float_scopes(flatbuffer, converter, representative_dataset):
+    """Converts again with the ops of `core.precision.keep_float()` scopes
+    (their output tensors named `.../keep_float_in_int8/...`) left in float
+    (TFLite's selective quantisation), if the model has any."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    tensors = Interpreter(model_content=flatbuffer).get_tensor_details()
+    float_nodes = [t["name"] for t in tensors if f"/{FLOAT_SCOPE}/" in t["name"]]
+    if not float_nodes:
+        return flatbuffer
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=representative_dataset, debug_options=options
+    )
+    return debugger.get_nondebug_quantized_model()
 
 
 def tflite_runner(model, signature_key=None, num_threads=None):

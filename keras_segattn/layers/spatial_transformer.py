@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_segattn.core.kernels import fused_kernels
+from keras_segattn.core.precision import keep_float
 from keras_segattn.core.validation import check_int, check_size
 
 TRANSFORMS = ("affine", "projective", "tps")
@@ -633,15 +634,16 @@ class SpatialTransformer(keras.layers.Layer):
         theta = self.regressor(features) if self.regression else features
         theta = tf.cast(theta, self.compute_dtype)
         coordinates = tf.cast(theta, _coordinate_dtype(theta.dtype))
-        if self.transform == "affine":
-            return sample_affine(images, coordinates, out_h, out_w, bool(training)), theta
-        if self.transform == "projective":
-            grid = projective_grid(coordinates, out_h, out_w)
-        else:
-            grid = _tps_grid_from_basis(coordinates, self._tps_basis, out_h, out_w)
-        # A homography's pixel form can have a zero last entry, which the fused
-        # kernel's 8 parameters cannot express: the gather sampler always.
-        return bilinear_sample(images, grid), theta
+        with keep_float():  # int8 sampling coordinates would move whole pixels
+            if self.transform == "affine":
+                return sample_affine(images, coordinates, out_h, out_w, bool(training)), theta
+            if self.transform == "projective":
+                grid = projective_grid(coordinates, out_h, out_w)
+            else:
+                grid = _tps_grid_from_basis(coordinates, self._tps_basis, out_h, out_w)
+            # A homography's pixel form can have a zero last entry, which the
+            # fused kernel's 8 parameters cannot express: the gather sampler always.
+            return bilinear_sample(images, grid), theta
 
     def compute_output_shape(self, input_shape):
         out_h, out_w = self._resolve_output_size(input_shape)
