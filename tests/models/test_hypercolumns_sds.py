@@ -99,6 +99,10 @@ def test_hypercolumns_passes_model_checks_with_builtin_tflite(rng):
 
 
 def test_sds_passes_model_checks_with_builtin_tflite(rng):
+    # Seeded: drawn from whatever state earlier tests left, a tiny network's
+    # ReLUs can all be dead on three crops, and its first kernels get no
+    # gradient (which the shared checks refuse as a test that proves nothing).
+    keras.utils.set_random_seed(0)
     model = tiny("sds")
     crops = rng.integers(0, 256, (3, 32, 32, 3)).astype("float32")
     masks = (rng.random((3, 32, 32)) > 0.5).astype("float32")
