@@ -83,12 +83,8 @@ def tensorflow_kernels():
 
     Per thread, and nests. Use `in_tensorflow(fn)` to trace a function so.
     """
-    previous = getattr(_state, "tensorflow_only", False)
-    _state.tensorflow_only = True
-    try:
+    with _switch("tensorflow_only"):
         yield
-    finally:
-        _state.tensorflow_only = previous
 
 
 def _inside(context, fn):
@@ -137,9 +133,16 @@ def tflite_builtins_only():
     inside the block keeps the builtin formulation when it is called later.
     Per thread, and nests.
     """
-    previous = getattr(_state, "builtins_only", False)
-    _state.builtins_only = True
+    with _switch("builtins_only"):
+        yield
+
+
+@contextlib.contextmanager
+def _switch(name):
+    """Sets the per-thread flag `name` inside the block, restoring it after."""
+    previous = getattr(_state, name, False)
+    setattr(_state, name, True)
     try:
         yield
     finally:
-        _state.builtins_only = previous
+        setattr(_state, name, previous)

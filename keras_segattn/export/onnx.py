@@ -14,12 +14,8 @@ import tensorflow as tf
 from keras_segattn.core.kernels import in_tflite
 from keras_segattn.core.precision import float32_model
 from keras_segattn.core.saving import write_bytes
-from keras_segattn.export.saved_model import (
-    check_labels,
-    checked_inputs,
-    minimum_image_size,
-)
-from keras_segattn.export.tflite import LABELS_METADATA, LIMITS_METADATA
+from keras_segattn.export.saved_model import checked_inputs, minimum_image_size
+from keras_segattn.export.tflite import LABELS_METADATA, LIMITS_METADATA, metadata_entries
 from keras_segattn.tasks import get_task, task_of
 
 
@@ -89,12 +85,7 @@ def convert_to_onnx(
     serve = checked_inputs(functions[signature_key], specs, minimum_image_size(model), limits)
     function = tf.function(in_tflite(serve), input_signature=specs)
     proto, _ = tf2onnx.convert.from_function(function, input_signature=specs, opset=opset)
-    entries = {}
-    if labels is not None:
-        entries[LABELS_METADATA] = "\n".join(check_labels(labels))
-    if limits is not None:
-        entries[LIMITS_METADATA] = json.dumps(limits.as_dict())
-    for key, value in entries.items():
+    for key, value in metadata_entries(labels, limits).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     data = proto.SerializeToString()

@@ -119,6 +119,18 @@ def _flatbuffer_utils():
     return flatbuffer_utils
 
 
+def metadata_entries(labels=None, limits=None):
+    """`{name: text}` of what an exported file carries besides its graph:
+    the labels (`LABELS_METADATA`, one per line) and the serving limits
+    (`LIMITS_METADATA`, JSON); TFLite and ONNX files alike."""
+    entries = {}
+    if labels is not None:
+        entries[LABELS_METADATA] = "\n".join(check_labels(labels))
+    if limits is not None:
+        entries[LIMITS_METADATA] = json.dumps(limits.as_dict())
+    return entries
+
+
 def name_tensors(flatbuffer, labels=None, limits=None):
     """Renames every signature input and output tensor to its signature
     name, and embeds `labels` (metadata `LABELS_METADATA`, one per line) and
@@ -131,12 +143,7 @@ def name_tensors(flatbuffer, labels=None, limits=None):
         tensors = model.subgraphs[signature.subgraphIndex].tensors
         for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
             tensors[entry.tensorIndex].name = entry.name
-    entries = {}
-    if labels is not None:
-        entries[LABELS_METADATA] = "\n".join(check_labels(labels))
-    if limits is not None:
-        entries[LIMITS_METADATA] = json.dumps(limits.as_dict())
-    for name, text in entries.items():
+    for name, text in metadata_entries(labels, limits).items():
         buffer = schema.BufferT()
         buffer.data = np.frombuffer(text.encode("utf-8"), np.uint8)
         model.buffers.append(buffer)
