@@ -253,6 +253,7 @@ def stn_table(args):
         momentum=args.momentum, seed=args.seed, output=args.output, source=args.mnist,
         limit=args.limit, overwrite=args.overwrite, verbose=args.verbose,
         strategy=args.strategy, mixed_precision=args.mixed_precision,
+        deterministic=args.deterministic,
     )  # fmt: skip
 
 

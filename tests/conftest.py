@@ -12,13 +12,11 @@ from tests.skip_policy import (  # noqa: E402, F401
     pytest_runtest_makereport,
 )
 
-# One TensorFlow thread per test process (make test runs two processes on two
-# cores). TensorFlow's CPU gradient of `crop_and_resize` to the image, which
-# RoIAlign's fused path uses, shards boxes over threads that add into the
-# same cells without synchronisation (tensorflow/tensorflow#42033): under
-# load it lost updates (up to 0.38 of 22 between identical runs), and the
-# fused-against-builtin gradient checks failed at random. One thread runs it
-# serially; the race itself, for users, is an open issue of this project.
+# One TensorFlow thread per test process, for speed: `make test` runs two
+# processes on two cores. (Nothing needs it for correctness: RoIAlign's
+# gradient, whose TensorFlow kernel raced on several threads, is the
+# package's own; tests/layers/test_kernel_determinism.py checks every fused
+# kernel's gradient on two threads.)
 tf.config.threading.set_intra_op_parallelism_threads(1)
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")

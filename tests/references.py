@@ -383,6 +383,43 @@ def roi_align_reference(
     return out
 
 
+def crop_and_resize_image_gradient_reference(upstream, image_shape, boxes, box_indices):
+    """The gradient of `tf.image.crop_and_resize` (bilinear, extrapolation
+    0) to its image, sample by sample as its CPU kernel defines it: sample
+    `(y, x)` of box `(y1, x1, y2, x2)` lies at `y1 * (H - 1) + y * (y2 - y1)
+    * (H - 1) / (crop_h - 1)` (the box's centre for a crop of 1), and one
+    outside `[0, H - 1]` reads the extrapolation value."""
+    upstream = np.asarray(upstream, np.float64)
+    _, height, width, _ = image_shape
+    gradient = np.zeros(image_shape)
+    crop_h, crop_w = upstream.shape[1:3]
+
+    def positions(start, end, crops, size):
+        if crops == 1:
+            return [0.5 * (start + end) * (size - 1)]
+        return [
+            start * (size - 1) + i * (end - start) * (size - 1) / (crops - 1) for i in range(crops)
+        ]
+
+    for n, (y1, x1, y2, x2) in enumerate(np.asarray(boxes, np.float64)):
+        b = int(box_indices[n])
+        for i, y in enumerate(positions(y1, y2, crop_h, height)):
+            if not 0 <= y <= height - 1:
+                continue
+            top, bottom = int(np.floor(y)), int(np.ceil(y))
+            for j, x in enumerate(positions(x1, x2, crop_w, width)):
+                if not 0 <= x <= width - 1:
+                    continue
+                left, right = int(np.floor(x)), int(np.ceil(x))
+                dy, dx = y - top, x - left
+                g = upstream[n, i, j]
+                gradient[b, top, left] += (1 - dy) * (1 - dx) * g
+                gradient[b, top, right] += (1 - dy) * dx * g
+                gradient[b, bottom, left] += dy * (1 - dx) * g
+                gradient[b, bottom, right] += dy * dx * g
+    return gradient
+
+
 def _c_round(value):
     """C's round(): halves away from zero."""
     magnitude = abs(value)

@@ -381,7 +381,9 @@ def segattn(argv, crash_at=None):
     """`segattn` in a process of its own, killed at `crash_at` if given
     (`keras_segattn.core.saving.crash_point`)."""
     env = {k: v for k, v in os.environ.items() if k != "KERAS_SEGATTN_CRASH_AT"}
-    env.update(PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    # One TensorFlow thread, as in the test process (tests/conftest.py): a
+    # run resumed here then computes as the killed one did, bit for bit.
+    env.update(PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTRAOP_THREADS="1")
     if crash_at:
         env["KERAS_SEGATTN_CRASH_AT"] = crash_at
     return subprocess.run(
@@ -489,13 +491,20 @@ def test_every_model_trains_evaluates_exports_and_reloads(name, tmp_path, inputs
 # -- every task -----------------------------------------------------------------
 
 
+def without_times(rows):
+    return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in rows]
+
+
 @pytest.mark.parametrize("task_name", registry_tasks())
 def test_every_task_resumes_after_a_kill(task_name, tmp_path, inputs, capsys):
+    """Killed mid-epoch and resumed under `--deterministic`, a run ends with
+    the weights and the history of the same command run without a break,
+    bit for bit (which also makes two runs of the same command identical)."""
     assert task_name in TINY_RUNS, "see test_every_task_has_a_tiny_run"
     tiny, task = TINY_RUNS[task_name], get_task(task_name)
     name = list_models(task_name)[0]
     output = tmp_path / "run"
-    argv = tiny.train(name, output, EPOCHS, inputs)
+    argv = [*tiny.train(name, output, EPOCHS, inputs), "--deterministic"]
     folder = tiny.folder(output, name)
 
     # Killed at the first batch of epoch 2: epoch 1 committed, nothing after.
@@ -540,3 +549,13 @@ def test_every_task_resumes_after_a_kill(task_name, tmp_path, inputs, capsys):
     assert "Epoch" not in out, out[-2000:]
     assert history(folder) == rows
     assert files_written(output) == before
+
+    # The same command without a break: the same numbers, bit for bit.
+    whole = tmp_path / "whole"
+    main([*tiny.train(name, whole, EPOCHS, inputs), "--deterministic"])
+    whole_folder = tiny.folder(whole, name)
+    assert without_times(history(whole_folder)) == without_times(rows)
+    for checkpoint in ("last.keras", "best.keras") if task.monitor else ("last.keras",):
+        a, b = weights(whole_folder / checkpoint), weights(folder / checkpoint)
+        differing = [k for k in a if not np.array_equal(a[k], b.get(k))]
+        assert a.keys() == b.keys() and not differing, f"{checkpoint}: {differing}"

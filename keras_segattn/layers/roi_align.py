@@ -342,15 +342,106 @@ def _crop_and_resize_align(
     # Sampled in float32 (crop_and_resize returns float32 anyway, and not
     # every build has its bfloat16 kernel).
     padded = tf.pad(tf.cast(maps, tf.float32), [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-    sampled = tf.image.crop_and_resize(
-        padded, crops, image, [out_h * sampling_ratio, out_w * sampling_ratio]
-    )
+    samples = (out_h * sampling_ratio, out_w * sampling_ratio)
+    sampled = crop_and_resize(padded, crops, image, samples)
     if sampling_ratio > 1:
         sampled = tf.nn.avg_pool2d(sampled, sampling_ratio, sampling_ratio, "VALID")
     # A non-finite box (or a group out of range) reads nothing: zero output,
     # zero gradient to the map.
     sampled = sampled * tf.cast(keep, tf.float32)[:, None, None, None]
     return tf.cast(sampled, features.dtype)
+
+
+def crop_and_resize(image, boxes, box_indices, crop_size):
+    """`tf.image.crop_and_resize` (bilinear, extrapolation 0) with a
+    deterministic gradient to the image.
+
+    TensorFlow's CPU gradient to the image (`CropAndResizeGradImage`) shards
+    the boxes over threads that add into the same pixels without
+    synchronisation (tensorflow/tensorflow#42033): where boxes overlap,
+    updates are lost at random. Here the fused kernel computes the crops and
+    the gradient to the boxes (`CropAndResizeGradBoxes`, one box per
+    thread, no shared output), and the gradient to the image is each
+    sample's four bilinear weights times its incoming gradient, added into
+    the image by `tf.math.unsorted_segment_sum`, whose CPU kernel adds in a
+    fixed order: the same numbers every time, on any number of threads.
+
+    Args:
+        image: float32 `(batch, height, width, channels)`.
+        boxes: float32 `(num_boxes, 4)`, normalised `(y1, x1, y2, x2)`.
+        box_indices: int32 `(num_boxes,)`, each box's image.
+        crop_size: `(crop_height, crop_width)` Python ints.
+
+    Returns:
+        float32 `(num_boxes, crop_height, crop_width, channels)`.
+    """
+    crop_h, crop_w = crop_size
+
+    @tf.custom_gradient
+    def crop(image, boxes):
+        crops = tf.image.crop_and_resize(image, boxes, box_indices, [crop_h, crop_w])
+
+        def gradient(upstream):
+            to_image = _crop_and_resize_image_gradient(
+                upstream, tf.shape(image), boxes, box_indices, crop_h, crop_w
+            )
+            to_boxes = tf.raw_ops.CropAndResizeGradBoxes(
+                grads=upstream, image=image, boxes=boxes, box_ind=box_indices
+            )
+            return to_image, to_boxes
+
+        return crops, gradient
+
+    return crop(image, boxes)
+
+
+def _crop_taps(start, end, crops, size):
+    """One axis of `crop_and_resize`'s sampling, as its kernel computes it:
+    the lower and upper pixel of each sample, `(boxes, crops)` int32, the
+    upper one's weight, and whether the sample lies inside the image."""
+    last = tf.cast(size - 1, tf.float32)
+    if crops > 1:
+        scale = (end - start) * last / (crops - 1)
+        steps = tf.range(crops, dtype=tf.float32)[None, :]
+        position = start[:, None] * last + steps * scale[:, None]
+    else:
+        position = (0.5 * (start + end) * last)[:, None]
+    inside = (position >= 0.0) & (position <= last)
+    low = tf.floor(position)
+    high = tf.math.ceil(position)
+    weight = position - low
+    # Outside the image the taps are never used (their weights are 0 there).
+    low = _clamp(tf.cast(tf.where(inside, low, 0.0), tf.int32), 0, size - 1)
+    high = _clamp(tf.cast(tf.where(inside, high, 0.0), tf.int32), 0, size - 1)
+    return low, high, weight, inside
+
+
+def _crop_and_resize_image_gradient(upstream, image_shape, boxes, box_indices, crop_h, crop_w):
+    """The gradient of `crop_and_resize` to its image, in a fixed order
+    (`crop_and_resize`)."""
+    batch, height, width, channels = tf.unstack(image_shape)
+    y1, x1, y2, x2 = tf.unstack(boxes, axis=-1)
+    top, bottom, y_weight, y_inside = _crop_taps(y1, y2, crop_h, height)
+    left, right, x_weight, x_inside = _crop_taps(x1, x2, crop_w, width)
+    # A sample outside the image is the extrapolation value: no gradient.
+    y_inside, x_inside = tf.cast(y_inside, tf.float32), tf.cast(x_inside, tf.float32)
+    first_row = tf.cast(box_indices, tf.int32)[:, None] * height
+    total = batch * height * width
+    # The taps are added in order, the first one starting the sum: added
+    # into a tensor of zeros, the chain came out in a varying order (6 to 15
+    # of 20 repeats on two threads differed in the last bits).
+    image_gradient = None
+    for rows, row_weight in ((top, (1.0 - y_weight) * y_inside), (bottom, y_weight * y_inside)):
+        for cols, col_weight in ((left, (1.0 - x_weight) * x_inside), (right, x_weight * x_inside)):
+            index = (first_row + rows)[:, :, None] * width + cols[:, None, :]
+            weight = row_weight[:, :, None] * col_weight[:, None, :]
+            tap = tf.math.unsorted_segment_sum(
+                tf.reshape(upstream * weight[..., None], [-1, channels]),
+                tf.reshape(index, [-1]),
+                total,
+            )
+            image_gradient = tap if image_gradient is None else image_gradient + tap
+    return tf.reshape(image_gradient, image_shape)
 
 
 def _finite_boxes(boxes):

@@ -19,6 +19,7 @@ from keras_segattn.data.captions import (
     load_caption_dataset,
     shapes_caption_objects,
 )
+from keras_segattn.data.epochs import batches_per_epoch, epochs_of
 from keras_segattn.data.pipeline import generation_options, is_generated
 from keras_segattn.data.shapes import CLASS_NAMES
 from keras_segattn.evaluation.captioning import evaluate_captioner
@@ -122,8 +123,9 @@ def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
     num_images, seed = config.num_images, config.seed
     task = task_of("show_attend_tell")
     epochs = check_int(config.epochs, "epochs", hint=" (0 would score an untrained model)")
-    with training_context(config.strategy, config.mixed_precision) as distribution:
-        keras.utils.set_random_seed(seed)
+    with training_context(
+        config.strategy, config.mixed_precision, seed, config.deterministic
+    ) as distribution:
         run = RunFolder(output, chief=is_chief(distribution))
         finished = run.start(
             {**config.record(), "task": task.name}, overwrite=overwrite,
@@ -153,11 +155,16 @@ def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
         model.compile(keras.optimizers.Adam(config.learning_rate), loss=CaptionLoss())
         pipeline = dict(vocabulary=vocabulary, batch_size=config.batch_size, image_size=size,
                         max_length=config.max_length + 1)  # fmt: skip
-        train_batches = caption_pipeline(train, shuffle=1024, seed=seed, **pipeline)
+
+        def one_epoch(epoch):  # the captions drawn and the order: `seed + epoch`
+            return caption_pipeline(train, shuffle=1024, seed=seed + epoch, **pipeline)
+
+        train_batches = epochs_of(one_epoch, epochs, run.first_data_epoch(epochs))
         val_batches = caption_pipeline(val, one_caption_per_image="all", **pipeline)
         callbacks = run.callbacks(task.monitor, task.mode) + list(callbacks or [])
         model.fit(
-            train_batches, validation_data=val_batches, epochs=epochs, callbacks=callbacks,
+            train_batches, validation_data=val_batches, epochs=epochs,
+            steps_per_epoch=batches_per_epoch(one_epoch), callbacks=callbacks,
             verbose=config.verbose, shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
         )  # fmt: skip
     if not run.finish_training(model):

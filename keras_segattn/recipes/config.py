@@ -98,6 +98,11 @@ class RecipeConfig:
         "variables and outputs stay float32",
         choices=PRECISIONS,
     )
+    deterministic: bool = option(
+        False,
+        "bit-identical runs: TensorFlow's deterministic kernels, seeded by --seed (slower; a run "
+        "killed and resumed ends with the same weights as one never interrupted)",
+    )
 
     # The fields a recipe also takes by position, in order (its first ones).
     POSITIONAL = ()

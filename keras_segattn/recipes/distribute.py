@@ -1,8 +1,9 @@
-"""Where a recipe trains: the `tf.distribute` strategy and the precision.
+"""Where and how a recipe trains: the `tf.distribute` strategy, the
+precision, the seed and determinism.
 
-`training_context(strategy, mixed_precision)` is what `segattn train`,
-`caption-train` and `instance-train` run their model building, compiling
-and fitting in:
+`training_context(strategy, mixed_precision, seed, deterministic)` is what
+every training command (`segattn train`, `instance-train`, `caption-train`,
+`stn-table`) runs its model building, compiling and fitting in:
 
 - `strategy`: `"auto"` (a TPU if one is attached, several workers if
   `$TF_CONFIG` describes a cluster, every GPU if there are several, else the
@@ -13,6 +14,15 @@ and fitting in:
 - `mixed_precision`: `None`, `"float16"` (GPUs; Keras scales the loss) or
   `"bfloat16"` (TPUs, recent GPUs and CPUs): computations in the low
   precision, variables and outputs in float32.
+- `seed`: seeds Python, NumPy, TensorFlow and Keras (`keras.utils.
+  set_random_seed`): the weights, dropout, and every random op without a
+  seed of its own.
+- `deterministic`: TensorFlow's deterministic kernels
+  (`tf.config.experimental.enable_op_determinism`) for the block, so that
+  two runs of the same command, or a run killed and resumed, produce the
+  same weights bit for bit (see the README's "Deterministic training"). An
+  op with no deterministic kernel on the device (several GPU gradients)
+  stops training with an error that names it and the flag.
 
 Under several workers, only the chief writes the run folder
 (`is_chief`); every worker reads its resume state, so a killed run resumes
@@ -31,6 +41,7 @@ fails when Keras changes either.
 import contextlib
 import json
 import os
+import re
 
 import tensorflow as tf
 
@@ -203,9 +214,18 @@ def _multi_worker_fixes(strategy):
 
 
 @contextlib.contextmanager
-def training_context(strategy="auto", mixed_precision=None):
-    """Sets the precision, builds the strategy and enters its scope: build,
-    compile and fit the model inside.
+def training_context(strategy="auto", mixed_precision=None, seed=None, deterministic=False):
+    """Sets the precision, builds the strategy and enters its scope, seeds
+    everything and, if asked, turns on deterministic kernels: build, compile
+    and fit the model inside.
+
+    Args:
+        strategy: str or `tf.distribute.Strategy` (`make_strategy`).
+        mixed_precision: `None`, `"float16"` or `"bfloat16"`.
+        seed: int or `None`. Seeds Python, NumPy, TensorFlow and Keras
+            once the strategy is made; `None` leaves them as they are.
+        deterministic: bool. TensorFlow's deterministic kernels inside the
+            block (`deterministic_ops`).
 
     Yields:
         The `tf.distribute.Strategy`.
@@ -216,5 +236,44 @@ def training_context(strategy="auto", mixed_precision=None):
             strategy.extended._in_multi_worker_mode()
         )
         fixes = _multi_worker_fixes(strategy) if several_workers else contextlib.nullcontext()
-        with fixes, strategy.scope():
+        determinism = deterministic_ops() if deterministic else contextlib.nullcontext()
+        with fixes, strategy.scope(), determinism:
+            if seed is not None:
+                import keras
+
+                keras.utils.set_random_seed(seed)
             yield strategy
+
+
+@contextlib.contextmanager
+def deterministic_ops():
+    """TensorFlow's deterministic kernels inside the block
+    (`tf.config.experimental.enable_op_determinism`), put back as they were
+    on leaving. An op that has no deterministic kernel on its device raises
+    inside the block; it is re-raised as a `RuntimeError` naming the op and
+    `--deterministic`, from the error TensorFlow gives.
+    """
+    from tensorflow.python.framework import config as tf_config
+
+    was_enabled = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    except (tf.errors.OpError, RuntimeError) as error:
+        text = str(error)
+        said = [line.strip() for line in text.splitlines() if "determinis" in line.lower()]
+        if not said or text.startswith(DETERMINISM_HINT):
+            raise
+        node = re.search(r"\{\{node ([^}]+)\}\}", text)  # the graph's name of the op
+        where = f" (at {node.group(1)})" if node else ""
+        raise RuntimeError(f"{DETERMINISM_HINT}{where}: {said[-1]}") from error
+    finally:
+        if not was_enabled:
+            tf_config.disable_op_determinism()
+
+
+DETERMINISM_HINT = (
+    "--deterministic (deterministic=True) needs a deterministic kernel for every op the model "
+    "runs, and TensorFlow has none for one of them on this device; train without "
+    "--deterministic, or on the CPU"
+)

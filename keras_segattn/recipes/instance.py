@@ -34,6 +34,7 @@ from keras_segattn.checkpoints import load_model
 from keras_segattn.core.instances import jitter_box, real_instances
 from keras_segattn.core.validation import check_int
 from keras_segattn.data.catalogue import is_generated
+from keras_segattn.data.epochs import epochs_of
 from keras_segattn.data.instances import (
     instance_pipeline,
     load_instance_dataset,
@@ -63,9 +64,6 @@ from keras_segattn.tasks import task_of
 # What picks `best.keras` for every instance model: the loss on held-out
 # data (the models' own losses for rpn and mnc, `fit`'s for the arrays).
 MONITOR = "val_loss"
-# The graph seed of each epoch's data (`instance_batches`): any fixed value
-# but 0.
-EPOCH_GRAPH_SEED = 87654321
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -125,10 +123,8 @@ def train_and_held_out(
 
 
 def _first_epoch(run, epochs):
-    """Where a trainer's data start: the run's resume epoch (0 without a
-    run). With every epoch trained, `fit` only restores the saved state, but
-    its data must still yield a batch: they start at the last epoch."""
-    return 0 if run is None else min(run.resume_epoch(), epochs - 1)
+    """Where a trainer's data start (`RunFolder.first_data_epoch`; 0 without a run)."""
+    return 0 if run is None else run.first_data_epoch(epochs)
 
 
 def array_batches(arrays, batch_size, epochs, seed=0, first_epoch=0):
@@ -165,10 +161,7 @@ def array_batches(arrays, batch_size, epochs, seed=0, first_epoch=0):
             .map(lambda index: tf.nest.map_structure(lambda a: tf.gather(a, index), tensors))
         )
 
-    data = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-    # Exactly the batches fit reads; repeat() only keeps Keras from warning
-    # that the data ran out as the last epoch ends.
-    return data.repeat().prefetch(tf.data.AUTOTUNE)
+    return epochs_of(one_epoch, epochs, first_epoch)
 
 
 def array_steps(arrays, batch_size):
@@ -241,19 +234,12 @@ def instance_batches(
     """
 
     def one_epoch(epoch):
-        # This function's graph gets a seed of its own, so the shuffle and
-        # the flips of epoch `e` depend on `seed + e` alone, and are rebuilt
-        # (the same) whenever the data are iterated again. (tf.data cannot
-        # take a tensor seed under a graph seed of 0: it compares the tensor
-        # with 0 in Python while tracing.)
-        tf.random.set_seed(EPOCH_GRAPH_SEED)
         return instance_pipeline(
             dataset, batch_size, image_size=image_size, max_instances=max_instances,
             shuffle=shuffle, flip=flip, seed=seed + epoch, drop_remainder=True,
         )  # fmt: skip
 
-    data = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-    return data.repeat().prefetch(tf.data.AUTOTUNE)
+    return epochs_of(one_epoch, epochs, first_epoch)
 
 
 def train_instance_model(
@@ -1045,7 +1031,9 @@ def train_instances(*config, callbacks=None, overwrite=False, **arguments):
         )
         trained = ", ".join(sorted(TRAINERS))
         raise ValueError(f"train_instances trains {trained}; {config.model!r} {why}.")
-    with training_context(config.strategy, config.mixed_precision) as distribution:
+    with training_context(
+        config.strategy, config.mixed_precision, config.seed, config.deterministic
+    ) as distribution:
         run = RunFolder(config.output, chief=is_chief(distribution))
         finished = run.start(config.record(), overwrite=overwrite, config_class=InstanceConfig)
         if finished is not None:

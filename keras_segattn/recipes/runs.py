@@ -61,14 +61,16 @@ from keras_segattn.core.saving import (
     write_text,
 )
 from keras_segattn.core.validation import check_int
+from keras_segattn.data.epochs import first_epoch
 
 RUN_CONFIG = "run.json"
 METRICS = "metrics.json"
 STATE = "state.json"
 # Arguments that do not change what a run computes: a rerun may differ in
 # them (a run killed on two GPUs may resume on one: batches are global; the
-# folder may be named `runs/x`, `./runs/x` or moved elsewhere).
-NOT_COMPARED = ("verbose", "overwrite", "func", "strategy", "output")
+# folder may be named `runs/x`, `./runs/x` or moved elsewhere;
+# `deterministic` picks kernels that add in a fixed order).
+NOT_COMPARED = ("verbose", "overwrite", "func", "strategy", "output", "deterministic")
 
 
 def json_ready(value):
@@ -379,6 +381,11 @@ class RunFolder:
         resumed run sees what an uninterrupted one would."""
         state = self.saved_state()
         return 0 if state is None else int(state["epoch"])
+
+    def first_data_epoch(self, epochs, first=0):
+        """The epoch this run's training data start at
+        (`data.epochs.first_epoch` of its resume epoch)."""
+        return first_epoch(self.resume_epoch(), epochs, first)
 
     def write_config(self, config):
         """Writes the run's arguments to `run.json`."""

@@ -9,7 +9,6 @@ by shifted pooling) like the others.
 
 import dataclasses
 
-import keras
 import numpy as np
 
 from keras_segattn.core.saving import crash_point
@@ -177,8 +176,9 @@ def train_segmenter(*config, callbacks=None, overwrite=False, **arguments):
     leading = [rates] if rates is not None else []
     # The strategy comes first: a multi-worker one must be made before
     # TensorFlow runs anything else.
-    with training_context(config.strategy, config.mixed_precision) as distribution:
-        keras.utils.set_random_seed(config.seed)
+    with training_context(
+        config.strategy, config.mixed_precision, config.seed, config.deterministic
+    ) as distribution:
         image_size = optional_size(image_size, "image_size")
         crop_size = optional_size(crop_size, "crop_size")
         train_kwargs = generation_options(data, num_images=config.num_images)
@@ -222,7 +222,7 @@ def train_segmenter(*config, callbacks=None, overwrite=False, **arguments):
             crop_size=crop_size, augment=config.augment, learning_rate=config.learning_rate,
             class_weights=class_weights, stage1_epochs=stage1_epochs,
             patches_per_image=config.patches_per_image, seed=config.seed,
-            verbose=config.verbose,
+            verbose=config.verbose, resume_epoch=run.resume_epoch(),
         )  # fmt: skip
     if not run.finish_training(built):
         return None  # another worker than the chief

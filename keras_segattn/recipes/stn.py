@@ -34,6 +34,7 @@ from keras_segattn.data.distortions import (
     distorted_mnist,
     distortion_image_size,
 )
+from keras_segattn.data.epochs import epochs_of
 from keras_segattn.data.mnist import load_mnist
 from keras_segattn.models.registry import create_model
 from keras_segattn.models.spatial_transformer.mnist_models import (  # noqa: F401 (re-exported)
@@ -68,13 +69,10 @@ def training_data(distortion, epochs, batch_size, seed, mnist, start_epoch=0):
     def one_pass(epoch):
         epoch_seed = seed + epoch
         data = distorted_mnist("train", distortion, epoch_seed, mnist, shuffle_seed=epoch_seed)
-        return data.batch(batch_size, drop_remainder=True)
+        data = data.batch(batch_size, drop_remainder=True)
+        return data.map(lambda x, y: (x * 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
 
-    data = tf.data.Dataset.range(start_epoch, epochs).flat_map(one_pass)
-    data = data.map(lambda x, y: (x * 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
-    # Exactly the batches fit reads; repeat() only keeps Keras from warning
-    # that the data ran out as the last epoch ends.
-    return data.repeat().prefetch(tf.data.AUTOTUNE)
+    return epochs_of(one_pass, epochs, start_epoch)
 
 
 OPTIMIZERS = ("adam", "sgd")
@@ -101,7 +99,7 @@ def make_optimizer(optimizer, schedule, momentum):
 def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, optimizer="adam",
                schedule="cosine", momentum=0.9, seed=0, output="runs/stn", source=None,
                limit=None, overwrite=False, verbose=2, strategy="auto",
-               mixed_precision=None):  # fmt: skip
+               mixed_precision=None, deterministic=False):  # fmt: skip
     """Trains and tests one table cell; returns (and saves) its result dict.
 
     Each cell is a run folder `<output>/<row>_<distortion>/` (run.json,
@@ -145,6 +143,10 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, o
             in that precision, variables in float32. Recorded among the
             settings (a cell measured before it was recorded counts as
             `None`).
+        deterministic: bool. TensorFlow's deterministic kernels: the same
+            weights bit for bit on every run, a killed one resumed included
+            (`recipes.distribute.training_context`). Not recorded among the
+            settings.
 
     Returns:
         The cell's result dict (`metrics.json`), or `None` on a worker
@@ -170,7 +172,7 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, o
     added = {"distortion_version": 1, "mixed_precision": None}
     # The strategy comes first: a multi-worker one must be made before
     # TensorFlow runs anything else.
-    with training_context(strategy, mixed_precision) as distribution:
+    with training_context(strategy, mixed_precision, seed, deterministic) as distribution:
         run = RunFolder(cell_folder(output, row, distortion), chief=is_chief(distribution))
         finished = run.start(settings, overwrite=overwrite, added=added)
         if finished is not None:
@@ -199,7 +201,6 @@ def _fit_cell(run, name, transform, distortion, settings, verbose):
     """
     epochs, batch_size, seed = settings["epochs"], settings["batch_size"], settings["seed"]
     limit, source = settings["limit"], settings["source"]
-    keras.utils.set_random_seed(seed)
     train_mnist = tuple(a[:limit] for a in load_mnist(source, "train"))
     test_mnist = tuple(a[:limit] for a in load_mnist(source, "test"))
     steps = len(train_mnist[1]) // batch_size
@@ -217,7 +218,7 @@ def _fit_cell(run, name, transform, distortion, settings, verbose):
     test = test.map(lambda x, y: (x * 255.0, y)).batch(1000).cache()
     # A resumed cell starts its data at its first untrained epoch (with
     # every epoch trained, fit only restores the saved state).
-    first = min(run.resume_epoch(), epochs - 1)
+    first = run.first_data_epoch(epochs)
     model.fit(
         training_data(distortion, epochs, batch_size, seed, train_mnist, start_epoch=first),
         epochs=epochs, steps_per_epoch=steps, validation_data=test, verbose=verbose,

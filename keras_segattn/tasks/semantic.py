@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from keras_segattn.core.images import as_client_uint8
 from keras_segattn.data.augment import object_centred_crop, resize_example
+from keras_segattn.data.epochs import batches_per_epoch, epochs_of, first_epoch
 from keras_segattn.data.pipeline import (
     load_segmentation_dataset,
     patch_pipeline,
@@ -72,7 +73,10 @@ def object_centred_dataset(dataset, crop_size, ignore_class=255, background_clas
     )
 
 
-def two_stage_fit(model, stage1_data, stage2_data, stage1_epochs, epochs, **fit_kwargs):
+def two_stage_fit(
+    model, stage1_data, stage2_data, stage1_epochs, epochs, stage1_steps=None, stage2_steps=None,
+    **fit_kwargs,
+):  # fmt: skip
     """DeconvNet's two-stage training (Noh et al. 2015, section 4.2).
 
     Stage 1 trains on easy, object-centred crops (see
@@ -88,6 +92,9 @@ def two_stage_fit(model, stage1_data, stage2_data, stage1_epochs, epochs, **fit_
         stage2_data: batched `(images, masks)` of full images.
         stage1_epochs: int. Epochs of stage 1.
         epochs: int. Total epochs, stage 1 included.
+        stage1_steps, stage2_steps: int or `None`. Batches an epoch of
+            each stage (`steps_per_epoch`), for data that run on past an
+            epoch (`data.epochs.epochs_of`); `None`: one pass.
         **fit_kwargs: passed to both `fit` calls (callbacks,
             validation_data, verbose, ...).
 
@@ -97,12 +104,15 @@ def two_stage_fit(model, stage1_data, stage2_data, stage1_epochs, epochs, **fit_
     if not 0 <= stage1_epochs <= epochs:
         raise ValueError(f"stage1_epochs must be in [0, epochs={epochs}]; got {stage1_epochs}.")
     fit_kwargs.setdefault("shuffle", False)  # the pipelines shuffle (Keras warns otherwise)
-    first = model.fit(stage1_data, epochs=stage1_epochs, **fit_kwargs)
+    first = model.fit(stage1_data, epochs=stage1_epochs, steps_per_epoch=stage1_steps, **fit_kwargs)
     # A restored state leaves the epoch it resumed from on the model, and
     # fit() prefers it to initial_epoch: stage 2 must count from stage 1's end
     # (or from the restored epoch, which RunCheckpoints sets again).
     model._initial_epoch = None
-    second = model.fit(stage2_data, initial_epoch=stage1_epochs, epochs=epochs, **fit_kwargs)
+    second = model.fit(
+        stage2_data, initial_epoch=stage1_epochs, epochs=epochs, steps_per_epoch=stage2_steps,
+        **fit_kwargs,
+    )  # fmt: skip
     return first, second
 
 
@@ -139,37 +149,53 @@ class SemanticTask(Task):
 
     def fit(self, model, train_data, val_data, info, callbacks, *, epochs, batch_size,
             image_size, crop_size, augment, learning_rate, class_weights, stage1_epochs,
-            patches_per_image, seed, verbose):  # fmt: skip
+            patches_per_image, seed, verbose, resume_epoch=0):  # fmt: skip
         """Compiles and fits `model` on a run's data (`train_segmenter`'s
         arguments), DeconvNet's two-stage schedule included; `callbacks`
-        are the run folder's (they monitor `self.monitor`)."""
+        are the run folder's (they monitor `self.monitor`). Epoch `e`'s
+        batches are drawn with `seed + e` (`data.epochs.epochs_of`); a
+        resumed run's data start at `resume_epoch`."""
         del patches_per_image  # patches are the patch task's
         compile_segmenter(model, info.num_classes, info.ignore_class, class_weights, learning_rate)
         pipeline = dict(
             num_classes=info.num_classes, ignore_class=info.ignore_class, image_size=image_size
         )
-        train_batches = segmentation_pipeline(
-            train_data, batch_size, crop_size=crop_size, augment=augment, shuffle=1024, seed=seed,
-            **pipeline,
-        )  # fmt: skip
+
+        def image_epoch(epoch):
+            return segmentation_pipeline(
+                train_data, batch_size, crop_size=crop_size, augment=augment, shuffle=1024,
+                seed=seed + epoch, **pipeline,
+            )  # fmt: skip
+
         fit_kwargs = dict(
             validation_data=segmentation_pipeline(val_data, batch_size, **pipeline),
             verbose=verbose,
             callbacks=callbacks,
+            shuffle=False,  # the pipelines shuffle (Keras warns otherwise)
         )
+        images = epochs_of(image_epoch, epochs, first_epoch(resume_epoch, epochs, stage1_epochs))
         if not stage1_epochs:
-            model.fit(train_batches, epochs=epochs, shuffle=False, **fit_kwargs)
+            model.fit(images, epochs=epochs, steps_per_epoch=batches_per_epoch(image_epoch),
+                      **fit_kwargs)  # fmt: skip
             return
         source = train_data
         if image_size is not None:
             source = train_data.map(lambda e: resize_example(e, image_size))
-        stage1 = object_centred_dataset(
-            source, crop_size or image_size, info.ignore_class, info.background_class, seed
-        ).shuffle(1024, seed=seed)
-        stage1_batches = segmentation_pipeline(
-            stage1, batch_size, num_classes=info.num_classes, ignore_class=info.ignore_class
-        )
-        two_stage_fit(model, stage1_batches, train_batches, stage1_epochs, epochs, **fit_kwargs)
+
+        def crop_epoch(epoch):
+            crops = object_centred_dataset(
+                source, crop_size or image_size, info.ignore_class, info.background_class,
+                seed + epoch,
+            ).shuffle(1024, seed=seed + epoch)  # fmt: skip
+            return segmentation_pipeline(
+                crops, batch_size, num_classes=info.num_classes, ignore_class=info.ignore_class
+            )
+
+        crops = epochs_of(crop_epoch, stage1_epochs, first_epoch(resume_epoch, stage1_epochs))
+        two_stage_fit(
+            model, crops, images, stage1_epochs, epochs, stage1_steps=batches_per_epoch(crop_epoch),
+            stage2_steps=batches_per_epoch(image_epoch), **fit_kwargs,
+        )  # fmt: skip
 
     def check_stages(self, stage1_epochs, crop_size, image_size):
         """Refuses a first stage without a size to cut its crops at."""
@@ -253,17 +279,22 @@ class PatchTask(SemanticTask):
 
     def fit(self, model, train_data, val_data, info, callbacks, *, epochs, batch_size,
             image_size, augment, learning_rate, patches_per_image, seed, verbose,
-            **unused):  # fmt: skip
-        """`patch_cnn`'s training: random labelled patches, cross-entropy on
-        the centre pixel's class, validation patch accuracy monitored."""
+            resume_epoch=0, **unused):  # fmt: skip
+        """`patch_cnn`'s training: random labelled patches (epoch `e`'s
+        drawn with `seed + e`), cross-entropy on the centre pixel's class,
+        validation patch accuracy monitored."""
         del unused  # crops, stages and class weights are the semantic task's
         patch_size = model.input.shape[1]
         options = dict(patch_size=patch_size, num_classes=info.num_classes,
                        ignore_class=info.ignore_class, image_size=image_size,
                        patches_per_image=patches_per_image)  # fmt: skip
-        train = patch_pipeline(
-            train_data, batch_size, augment=augment, shuffle=256, seed=seed, **options
-        )
+
+        def one_epoch(epoch):
+            return patch_pipeline(
+                train_data, batch_size, augment=augment, shuffle=256, seed=seed + epoch, **options
+            )
+
+        train = epochs_of(one_epoch, epochs, first_epoch(resume_epoch, epochs))
         val = patch_pipeline(val_data, batch_size, seed=seed + 1, **options)
         model.compile(
             keras.optimizers.Adam(learning_rate),
@@ -271,7 +302,8 @@ class PatchTask(SemanticTask):
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
         return model.fit(
-            train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose,
+            train, validation_data=val, epochs=epochs, steps_per_epoch=batches_per_epoch(one_epoch),
+            callbacks=callbacks, verbose=verbose,
             shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
         )  # fmt: skip
 

@@ -4,8 +4,13 @@ import pytest
 import tensorflow as tf
 
 from keras_segattn.layers import RoIAlign, roi_align, roi_max_pool
+from keras_segattn.layers.roi_align import crop_and_resize
 from keras_segattn.testing import run_layer_test, run_model_test
-from tests.references import roi_align_reference, roi_max_pool_reference
+from tests.references import (
+    crop_and_resize_image_gradient_reference,
+    roi_align_reference,
+    roi_max_pool_reference,
+)
 
 
 def make_boxes(rng, batch, height, width, spatial_scale, num_random=6):
@@ -303,3 +308,29 @@ def test_a_non_finite_box_reads_nothing_and_poisons_no_gradient(rng, bad):
     assert np.all(np.isfinite(gradient)) and np.any(gradient != 0)
     good = roi_align(features, boxes[:, :1], (2, 2), spatial_scale=1.0)
     np.testing.assert_array_equal(pooled.numpy()[:, :1], good.numpy())
+
+
+@pytest.mark.parametrize("crop_size", [(4, 3), (1, 1), (1, 5)])
+def test_crop_and_resize_gradient_matches_tensorflow_and_reference(rng, crop_size):
+    """RoIAlign's fused path computes its gradient to the map itself (in a
+    fixed order); it equals TensorFlow's (run single-threaded here, where it
+    does not race) and the kernel's definition, samples outside included."""
+    image = tf.constant(rng.normal(size=(2, 7, 9, 3)), tf.float32)
+    corners = rng.uniform(-0.3, 1.3, size=(40, 2, 2))  # many outside, some flipped
+    boxes = tf.constant(corners.reshape(40, 4)[:, [0, 1, 2, 3]], tf.float32)
+    indices = tf.constant(rng.integers(0, 2, 40), tf.int32)
+    upstream = tf.constant(rng.normal(size=(40, *crop_size, 3)), tf.float32)
+    gradients = []
+    for crop in (crop_and_resize, tf.image.crop_and_resize):
+        with tf.GradientTape() as tape:
+            tape.watch([image, boxes])
+            crops = crop(image, boxes, indices, crop_size)
+            loss = tf.reduce_sum(crops * upstream)
+        gradients.append((crops, *tape.gradient(loss, [image, boxes])))
+    (ours, to_image, to_boxes), (theirs, tf_to_image, tf_to_boxes) = gradients
+    np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(to_boxes, tf_to_boxes)
+    np.testing.assert_allclose(to_image, tf_to_image, rtol=1e-5, atol=1e-5)
+    reference = crop_and_resize_image_gradient_reference(upstream, image.shape, boxes, indices)
+    np.testing.assert_allclose(to_image, reference, rtol=1e-5, atol=1e-5)
+    assert np.count_nonzero(reference) > 0.5 * reference.size  # the boxes cover most pixels

@@ -1,11 +1,13 @@
 import json
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_segattn.cli import build_parser
 from keras_segattn.recipes.distribute import (
+    DETERMINISM_HINT,
     MIXED_PRECISIONS,
     STRATEGIES,
     cluster_from_environment,
@@ -105,6 +107,52 @@ def test_mixed_precision_policy_is_scoped():
         assert keras.config.dtype_policy().name == "mixed_float16"
         assert tf.distribute.get_strategy() is strategy
     assert keras.config.dtype_policy().name == before
+
+
+def op_determinism():
+    from tensorflow.python.framework import config
+
+    return config.is_op_determinism_enabled()
+
+
+class UnseededNoise(keras.layers.Layer):
+    """A stateful random op with no seed (TensorFlow's seed=0, seed2=0): it
+    has no deterministic form, so TensorFlow refuses it under determinism."""
+
+    def call(self, x):
+        noise = tf.raw_ops.RandomUniform(shape=tf.shape(x), dtype=tf.float32, seed=0, seed2=0)
+        return x + 0.0 * noise
+
+
+def test_determinism_is_scoped_seeds_everything_and_names_what_it_refuses():
+    assert not op_determinism()
+    draws = []
+    for _ in range(2):
+        with training_context("default", seed=7, deterministic=True):
+            assert op_determinism()
+            draws.append((np.random.rand(), float(tf.random.uniform([])), keras.random.uniform([])))
+    assert not op_determinism()
+    assert draws[0][:2] == draws[1][:2] and float(draws[0][2]) == float(draws[1][2])
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(UnseededNoise()(inputs)))
+    model.compile("sgd", "mse")
+    data = (np.ones((4, 3), "float32"), np.ones((4, 1), "float32"))
+    model.fit(*data, epochs=1, verbose=0)  # fine without determinism
+    with pytest.raises(RuntimeError) as error:
+        with training_context("default", seed=0, deterministic=True):
+            model.fit(*data, epochs=1, verbose=0)
+    message = str(error.value)
+    assert message.startswith(DETERMINISM_HINT) and "unseeded_noise" in message, message
+    assert message.endswith("When determinism is enabled, random ops must have a seed specified.")
+    assert not op_determinism()
+
+
+def test_every_training_command_takes_deterministic():
+    parser = build_parser()
+    for command in ("train", "caption-train", "instance-train", "stn-table"):
+        assert parser.parse_args([command, "--deterministic"]).deterministic is True
+        assert parser.parse_args([command]).deterministic is False
 
 
 def test_training_commands_take_strategy_and_precision():
