@@ -54,7 +54,8 @@ def evaluate(args):
     image_size = _image_size(args, args.model_path)
     options = EvaluateOptions(
         data=args.data, split=args.split, image_size=image_size, batch_size=args.batch_size,
-        postprocess=args.postprocess, detector=args.detector,
+        postprocess=args.postprocess, detector=args.detector, proposals=args.proposals,
+        merge=args.merge, ensemble=args.ensemble,
     )  # fmt: skip
     scores, lines = task.evaluate(model, options)
     print(*lines, sep="\n")
@@ -318,6 +319,18 @@ def build_parser():
         help="hypercolumns: an sds .keras file whose detections it re-segments "
         "(default: jittered ground-truth boxes)",
     )
+    p.add_argument(
+        "--proposals", type=int, metavar="N",
+        help="semantic: DeconvNet's proposal-wise inference on each image's N best selective-"
+        "search proposals and the whole image, each resized to the model's input",
+    )  # fmt: skip
+    p.add_argument("--merge", choices=["sum", "max"], default="sum",
+                   help="how --proposals merges the proposals' probabilities")  # fmt: skip
+    p.add_argument(
+        "--ensemble", nargs="+", default=[], metavar="KERAS",
+        help="semantic: average the class probabilities with these models' (EDeconvNet: a "
+        "proposal-wise DeconvNet with a whole-image FCN-8s)",
+    )  # fmt: skip
     p.add_argument("--output", help="also write the scores to this JSON file")
     p.set_defaults(func=evaluate)
 

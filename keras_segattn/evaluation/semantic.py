@@ -6,29 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_segattn.core.kernels import in_tensorflow
+from keras_segattn.evaluation.predictors import WholeImage, predict_scores
 from keras_segattn.metrics import confusion_matrix_update, scores_from_confusion_matrix
-from keras_segattn.models.common import ends_in_softmax
-
-
-def predict_scores(model, images, image_size=None):
-    """Per-pixel scores at the size of `images`.
-
-    With `image_size`, the images are resized to it for the network (the
-    size it was trained at) and the scores resized back bilinearly.
-    """
-    height, width = tf.shape(images)[1], tf.shape(images)[2]
-    inputs = images
-    if image_size is not None:
-        inputs = tf.image.resize(tf.cast(images, tf.float32), image_size)
-    scores = model(inputs, training=False)
-    if image_size is not None:
-        scores = tf.image.resize(scores, tf.stack([height, width]), method="bilinear")
-    return scores
-
-
-def output_probabilities(model, scores):
-    """Softmax of the scores, unless the model already ends with one."""
-    return scores if ends_in_softmax(model) else tf.nn.softmax(scores, axis=-1)
 
 
 def evaluate_segmentation(
@@ -40,6 +19,7 @@ def evaluate_segmentation(
     batch_size=4,
     postprocess=None,
     postprocess_options=None,
+    predictor=None,
 ):
     """Global accuracy, class-average accuracy and IoU over a dict dataset.
 
@@ -61,6 +41,11 @@ def evaluate_segmentation(
         postprocess_options: dict. Keyword arguments of `refine_batch`
             (the CRF kernels, the superpixel segmentation). Defaults to
             `None`.
+        predictor: a function from a batch of images to their class
+            probabilities at their size (`evaluation.proposals`:
+            `ProposalWise`, `EnsembleSegmenter`), run on the host instead
+            of `model` on the whole image; `postprocess` refines its
+            probabilities. Defaults to `None`.
 
     Returns:
         The dict of `scores_from_confusion_matrix` plus `"confusion_matrix"`,
@@ -86,21 +71,19 @@ def evaluate_segmentation(
         scores = predict_scores(model, images, image_size)
         return confusion_matrix_update(masks, scores, num_classes, ignore_class)
 
-    @tf.function(reduce_retracing=True)
-    @in_tensorflow
-    def probabilities(images):
-        return output_probabilities(model, predict_scores(model, images, image_size))
+    if predictor is None and postprocess is not None:
+        predictor = WholeImage(model, image_size)
 
     confusion = np.zeros((num_classes, num_classes), np.int64)
     count = 0
     start = time.perf_counter()
     for images, masks in batches:
-        if postprocess is None:
+        if predictor is None:
             confusion += step(images, masks).numpy()
         else:
             class_maps = refine_batch(
                 tf.cast(images, tf.uint8).numpy(),
-                probabilities(images).numpy(),
+                predictor(images),
                 method=postprocess,
                 **(postprocess_options or {}),
             )

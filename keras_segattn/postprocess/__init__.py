@@ -1,4 +1,5 @@
-"""Post-processing of predicted class probabilities: superpixels and dense CRF.
+"""Post-processing of predicted class probabilities: superpixels and dense
+CRF; and the object proposals of DeconvNet's proposal-wise inference.
 
 Host-side NumPy code run after the network, one image at a time; none of it
 is part of the exported SavedModel or TFLite graph.
@@ -7,6 +8,7 @@ is part of the exported SavedModel or TFLite graph.
 import numpy as np
 
 from keras_segattn.postprocess.crf import dense_crf
+from keras_segattn.postprocess.proposals import selective_search
 from keras_segattn.postprocess.superpixels import (
     SEGMENTATION_DEFAULTS,
     _check_inputs,
@@ -79,5 +81,6 @@ __all__ = [
     "dense_crf",
     "refine_batch",
     "segment",
+    "selective_search",
     "superpixel_vote",
 ]

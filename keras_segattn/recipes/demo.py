@@ -10,7 +10,7 @@ import numpy as np
 
 from keras_segattn.checkpoints import load_model
 from keras_segattn.data.pipeline import load_segmentation_dataset
-from keras_segattn.evaluation.semantic import predict_scores
+from keras_segattn.evaluation.predictors import predict_scores
 from keras_segattn.export.flow import export_checkpoint
 from keras_segattn.recipes.semantic import train_segmenter
 from keras_segattn.viz import label_palette, save_panels

@@ -15,6 +15,7 @@ Adding a task: subclass `Task`, fill in what differs, and decorate it with
 import tensorflow as tf
 
 from keras_segattn.core.validation import check_size
+from keras_segattn.models.registry import get_model_spec, list_models
 
 _TASKS = {}
 
@@ -29,6 +30,31 @@ def register_task(cls):
         raise ValueError(f"A task needs a new name; got {cls.name!r}.")
     _TASKS[cls.name] = cls()
     return cls
+
+
+def task_of(model):
+    """The `Task` of a model built by `create_model` (or loaded from one).
+
+    The model registry is the one source of truth: a model keeps its
+    registry name as `model.name` through `.keras` files, and its entry
+    names its task.
+
+    Args:
+        model: a `keras.Model`, or a registry name.
+
+    Raises:
+        ValueError: for a model whose name is not registered (e.g. renamed
+            or built by hand).
+    """
+    if isinstance(model, str):  # a registry name: unknown ones are named there
+        return get_task(get_model_spec(model).task)
+    name = getattr(model, "name", None)
+    if name not in list_models():
+        raise ValueError(
+            f"model {name!r} is not a registered model (its name must be one of "
+            f"{', '.join(list_models())}); build it with create_model()."
+        )
+    return get_task(get_model_spec(name).task)
 
 
 def list_tasks():
@@ -188,10 +214,21 @@ class EvaluateOptions:
     """What `segattn evaluate` was asked (see the command's help)."""
 
     def __init__(self, data, split="test", image_size=None, batch_size=4, postprocess=None,
-                 detector=None):  # fmt: skip
+                 detector=None, proposals=None, merge="sum", ensemble=()):  # fmt: skip
         self.data = data
         self.split = split
         self.image_size = image_size
         self.batch_size = batch_size
         self.postprocess = postprocess
         self.detector = detector
+        self.proposals = proposals  # DeconvNet's proposal-wise inference: proposals an image
+        self.merge = merge  # of the proposals' probabilities: "sum" or "max"
+        self.ensemble = tuple(ensemble or ())  # .keras files averaged with the model
+
+    def refuse_dense_predictors(self, task):
+        """Raises if `--proposals` or `--ensemble` were asked of a `task`
+        that has no class maps to run them on."""
+        if self.proposals is not None or self.ensemble:
+            raise ValueError(
+                f"--proposals and --ensemble score semantic models, not {task.name} models."
+            )

@@ -134,6 +134,7 @@ class InstanceTask(Task):
     def evaluate(self, model, options):
         if options.postprocess:
             raise ValueError("--postprocess applies to semantic models only.")
+        options.refuse_dense_predictors(self)
         data, info = load_instance_dataset(options.data, options.split)
         if options.image_size and not is_generated(options.data):  # generated at their size
             data = resize_instances(data, options.image_size)

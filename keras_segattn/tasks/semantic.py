@@ -27,7 +27,7 @@ from keras_segattn.metrics import (
 )
 from keras_segattn.models.common import ends_in_softmax
 from keras_segattn.models.semantic import dense_model
-from keras_segattn.tasks.base import Task, get_task, register_task
+from keras_segattn.tasks.base import Task, get_task, register_task, task_of
 
 # What `segattn evaluate` writes of a semantic report.
 REPORT_KEYS = ("num_images", "seconds_per_image", "global_accuracy", "mean_class_accuracy",
@@ -237,13 +237,52 @@ class SemanticTask(Task):
         report = evaluate_segmentation(
             scored, data, info.num_classes, info.ignore_class, image_size=options.image_size,
             batch_size=options.batch_size, postprocess=options.postprocess,
+            predictor=self.predictor(scored, options, info.num_classes),
         )  # fmt: skip
         lines = [
             format_report(report, info.class_names),
             f"seconds per image:   {report['seconds_per_image']:.3f}",
         ]
-        scores = {"postprocess": options.postprocess, **{k: report[k] for k in REPORT_KEYS}}
+        scores = {
+            "postprocess": options.postprocess, "proposals": options.proposals,
+            "merge": options.merge if options.proposals is not None else None,
+            "ensemble": list(options.ensemble), **{k: report[k] for k in REPORT_KEYS},
+        }  # fmt: skip
         return scores, lines
+
+    def predictor(self, model, options, num_classes):
+        """What `segattn evaluate` scores besides the model on whole images:
+        `None` for that, else DeconvNet's proposal-wise inference
+        (`--proposals`, `--merge`) and an ensemble with other models
+        (`--ensemble`, each on whole images at its run's image size)."""
+        from keras_segattn.checkpoints import load_model, read_run_config
+        from keras_segattn.core.validation import optional_size
+        from keras_segattn.evaluation.predictors import EnsembleSegmenter, ProposalWise, WholeImage
+
+        if options.proposals is None and not options.ensemble:
+            return None
+        if options.proposals is None:
+            members = [WholeImage(model, options.image_size)]
+        else:
+            fixed = None not in tuple(model.input.shape[1:3])
+            size = None if fixed else options.image_size
+            members = [ProposalWise(model, options.proposals, options.merge, input_size=size)]
+        for path in options.ensemble:
+            other = load_model(path)
+            task = task_of(other)
+            if not isinstance(task, SemanticTask):
+                raise ValueError(
+                    f"--ensemble {path} holds a {task.name} model, not a semantic one."
+                )
+            drawn = task.draw(other)
+            if drawn.output.shape[-1] != num_classes:
+                raise ValueError(
+                    f"--ensemble {path} predicts {drawn.output.shape[-1]} classes; the data have "
+                    f"{num_classes}."
+                )
+            size = optional_size(read_run_config(path).get("image_size"), "image_size")
+            members.append(WholeImage(drawn, size or options.image_size))
+        return members[0] if len(members) == 1 else EnsembleSegmenter(members)
 
     def score_signature(self, signature, data, split, count, image_size=None, **_):
         """Mean IoU and global accuracy at the labels' resolution, the
