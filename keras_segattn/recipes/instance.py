@@ -220,13 +220,15 @@ def fit_arrays(
 
 def instance_batches(
     dataset, batch_size, epochs, image_size=None, max_instances=None, shuffle=None, flip=False,
-    seed=0, first_epoch=0,
+    seed=0, first_epoch=0, drop_remainder=True,
 ):  # fmt: skip
     """Epochs `first_epoch` to `epochs - 1` of `instance_pipeline` batches.
 
     Epoch `e` is one pass over `dataset`, shuffled and flipped with seed
-    `seed + e` (`drop_remainder`: every epoch has the same batches), so it
-    is the same batches whether or not the run was interrupted before it.
+    `seed + e`, so it is the same batches whether or not the run was
+    interrupted before it. With `drop_remainder` (the default) every batch
+    is full; a dataset smaller than one batch needs `drop_remainder=False`
+    (its one batch would be dropped: an epoch of nothing).
 
     Returns:
         A `tf.data.Dataset` of `(images, targets)` batches, repeated past
@@ -236,7 +238,7 @@ def instance_batches(
     def one_epoch(epoch):
         return instance_pipeline(
             dataset, batch_size, image_size=image_size, max_instances=max_instances,
-            shuffle=shuffle, flip=flip, seed=seed + epoch, drop_remainder=True,
+            shuffle=shuffle, flip=flip, seed=seed + epoch, drop_remainder=drop_remainder,
         )  # fmt: skip
 
     return epochs_of(one_epoch, epochs, first_epoch)
@@ -336,6 +338,7 @@ def train_instance_model(
     batches = instance_batches(
         train_data, batch_size, epochs, image_size=image_size, max_instances=max_instances,
         shuffle=min(count, 2048), flip=flip, seed=seed, first_epoch=_first_epoch(run, epochs),
+        drop_remainder=count >= batch_size,  # else one smaller batch: `steps` is 1
     )  # fmt: skip
     callbacks = ([TimeBudget(time_budget)] if time_budget else []) + list(callbacks or [])
     fit_kwargs = {}

@@ -143,16 +143,27 @@ def _recorded(config, key):
     return repr(config[key]) if key in config else "not recorded"
 
 
+def seed_states(model):
+    """The state variables of `model`'s Keras `SeedGenerator`s (dropout's,
+    sampling's): the model's variables that are not weights, in the
+    model's order."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
 class RunCheckpoints(keras.callbacks.Callback):
     """The resume state and the best checkpoint of a run, written atomically.
 
     After every epoch: the weights (optimizer state included) to
     `backup/epoch-<n>.weights.h5`, `best.keras` if `monitor` improved, then
-    `backup/state.json` (the epoch, the best value and its epoch), which is
-    the commit point: a kill before it leaves the previous state, whole. At
-    the start of the first `fit` it is given to, a saved state is restored:
-    weights, the epoch to go on from, the best value so far; and
-    `history.csv` loses the rows of any epoch that will be trained again.
+    `backup/state.json` (the epoch, the best value and its epoch, and the
+    state of every Keras `SeedGenerator` of the model: dropout's, MNC's
+    minibatch sampling's, which weights files leave out), which is the
+    commit point: a kill before it leaves the previous state, whole. At the
+    start of the first `fit` it is given to, a saved state is restored:
+    weights, seed states, the epoch to go on from, the best value so far;
+    and `history.csv` loses the rows of any epoch that will be trained
+    again.
     A later `fit` with the same callback (a schedule's next stage) goes on
     from the last epoch this callback committed, without reading the folder
     again (on several workers, a worker that read it before the chief wrote
@@ -231,6 +242,11 @@ class RunCheckpoints(keras.callbacks.Callback):
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(weights)
+        seeds = seed_states(self.model)
+        saved_seeds = state.get("seed_states", [])
+        if len(saved_seeds) == len(seeds):  # a state from before they were saved has none
+            for variable, value in zip(seeds, saved_seeds):
+                variable.assign(np.asarray(value, variable.dtype))
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
         self.epochs_done = state["epoch"]
         self.run.trim_history(state["epoch"])
@@ -256,7 +272,8 @@ class RunCheckpoints(keras.callbacks.Callback):
         write_json(
             os.path.join(self.run.backup, STATE),
             {"epoch": epoch + 1, "weights": name, "monitor": self.monitor,
-             "best": self.best, "best_epoch": self.best_epoch},
+             "best": self.best, "best_epoch": self.best_epoch,
+             "seed_states": [np.asarray(v.numpy()).tolist() for v in seed_states(self.model)]},
         )  # fmt: skip
         self.epochs_done = epoch + 1
         for old in os.listdir(self.run.backup):  # older epochs' weights: not needed now

@@ -429,6 +429,7 @@ def rpn_losses(
     smooth_l1_beta=1.0 / 9.0,
     image_size=None,
     allowed_border=0.0,
+    seed=None,
 ):
     """Faster R-CNN's RPN loss, targets assigned from the ground truth.
 
@@ -449,6 +450,7 @@ def rpn_losses(
         image_size: `(height, width)` or `None`: with it, anchors crossing
             the border by more than `allowed_border` pixels are ignored
             (py-faster-rcnn); `None` keeps them all (Detectron2).
+        seed: the sampling's seed (`sample_anchors`), or `None`.
 
     Returns:
         `(objectness_loss, box_loss)`, float32 scalars.
@@ -464,7 +466,7 @@ def rpn_losses(
         image_size=image_size,
         allowed_border=allowed_border,
     )
-    sampled = sample_anchors(labels, batch_size_per_image, positive_fraction)
+    sampled = sample_anchors(labels, batch_size_per_image, positive_fraction, seed=seed)
     weights = tf.cast(sampled >= 0, tf.float32)
     positive = tf.cast(sampled == 1, tf.float32)
     normalizer = tf.maximum(tf.reduce_sum(weights), 1.0)
@@ -487,6 +489,7 @@ def sample_rois(
     foreground_fraction=0.25,
     foreground_iou=0.5,
     background_iou=(0.0, 0.5),
+    seed=None,
 ):
     """Fast R-CNN / MNC RoI sampling for stages 2 and 3.
 
@@ -532,7 +535,7 @@ def sample_rois(
         & (best_iou < background_iou[1])
     )
     labels = tf.where(foreground, 1, tf.where(background, 0, -1))
-    sampled = sample_anchors(labels, rois_per_image, foreground_fraction)
+    sampled = sample_anchors(labels, rois_per_image, foreground_fraction, seed=seed)
     # Sampled candidates first (top_k is stable: lower index first on ties).
     _, order = tf.math.top_k(tf.cast(sampled >= 0, tf.float32), rois_per_image)
     chosen = gather_rows(sampled, order)

@@ -85,6 +85,7 @@ from keras_segattn.models.instance.rpn import (
     loss_weight_config,
     rpn_config,
     rpn_loss_terms,
+    sampling_seeds,
 )
 from keras_segattn.models.registry import register_model
 
@@ -521,6 +522,7 @@ class MultitaskNetworkCascade(InstanceModelMixin, keras.Model):
         self.class_head = class_head
         self._config = config
         self._loss_names = MNC_LOSSES
+        self.sampling_seeds = sampling_seeds()
         self._make_trackers()
 
     @property
@@ -544,6 +546,7 @@ class MultitaskNetworkCascade(InstanceModelMixin, keras.Model):
             foreground_fraction=config["foreground_fraction"],
             foreground_iou=config["foreground_iou"],
             background_iou=config["background_iou"],
+            seed=self.sampling_seeds.next(),
         )
         roi_features = self.roi_align([outputs["features"], rois["boxes"]])
         mask_logits = tf.cast(self.mask_head(roi_features), tf.float32)

@@ -175,6 +175,14 @@ def build_rpn_graph(images, config):
     }
 
 
+def sampling_seeds():
+    """The seeds of a model's anchor and RoI minibatch sampling: a Keras
+    `SeedGenerator` (seeded from Python's random state, so by `--seed`)
+    whose state is a variable of the model, saved in a run's resume state,
+    so that a resumed run samples what an uninterrupted one would."""
+    return keras.random.SeedGenerator(name="sampling_seeds")
+
+
 def rpn_loss_terms(model, images, ground_truth, outputs):
     """The two RPN losses of `model` (an RPN or MNC) on prepared ground truth."""
     config = model._config
@@ -195,6 +203,7 @@ def rpn_loss_terms(model, images, ground_truth, outputs):
         smooth_l1_beta=config["rpn_smooth_l1_beta"],
         image_size=image_size,
         allowed_border=config["allowed_border"] or 0.0,
+        seed=model.sampling_seeds.next(),
     )
     return {"rpn_objectness": objectness_loss, "rpn_box": box_loss}
 
@@ -263,7 +272,10 @@ class InstanceModelMixin:
         return self._loss_terms(images, targets, outputs)
 
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, **self._config}
+        # Plain containers: Keras tracks a model's dict attributes (its
+        # TrackedDict refers back to the model, which a copy cannot take).
+        config = {k: dict(v) if isinstance(v, dict) else v for k, v in self._config.items()}
+        return {"name": self.name, "trainable": self.trainable, **config}
 
     @classmethod
     def from_config(cls, config):
@@ -304,6 +316,7 @@ class RegionProposalNetwork(InstanceModelMixin, keras.Model):
         self.stride = graph["stride"]
         self._config = config
         self._loss_names = RPN_LOSSES
+        self.sampling_seeds = sampling_seeds()
         self._make_trackers()
 
     def _loss_terms(self, images, targets, outputs):
