@@ -13,13 +13,10 @@ Given a `RunFolder` (`run=`), a trainer fits with the folder's callbacks
 validation loss on held-out data built like the training data), starts its
 data at the folder's resume epoch and scores `best.keras`. The data of
 epoch `e` are a function of `(seed, e)` alone (`instance_batches`,
-`array_batches`), so a killed run resumed from its folder sees what an
-uninterrupted one would: `sds` and `hypercolumns` end with its weights.
-`rpn` and `mnc` draw their anchor and RoI minibatches from TensorFlow's
-stateful random state (`sample_anchors` without a seed), which a new
-process starts afresh, so from the resumed epoch on they train on other
-(equally likely) minibatches than an uninterrupted run, unless every
-candidate is sampled.
+`array_batches`), and `rpn` and `mnc` draw their anchor and RoI
+minibatches from a Keras `SeedGenerator` of the model, whose state the
+resume state carries, so a killed run resumed from its folder ends with the
+weights of an uninterrupted one (bit for bit under `--deterministic`).
 """
 
 import dataclasses
