@@ -202,7 +202,7 @@ class ProposalWise:
 
             proposer = selective_search
         self.proposer = proposer
-        self._merge = self._step()
+        self._network_part = self._step()
 
     def _step(self):
         """The network part for a chunk of proposals: the sum (or maximum)
@@ -238,7 +238,7 @@ class ProposalWise:
         merged, covered = None, None
         for start in range(0, len(boxes), check_int(batch_size, "batch_size")):
             chunk = tf.constant(boxes[start : start + batch_size])
-            total, count = self._merge(image, chunk, tf.constant(image_size))
+            total, count = self._network_part(image, chunk, tf.constant(image_size))
             if merged is None:
                 merged, covered = total, count
             else:
