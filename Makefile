@@ -18,12 +18,13 @@ $(BIN)/segattn: requirements.txt setup.py
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-.PHONY: demo test lint benchmark
+.PHONY: demo test lint benchmark docs
 demo: $(BIN)/segattn
 	$(BIN)/segattn demo
 
 test: $(BIN)/segattn
 	$(BIN)/ruff check keras_segattn tests benchmarks
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests
 
 lint: $(BIN)/segattn
@@ -32,3 +33,8 @@ lint: $(BIN)/segattn
 
 benchmark: $(BIN)/segattn
 	$(BIN)/python benchmarks/run.py
+
+# The documentation site (mkdocs.yml) into site/; strict: a warning (a broken
+# link, a page left out of the nav, an API path that does not resolve) fails.
+docs: $(BIN)/segattn
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -7,8 +7,8 @@ exportable Keras models. Build one by name with
 `import keras_segattn` loads nothing heavy: each floor of the package
 (`models`, `data`, `evaluation`, `recipes`, `export`, ...) is imported the
 first time it is used, so a serving or model-only user never pays for the
-dataset, COCO and plotting stacks. The floors are listed in the README's
-"Layout" section.
+dataset, COCO and plotting stacks. The floors are listed in the
+design notes of the documentation (`docs/design.md`).
 """
 
 import importlib

@@ -55,7 +55,7 @@ class BilinearUpsampling(keras.initializers.Initializer):
     are either frozen (the reference code) or learned from there (the CVPR
     text). The layer must map `C` channels to `C` channels.
 
-    Example:
+    Examples:
 
     ```python
     up = keras.layers.Conv2DTranspose(

@@ -30,7 +30,7 @@ class SegmentationCrossEntropy(keras.losses.Loss):
             `None` (all 1).
         from_logits: bool. Whether `y_pred` are logits. Defaults to `True`.
 
-    Example:
+    Examples:
 
     ```python
     model.compile("adam", SegmentationCrossEntropy(ignore_class=11))

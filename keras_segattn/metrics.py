@@ -191,7 +191,7 @@ class MeanIoU(ConfusionMatrixMetric):
 
 
 def segmentation_metrics(num_classes, ignore_class=None):
-    """The three streaming metrics the README tables report."""
+    """The three streaming metrics of the semantic results tables."""
     return [
         PixelAccuracy(num_classes, ignore_class),
         MeanClassAccuracy(num_classes, ignore_class),

@@ -591,3 +591,61 @@ def test_every_task_resumes_after_a_kill(task_name, tmp_path, inputs, capsys):
         a, b = weights(whole_folder / checkpoint), weights(folder / checkpoint)
         differing = [k for k in a if not np.array_equal(a[k], b.get(k))]
         assert a.keys() == b.keys() and not differing, f"{checkpoint}: {differing}"
+
+
+def _epoch_batches(one_epoch, epoch):
+    """Every batch of one epoch of a recipe's data, as NumPy arrays, drawn
+    the way `fit` draws it (through `epochs_of`, under its graph seed)."""
+    import tensorflow as tf
+
+    from keras_segattn.data.epochs import batches_per_epoch, epochs_of
+
+    data = epochs_of(one_epoch, epoch + 1, epoch).take(batches_per_epoch(one_epoch))
+    return [[np.asarray(t) for t in tf.nest.flatten(batch)] for batch in data]
+
+
+def _same_batches(a, b):
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(u.shape == v.shape and np.array_equal(u, v) for u, v in zip(x, y))
+        for x, y in zip(a, b)
+    )
+
+
+@pytest.mark.parametrize("task_name", registry_tasks())
+def test_every_task_draws_each_epoch_anew(task_name, tmp_path, inputs, monkeypatch):
+    """Each epoch of a task's training data is its own draw (shuffle,
+    augmentation, sampling, distortion), a function of the epoch: the same
+    epoch twice is the same, and the epochs are not one draw repeated (a
+    recipe seeding every epoch with `seed` instead of `seed + epoch` fails
+    here, while its killed-and-resumed runs still agree)."""
+    import importlib
+    import pkgutil
+
+    import keras_segattn
+    from keras_segattn.data import epochs
+
+    for info in pkgutil.walk_packages(keras_segattn.__path__, prefix="keras_segattn."):
+        importlib.import_module(info.name)
+    original, recorded = epochs.epochs_of, []
+
+    def recording(one_epoch, *args, **kwargs):
+        recorded.append(one_epoch)
+        return original(one_epoch, *args, **kwargs)
+
+    for module in list(sys.modules.values()):
+        if module is not epochs and getattr(module, "epochs_of", None) is original:
+            monkeypatch.setattr(module, "epochs_of", recording)
+
+    tiny = TINY_RUNS[task_name]
+    name = list_models(task_name)[0]
+    main(tiny.train(name, tmp_path / "run", 2, inputs))
+    assert recorded, f"the {task_name} run of {name} fed fit without data.epochs.epochs_of"
+    for one_epoch in recorded:
+        first = _epoch_batches(one_epoch, 0)
+        assert first, f"epoch 0 of the {task_name} data is empty"
+        assert _same_batches(first, _epoch_batches(one_epoch, 0)), "epoch 0 drawn twice differs"
+        later = [_epoch_batches(one_epoch, e) for e in (1, 2, 3)]
+        assert not all(_same_batches(first, other) for other in later), (
+            f"epochs 0 to 3 of the {task_name} training data ({name}) are the same batches: "
+            "each epoch must be drawn with seeds made from the epoch (seed + epoch)"
+        )

@@ -125,3 +125,29 @@ def test_counts_stay_exact_over_two_replicas_past_the_low_word():
         [sys.executable, "-c", TWO_REPLICAS], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("ignore_class", [None, 1])
+def test_out_of_range_labels_a_one_pixel_class_and_an_absent_class(ignore_class):
+    # Truth: class 0 has one pixel, class 3 is in neither truth nor
+    # prediction, and 4, 7 and -1 are not class ids (nor the ignore class):
+    # they are not counted, and neither is the ignore class.
+    labels = np.array([[[0, 1, 1, 2], [2, 4, 7, -1]]])
+    predictions = np.array([[[0, 1, 2, 2], [2, 0, 1, 1]]])
+    counted = (labels >= 0) & (labels < 4) & (labels != ignore_class)
+    cm = np.zeros((4, 4), np.int64)
+    np.add.at(cm, (labels[counted], predictions[counted]), 1)
+    if ignore_class is None:  # the hand count, for the reference itself
+        np.testing.assert_array_equal(cm, [[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 2, 0], [0] * 4])
+    expected = numpy_scores(cm)
+    for metric, key in [
+        (PixelAccuracy(4, ignore_class), "global_accuracy"),
+        (MeanClassAccuracy(4, ignore_class), "mean_class_accuracy"),
+        (MeanIoU(4, ignore_class), "mean_iou"),
+    ]:
+        metric.update_state(labels, predictions)
+        np.testing.assert_array_equal(metric.confusion, cm)
+        np.testing.assert_allclose(float(metric.result()), expected[key], rtol=1e-6, err_msg=key)
+    if ignore_class is None:
+        assert expected["mean_class_accuracy"] == pytest.approx((1 + 1 / 2 + 1) / 3)
+        assert expected["mean_iou"] == pytest.approx((1 + 1 / 2 + 2 / 3) / 3)

@@ -26,10 +26,9 @@ def box_iou(boxes1, boxes2):
     Returns:
         float64 `(N, M)`; a float when both are single boxes.
 
-    Example:
-
-    >>> box_iou([0, 0, 16, 16], [[8, 0, 24, 16], [32, 32, 40, 40]]).round(4).tolist()
-    [[0.3333, 0.0]]
+    Examples:
+        >>> box_iou([0, 0, 16, 16], [[8, 0, 24, 16], [32, 32, 40, 40]]).round(4).tolist()
+        [[0.3333, 0.0]]
     """
     single = np.ndim(boxes1) == 1 and np.ndim(boxes2) == 1
     a = np.asarray(boxes1, np.float64).reshape(-1, 4)[:, None]

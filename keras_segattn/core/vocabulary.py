@@ -165,14 +165,13 @@ class CaptionVocabulary:
         ValueError: if `words` does not start with the special tokens,
             repeats a token or holds an empty or non-string one.
 
-    Example:
-
-    >>> vocab = CaptionVocabulary.build(["A red circle.", "a blue square"])
-    >>> ids = vocab.encode(["a red square"], max_length=6)
-    >>> ids.numpy().tolist()
-    [[2, 4, 7, 8, 3, 0]]
-    >>> vocab.decode(ids)
-    ['a red square']
+    Examples:
+        >>> vocab = CaptionVocabulary.build(["A red circle.", "a blue square"])
+        >>> ids = vocab.encode(["a red square"], max_length=6)
+        >>> ids.numpy().tolist()
+        [[2, 4, 7, 8, 3, 0]]
+        >>> vocab.decode(ids)
+        ['a red square']
     """
 
     def __init__(self, words):

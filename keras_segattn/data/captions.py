@@ -155,12 +155,11 @@ def coco_captions(root, split="train"):
             if no listed image is on disk, or if an image file is empty or
             not a PNG/JPEG (naming the file).
 
-    Example:
-
-    >>> ds = coco_captions("coco", "val")  # doctest: +SKIP
-    >>> ex = next(iter(ds))  # doctest: +SKIP
-    >>> ex["captions"].shape  # doctest: +SKIP
-    TensorShape([5])
+    Examples:
+        >>> ds = coco_captions("coco", "val")  # doctest: +SKIP
+        >>> ex = next(iter(ds))  # doctest: +SKIP
+        >>> ex["captions"].shape  # doctest: +SKIP
+        TensorShape([5])
     """
     root = os.fspath(root)
     json_path, image_dir = _coco_caption_paths(root, split)
@@ -277,9 +276,8 @@ def flickr8k_captions(root, split="train"):
             name without a numeric photo id, two files with one id, no
             image left, or an empty or non-image file (naming it).
 
-    Example:
-
-    >>> ds = flickr8k_captions("Flickr8k", "test")  # doctest: +SKIP
+    Examples:
+        >>> ds = flickr8k_captions("Flickr8k", "test")  # doctest: +SKIP
     """
     root = os.fspath(root)
     if split not in _FLICKR_SPLIT_FILES:
@@ -364,11 +362,10 @@ def shapes_captions(num_images, image_size=64, seed=0, max_instances=3):
         ValueError: if `num_images` is negative, `image_size` below 24 or
             `max_instances` below 1.
 
-    Example:
-
-    >>> ex = next(iter(shapes_captions(2, image_size=32)))
-    >>> ex["captions"].shape
-    TensorShape([1])
+    Examples:
+        >>> ex = next(iter(shapes_captions(2, image_size=32)))
+        >>> ex["captions"].shape
+        TensorShape([1])
     """
     data = shapes.generate_shapes(num_images, image_size, max_instances, seed)
     n = len(data["captions"])
@@ -403,12 +400,11 @@ def shapes_caption_objects(example):
         ValueError: if `example` lacks `images`, `instance_masks` or
             `bounding_boxes["labels"]`, or a label is not a shapes class.
 
-    Example:
-
-    >>> ex = next(iter(shapes_captions(1, image_size=32)))
-    >>> objects = shapes_caption_objects(ex)
-    >>> sorted(objects)
-    ['colors', 'masks', 'names']
+    Examples:
+        >>> ex = next(iter(shapes_captions(1, image_size=32)))
+        >>> objects = shapes_caption_objects(ex)
+        >>> sorted(objects)
+        ['colors', 'masks', 'names']
     """
     if not isinstance(example, dict) or not {"images", "instance_masks", "bounding_boxes"} <= set(
         example
@@ -466,9 +462,8 @@ def tfds_caption_dataset(name="coco_captions", split="train", data_dir=None, dow
         RuntimeError: if tfds cannot load it (not prepared and offline or
             `download=False`), with the cause.
 
-    Example:
-
-    >>> ds = tfds_caption_dataset(split="val", data_dir="~/tfds")  # doctest: +SKIP
+    Examples:
+        >>> ds = tfds_caption_dataset(split="val", data_dir="~/tfds")  # doctest: +SKIP
     """
     if not isinstance(name, str) or name.split("/")[0].split(":")[0] != "coco_captions":
         raise ValueError(f"name must be 'coco_captions' (optionally with a version); got {name!r}")
@@ -551,11 +546,10 @@ def load_caption_dataset(spec, split="train", **kwargs):
             not take (naming it and the spec), or the loader's errors.
         RuntimeError: if tfds cannot load the data (e.g. offline).
 
-    Example:
-
-    >>> ds, info = load_caption_dataset("shapes", "val", num_images=4, image_size=32)
-    >>> int(ds.cardinality()), info.num_images
-    (4, 4)
+    Examples:
+        >>> ds, info = load_caption_dataset("shapes", "val", num_images=4, image_size=32)
+        >>> int(ds.cardinality()), info.num_images
+        (4, 4)
     """
     return load_dataset("captions", spec, split, **kwargs)
 
@@ -576,11 +570,10 @@ def caption_references(dataset):
     Raises:
         ValueError: if the elements lack `captions` or `image_id`.
 
-    Example:
-
-    >>> refs = caption_references(shapes_captions(2, image_size=32))
-    >>> sorted(refs)
-    [0, 1]
+    Examples:
+        >>> refs = caption_references(shapes_captions(2, image_size=32))
+        >>> sorted(refs)
+        [0, 1]
     """
     spec = dataset.element_spec if isinstance(dataset, tf.data.Dataset) else None
     if not isinstance(spec, dict) or not {"captions", "image_id"} <= set(spec):
@@ -653,14 +646,13 @@ def caption_pipeline(
         ValueError: for a bad argument (naming it). Iterating raises
             `InvalidArgumentError` for a caption with no known word.
 
-    Example:
-
-    >>> ds = shapes_captions(4, image_size=32)
-    >>> vocab = CaptionVocabulary.build(caption_references(ds).values())
-    >>> batches = caption_pipeline(ds, vocab, 2, 32, max_length=12)
-    >>> (images, inputs), targets = next(iter(batches))
-    >>> inputs.shape, targets.shape
-    (TensorShape([2, 11]), TensorShape([2, 11]))
+    Examples:
+        >>> ds = shapes_captions(4, image_size=32)
+        >>> vocab = CaptionVocabulary.build(caption_references(ds).values())
+        >>> batches = caption_pipeline(ds, vocab, 2, 32, max_length=12)
+        >>> (images, inputs), targets = next(iter(batches))
+        >>> inputs.shape, targets.shape
+        (TensorShape([2, 11]), TensorShape([2, 11]))
     """
     if not isinstance(dataset, tf.data.Dataset):
         raise ValueError(f"dataset must be a tf.data.Dataset; got {type(dataset).__name__}")

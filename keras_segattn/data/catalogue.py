@@ -243,16 +243,15 @@ def register_dataset(kind, data_type, loader=None, *, arg=None, generated=False,
         ValueError: for a bad `kind`, `data_type`, `arg` or loader, or a
             kind already registered for `data_type`.
 
-    Example:
-
-    >>> def two_shapes(arg, split):
-    ...     from keras_segattn.data import shapes_dataset
-    ...     return shapes_dataset(2, image_size=32), DatasetInfo(4, 255, ("a", "b", "c", "d"))
-    >>> _ = register_dataset("two_shapes", "segmentation", two_shapes)
-    >>> ds, info = load_dataset("segmentation", "two_shapes")
-    >>> int(ds.cardinality())
-    2
-    >>> _ = unregister_dataset("two_shapes", "segmentation")
+    Examples:
+        >>> def two_shapes(arg, split):
+        ...     from keras_segattn.data import shapes_dataset
+        ...     return shapes_dataset(2, image_size=32), DatasetInfo(4, 255, ("a", "b", "c", "d"))
+        >>> _ = register_dataset("two_shapes", "segmentation", two_shapes)
+        >>> ds, info = load_dataset("segmentation", "two_shapes")
+        >>> int(ds.cardinality())
+        2
+        >>> _ = unregister_dataset("two_shapes", "segmentation")
     """
     if loader is None:
         return lambda function: register_dataset(
@@ -305,10 +304,9 @@ def list_datasets(data_type=None, *, generated=None):
     Returns:
         A list of `DatasetEntry`; `entry.pattern` is the spec as listed.
 
-    Example:
-
-    >>> [e.pattern for e in list_datasets("captions")][:2]
-    ['shapes', 'coco:<root>']
+    Examples:
+        >>> [e.pattern for e in list_datasets("captions")][:2]
+        ['shapes', 'coco:<root>']
     """
     if data_type is not None:
         _check_data_type(data_type)
@@ -395,11 +393,10 @@ def load_dataset(data_type, spec, split="train", **options):
             option the loader does not take (naming it and the spec), or
             what the loader raises (a bad split, missing files).
 
-    Example:
-
-    >>> ds, info = load_dataset("captions", "shapes", "val", num_images=2, image_size=32)
-    >>> info.num_images, info.object_names
-    (2, ('circle', 'square', 'triangle'))
+    Examples:
+        >>> ds, info = load_dataset("captions", "shapes", "val", num_images=2, image_size=32)
+        >>> info.num_images, info.object_names
+        (2, ('circle', 'square', 'triangle'))
     """
     entry, arg = get_dataset_entry(data_type, spec)
     if entry.options is not None:
@@ -457,12 +454,11 @@ def generation_options(spec, **options):
     dataset read from disk. Generic code calls every loader the same way
     through it, without knowing which datasets are generated.
 
-    Example:
-
-    >>> generation_options("shapes", num_images=4, image_size=None)
-    {'num_images': 4}
-    >>> generation_options("coco:/data/coco", num_images=4)
-    {}
+    Examples:
+        >>> generation_options("shapes", num_images=4, image_size=None)
+        {'num_images': 4}
+        >>> generation_options("coco:/data/coco", num_images=4)
+        {}
     """
     if not is_generated(spec):
         return {}

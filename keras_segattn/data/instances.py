@@ -283,11 +283,10 @@ def coco_instances(root, split="train"):
     Raises:
         ValueError: as listed above, naming the file or the annotation.
 
-    Example:
-
-    >>> ds, info = coco_instances("coco", "val")  # doctest: +SKIP
-    >>> info.num_classes, info.class_names[1]  # doctest: +SKIP
-    (81, 'person')
+    Examples:
+        >>> ds, info = coco_instances("coco", "val")  # doctest: +SKIP
+        >>> info.num_classes, info.class_names[1]  # doctest: +SKIP
+        (81, 'person')
     """
     root = os.fspath(root)
     if split == "validation":
@@ -434,9 +433,8 @@ def tfds_coco_instances(name="coco/2017", split="train", data_dir=None, download
         RuntimeError: if tfds cannot load it (not prepared, and offline or
             `download=False`), with the cause.
 
-    Example:
-
-    >>> ds, info = tfds_coco_instances(split="val", data_dir="~/tfds")  # doctest: +SKIP
+    Examples:
+        >>> ds, info = tfds_coco_instances(split="val", data_dir="~/tfds")  # doctest: +SKIP
     """
     if not isinstance(name, str) or name.split(":")[0] not in _TFDS_COCO_CONFIGS:
         raise ValueError(
@@ -468,11 +466,10 @@ def shapes_instances(num_images, image_size=64, max_instances=3, seed=0):
     Returns:
         A tuple `(dataset, info)`; `image_id` is `0..num_images - 1`.
 
-    Example:
-
-    >>> ds, info = shapes_instances(2, image_size=32)
-    >>> info.class_names
-    ('background', 'circle', 'square', 'triangle')
+    Examples:
+        >>> ds, info = shapes_instances(2, image_size=32)
+        >>> info.class_names
+        ('background', 'circle', 'square', 'triangle')
     """
     data = shapes.generate_shapes(num_images, image_size, max_instances, seed)
     elements = {
@@ -544,11 +541,10 @@ def resize_instances(dataset, image_size):
         ValueError: bad `image_size`, or a dataset that does not yield
             unbatched instance dicts.
 
-    Example:
-
-    >>> ds, _ = load_instance_dataset("shapes", "val", num_images=1, image_size=32)
-    >>> next(iter(resize_instances(ds, 48)))["images"].shape
-    TensorShape([48, 48, 3])
+    Examples:
+        >>> ds, _ = load_instance_dataset("shapes", "val", num_images=1, image_size=32)
+        >>> next(iter(resize_instances(ds, 48)))["images"].shape
+        TensorShape([48, 48, 3])
     """
     size = check_size(image_size, "image_size")
     check_instance_dataset(dataset)
@@ -618,11 +614,10 @@ def load_instance_dataset(spec, split="train", **kwargs):
             not take (naming it and the spec), or what the source raises.
         RuntimeError: if tfds cannot load the data (e.g. offline).
 
-    Example:
-
-    >>> ds, info = load_instance_dataset("shapes", "val", num_images=2, image_size=32)
-    >>> info.num_classes
-    4
+    Examples:
+        >>> ds, info = load_instance_dataset("shapes", "val", num_images=2, image_size=32)
+        >>> info.num_classes
+        4
     """
     return load_dataset("instances", spec, split, **kwargs)
 

@@ -429,10 +429,9 @@ def load_segmentation_dataset(spec, split="train", **kwargs):
         ValueError: for an unknown spec or an option the source does not
             take (naming it and the spec), or what the source raises.
 
-    Example:
-
-    >>> ds, info = load_segmentation_dataset("shapes", "val", num_images=2, image_size=32)
-    >>> info.num_classes
-    4
+    Examples:
+        >>> ds, info = load_segmentation_dataset("shapes", "val", num_images=2, image_size=32)
+        >>> info.num_classes
+        4
     """
     return load_dataset("segmentation", spec, split, **kwargs)

@@ -121,13 +121,12 @@ def score_captions(references, candidates, metrics=("BLEU", "METEOR", "CIDEr")):
         RuntimeError: if Java is missing or the tokenizer or METEOR's Java
             subprocess fails.
 
-    Example:
-
-    >>> refs = {1: ["a red circle", "a red disc"], 2: ["two blue squares"]}
-    >>> scores = score_captions(refs, {1: "a red circle", 2: "two blue squares"},
-    ...                         metrics=("BLEU",))  # doctest: +SKIP
-    >>> scores["BLEU-1"]  # doctest: +SKIP
-    1.0
+    Examples:
+        >>> refs = {1: ["a red circle", "a red disc"], 2: ["two blue squares"]}
+        >>> scores = score_captions(refs, {1: "a red circle", 2: "two blue squares"},
+        ...                         metrics=("BLEU",))  # doctest: +SKIP
+        >>> scores["BLEU-1"]  # doctest: +SKIP
+        1.0
     """
     if isinstance(metrics, str):
         metrics = (metrics,)
@@ -225,10 +224,9 @@ def grid_coverage(mask, grid_shape):
         ValueError: if `mask` is not 2-D or `grid_shape` not two positive
             ints.
 
-    Example:
-
-    >>> grid_coverage(np.eye(2, dtype=bool), (1, 1)).tolist()
-    [[0.5]]
+    Examples:
+        >>> grid_coverage(np.eye(2, dtype=bool), (1, 1)).tolist()
+        [[0.5]]
     """
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.size == 0:
@@ -360,14 +358,13 @@ def attention_localization(
             argument and caption), negative or non-finite weights, a scored
             step whose weights sum to 0, or `words` given as one string.
 
-    Example:
-
-    >>> masks = np.zeros((1, 4, 4), bool)
-    >>> masks[0, :2, :3] = True  # top-left cell, half of top-right cell
-    >>> alpha = np.array([[[0.5, 0.2], [0.2, 0.1]]])
-    >>> out = attention_localization(alpha, ["circle"], masks, ["circle"])
-    >>> round(out["score"], 6), out["count"], out["uniform_score"]
-    (0.6, 1, 0.375)
+    Examples:
+        >>> masks = np.zeros((1, 4, 4), bool)
+        >>> masks[0, :2, :3] = True  # top-left cell, half of top-right cell
+        >>> alpha = np.array([[[0.5, 0.2], [0.2, 0.1]]])
+        >>> out = attention_localization(alpha, ["circle"], masks, ["circle"])
+        >>> round(out["score"], 6), out["count"], out["uniform_score"]
+        (0.6, 1, 0.375)
     """
     if isinstance(words, (str, bytes)):
         raise ValueError(

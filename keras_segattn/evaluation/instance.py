@@ -88,13 +88,12 @@ def build_coco_ground_truth(dataset, num_classes):
         ValueError: if elements lack the keys, an image id repeats, or a
             label is outside `1..num_classes - 1`.
 
-    Example:
-
-    >>> from keras_segattn.data.instances import shapes_instances
-    >>> ds, info = shapes_instances(2, image_size=32)
-    >>> gt = build_coco_ground_truth(ds, info.num_classes)
-    >>> sorted(gt.getImgIds())
-    [0, 1]
+    Examples:
+        >>> from keras_segattn.data.instances import shapes_instances
+        >>> ds, info = shapes_instances(2, image_size=32)
+        >>> gt = build_coco_ground_truth(ds, info.num_classes)
+        >>> sorted(gt.getImgIds())
+        [0, 1]
     """
     from pycocotools import mask as mask_utils
 
@@ -377,17 +376,16 @@ def evaluate_instances(
             masks do not match its image size (naming the image and what
             was expected), or ground truth that cannot be read.
 
-    Example:
-
-    >>> from keras_segattn.data.instances import shapes_instances
-    >>> ds, info = shapes_instances(1, image_size=32)
-    >>> ex = next(ds.as_numpy_iterator())
-    >>> n = ex["num_instances"]
-    >>> perfect = [{"image_id": ex["image_id"], "scores": np.ones(n),
-    ...             "labels": ex["bounding_boxes"]["labels"][:n],
-    ...             "masks": ex["instance_masks"][:n]}]
-    >>> evaluate_instances(perfect, ds, num_classes=info.num_classes)["AP"]
-    1.0
+    Examples:
+        >>> from keras_segattn.data.instances import shapes_instances
+        >>> ds, info = shapes_instances(1, image_size=32)
+        >>> ex = next(ds.as_numpy_iterator())
+        >>> n = ex["num_instances"]
+        >>> perfect = [{"image_id": ex["image_id"], "scores": np.ones(n),
+        ...             "labels": ex["bounding_boxes"]["labels"][:n],
+        ...             "masks": ex["instance_masks"][:n]}]
+        >>> evaluate_instances(perfect, ds, num_classes=info.num_classes)["AP"]
+        1.0
     """
     from pycocotools.cocoeval import COCOeval
 
@@ -511,7 +509,7 @@ def evaluate_instance_model(model, dataset, num_classes, batch_size=16):
 
 
 def coco_scores(predictions, dataset, num_classes):
-    """The five numbers the README's instance tables report: mask AP, mAP^r
+    """The five numbers the instance tables of the docs report: mask AP, mAP^r
     at 0.5 and 0.7, box AP and box AP50 (`evaluate_instances`, both types)."""
     segm = evaluate_instances(predictions, dataset, "segm", num_classes)
     bbox = evaluate_instances(predictions, dataset, "bbox", num_classes)

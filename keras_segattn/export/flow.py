@@ -80,8 +80,8 @@ def export_checkpoint(
         tflite_size: `(height, width)` or `None`. Also write each TFLite
             file at this fixed image size (`..._<H>x<W>[_<q>].tflite`),
             checked against Keras at that size: TFLite's XNNPACK delegate
-            runs the whole of a fixed-size graph (see the README's speed
-            section). Defaults to `None`.
+            runs the whole of a fixed-size graph (`docs/export.md`, "Which TFLite file
+            to ship"). Defaults to `None`.
         keras_file: bool. Also write the Keras model, without its optimizer
             state, as `<name>_v<version>.keras`, with the run's arguments
             beside it (`<name>_v<version>.run.json`, which `read_run_config`

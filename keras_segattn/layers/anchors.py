@@ -90,13 +90,12 @@ class AnchorGenerator(keras.layers.Layer):
         ValueError: if a scale or ratio is not positive, or `stride` is
             not a positive integer.
 
-    Example:
-
-    >>> anchors = AnchorGenerator()(np.zeros((1, 2, 3, 8), "float32"))
-    >>> anchors.shape
-    TensorShape([54, 4])
-    >>> AnchorGenerator.mnc().num_anchors
-    12
+    Examples:
+        >>> anchors = AnchorGenerator()(np.zeros((1, 2, 3, 8), "float32"))
+        >>> anchors.shape
+        TensorShape([54, 4])
+        >>> AnchorGenerator.mnc().num_anchors
+        12
     """
 
     def __init__(
@@ -205,12 +204,11 @@ def encode_boxes(boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
     Raises:
         ValueError: if `weights` is not 4 positive numbers.
 
-    Example:
-
-    >>> anchors = np.array([[0.0, 0.0, 16.0, 16.0]], "float32")
-    >>> deltas = encode_boxes(np.array([[4.0, 0.0, 20.0, 32.0]], "float32"), anchors)
-    >>> np.asarray(deltas, 'float64').round(4).tolist()
-    [[0.25, 0.5, 0.0, 0.6931]]
+    Examples:
+        >>> anchors = np.array([[0.0, 0.0, 16.0, 16.0]], "float32")
+        >>> deltas = encode_boxes(np.array([[4.0, 0.0, 20.0, 32.0]], "float32"), anchors)
+        >>> np.asarray(deltas, 'float64').round(4).tolist()
+        [[0.25, 0.5, 0.0, 0.6931]]
     """
     weights = _box_weights(weights)
     variance = [1.0 / w for w in weights]
@@ -256,12 +254,11 @@ def decode_boxes(
     Raises:
         ValueError: if `weights` is not 4 positive numbers.
 
-    Example:
-
-    >>> anchors = np.array([[0.0, 0.0, 16.0, 16.0]], "float32")
-    >>> boxes = decode_boxes(np.array([[0.25, 0.5, 0.0, 0.6931472]], "float32"), anchors)
-    >>> np.asarray(boxes, 'float64').round(3).tolist()
-    [[4.0, 0.0, 20.0, 32.0]]
+    Examples:
+        >>> anchors = np.array([[0.0, 0.0, 16.0, 16.0]], "float32")
+        >>> boxes = decode_boxes(np.array([[0.25, 0.5, 0.0, 0.6931472]], "float32"), anchors)
+        >>> np.asarray(boxes, 'float64').round(3).tolist()
+        [[4.0, 0.0, 20.0, 32.0]]
     """
     weights = _box_weights(weights)
     deltas = tf.cast(deltas, tf.float32) / tf.constant(weights, tf.float32)
@@ -306,12 +303,11 @@ def box_iou(boxes1, boxes2):
     Returns:
         float32 IoU `(N, M)`, or `(B, N, M)` if either input is batched.
 
-    Example:
-
-    >>> a = np.array([[0.0, 0.0, 16.0, 16.0]], "float32")
-    >>> b = np.array([[8.0, 0.0, 24.0, 16.0], [32.0, 32.0, 40.0, 40.0]], "float32")
-    >>> np.asarray(box_iou(a, b), 'float64').round(4).tolist()
-    [[0.3333, 0.0]]
+    Examples:
+        >>> a = np.array([[0.0, 0.0, 16.0, 16.0]], "float32")
+        >>> b = np.array([[8.0, 0.0, 24.0, 16.0], [32.0, 32.0, 40.0, 40.0]], "float32")
+        >>> np.asarray(box_iou(a, b), 'float64').round(4).tolist()
+        [[0.3333, 0.0]]
     """
     return keras_boxes.compute_iou(
         tf.cast(boxes1, tf.float32), tf.cast(boxes2, tf.float32), bounding_box_format="xyxy"
@@ -341,11 +337,10 @@ def anchors_inside(anchors, image_size, allowed_border=0.0):
     Returns:
         bool tensor `(A,)`.
 
-    Example:
-
-    >>> anchors = np.array([[-8.0, 0.0, 8.0, 16.0], [0.0, 0.0, 16.0, 16.0]], "float32")
-    >>> np.asarray(anchors_inside(anchors, (16, 16))).tolist()
-    [False, True]
+    Examples:
+        >>> anchors = np.array([[-8.0, 0.0, 8.0, 16.0], [0.0, 0.0, 16.0, 16.0]], "float32")
+        >>> np.asarray(anchors_inside(anchors, (16, 16))).tolist()
+        [False, True]
     """
     height, width = _image_hw(image_size)
     anchors = tf.cast(anchors, tf.float32)
@@ -417,13 +412,12 @@ def match_anchors(
         ValueError: if the thresholds are not `0 <= negative_iou <=
             positive_iou <= 1`.
 
-    Example:
-
-    >>> anchors = AnchorGenerator((16,), (1.0,), 16)(np.zeros((1, 1, 3, 1)))
-    >>> gt = np.array([[20.0, 0.0, 36.0, 16.0]], "float32")
-    >>> labels, matched = match_anchors(anchors, gt)
-    >>> np.asarray(labels).tolist(), np.asarray(matched).tolist()
-    ([0, 1, 0], [-1, 0, 0])
+    Examples:
+        >>> anchors = AnchorGenerator((16,), (1.0,), 16)(np.zeros((1, 1, 3, 1)))
+        >>> gt = np.array([[20.0, 0.0, 36.0, 16.0]], "float32")
+        >>> labels, matched = match_anchors(anchors, gt)
+        >>> np.asarray(labels).tolist(), np.asarray(matched).tolist()
+        ([0, 1, 0], [-1, 0, 0])
     """
     positive_iou, negative_iou = float(positive_iou), float(negative_iou)
     _check_thresholds(positive_iou, negative_iou)
@@ -496,12 +490,11 @@ def sample_anchors(labels, batch_size_per_image=256, positive_fraction=0.5, seed
         ValueError: if `batch_size_per_image < 1` or `positive_fraction`
             is not in `[0, 1]`.
 
-    Example:
-
-    >>> labels = np.array([1, 1, 1, 0, 0, 0, 0, -1], "int32")
-    >>> sampled = np.asarray(sample_anchors(labels, 4, 0.25, seed=0))
-    >>> int((sampled == 1).sum()), int((sampled == 0).sum())
-    (1, 3)
+    Examples:
+        >>> labels = np.array([1, 1, 1, 0, 0, 0, 0, -1], "int32")
+        >>> sampled = np.asarray(sample_anchors(labels, 4, 0.25, seed=0))
+        >>> int((sampled == 1).sum()), int((sampled == 0).sum())
+        (1, 3)
     """
     if isinstance(batch_size_per_image, bool) or int(batch_size_per_image) < 1:
         raise ValueError(

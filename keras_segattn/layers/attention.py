@@ -63,15 +63,14 @@ class BahdanauVisualAttention(keras.layers.Layer):
             not 3-D or `hidden` not 2-D, if their batch sizes differ, or if
             `mask` is not `(batch, L)`.
 
-    Example:
-
-    >>> annotations = keras.Input((196, 512))
-    >>> hidden = keras.Input((256,))
-    >>> context, weights = BahdanauVisualAttention(128, gating=True)(
-    ...     annotations, hidden
-    ... )
-    >>> context.shape, weights.shape
-    ((None, 512), (None, 196))
+    Examples:
+        >>> annotations = keras.Input((196, 512))
+        >>> hidden = keras.Input((256,))
+        >>> context, weights = BahdanauVisualAttention(128, gating=True)(
+        ...     annotations, hidden
+        ... )
+        >>> context.shape, weights.shape
+        ((None, 512), (None, 196))
     """
 
     def __init__(self, units, gating=False, **kwargs):

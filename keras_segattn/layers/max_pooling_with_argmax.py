@@ -118,7 +118,7 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
     Returns:
         A tuple `(pooled, switches)`; `switches` is `int32`.
 
-    Example:
+    Examples:
 
     ```python
     pooled, switches = MaxPoolingWithArgmax2D()(features)

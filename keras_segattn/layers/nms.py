@@ -177,13 +177,12 @@ class NonMaxSuppression(keras.layers.Layer):
         4)` boxes and `(batch, max_output_size)` scores, zero-padded; int32
         `(batch,)` count of valid entries.
 
-    Example:
-
-    >>> boxes = np.array([[[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]]], "float32")
-    >>> scores = np.array([[0.9, 0.8, 0.7]], "float32")
-    >>> indices, _, _, num_valid = NonMaxSuppression(max_output_size=3)([boxes, scores])
-    >>> indices.numpy().tolist(), num_valid.numpy().tolist()
-    ([[0, 2, -1]], [2])
+    Examples:
+        >>> boxes = np.array([[[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]]], "float32")
+        >>> scores = np.array([[0.9, 0.8, 0.7]], "float32")
+        >>> indices, _, _, num_valid = NonMaxSuppression(max_output_size=3)([boxes, scores])
+        >>> indices.numpy().tolist(), num_valid.numpy().tolist()
+        ([[0, 2, -1]], [2])
     """
 
     def __init__(
@@ -250,11 +249,10 @@ def window_nms(values, window=3):
     Returns:
         A tensor like `values`.
 
-    Example:
-
-    >>> row = np.array([1, 3, 2, 2, 5, 4], "float32").reshape(1, 1, 6, 1)
-    >>> window_nms(row, window=3).numpy().ravel().tolist()
-    [0.0, 3.0, 0.0, 0.0, 5.0, 0.0]
+    Examples:
+        >>> row = np.array([1, 3, 2, 2, 5, 4], "float32").reshape(1, 1, 6, 1)
+        >>> window_nms(row, window=3).numpy().ravel().tolist()
+        [0.0, 3.0, 0.0, 0.0, 5.0, 0.0]
     """
     window = check_size(window, "window")
     values = tf.convert_to_tensor(values)

@@ -224,14 +224,13 @@ def roi_align(
         A `(batch, num_boxes, out_h, out_w, channels)` tensor of the dtype of
         `features` (`channels / num_groups` channels with `groups`).
 
-    Example:
-
-    >>> features = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
-    >>> boxes = np.array([[[0.0, 0.0, 4.0, 4.0]]], "float32")
-    >>> out = roi_align(features, boxes, output_size=2, spatial_scale=1.0)
-    >>> out.numpy()[0, 0, :, :, 0]
-    array([[ 2.5,  4.5],
-           [10.5, 12.5]], dtype=float32)
+    Examples:
+        >>> features = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
+        >>> boxes = np.array([[[0.0, 0.0, 4.0, 4.0]]], "float32")
+        >>> out = roi_align(features, boxes, output_size=2, spatial_scale=1.0)
+        >>> out.numpy()[0, 0, :, :, 0]
+        array([[ 2.5,  4.5],
+               [10.5, 12.5]], dtype=float32)
     """
     out_h, out_w = check_size(output_size, "output_size")
     sampling_ratio = check_int(sampling_ratio, "sampling_ratio", hint=_SAMPLING_HINT)
@@ -631,12 +630,11 @@ class RoIAlign(keras.layers.Layer):
         A `(batch, num_boxes, out_h, out_w, channels)` tensor
         (`channels / num_groups` channels with `num_groups`).
 
-    Example:
-
-    >>> features = keras.Input((38, 50, 256))
-    >>> boxes = keras.Input((None, 4))
-    >>> RoIAlign(output_size=7)([features, boxes]).shape
-    (None, None, 7, 7, 256)
+    Examples:
+        >>> features = keras.Input((38, 50, 256))
+        >>> boxes = keras.Input((None, 4))
+        >>> RoIAlign(output_size=7)([features, boxes]).shape
+        (None, None, 7, 7, 256)
     """
 
     def __init__(

@@ -304,13 +304,12 @@ def bilinear_sample(images, grid):
     Returns:
         A `(batch, out_h, out_w, channels)` tensor of the dtype of `images`.
 
-    Example:
-
-    >>> images = np.random.rand(2, 5, 7, 3).astype("float32")
-    >>> theta = np.tile([[1.0, 0, 0, 0, 1, 0]], (2, 1)).astype("float32")
-    >>> out = bilinear_sample(images, affine_grid(theta, 5, 7))
-    >>> bool(np.all(out.numpy() == images))
-    True
+    Examples:
+        >>> images = np.random.rand(2, 5, 7, 3).astype("float32")
+        >>> theta = np.tile([[1.0, 0, 0, 0, 1, 0]], (2, 1)).astype("float32")
+        >>> out = bilinear_sample(images, affine_grid(theta, 5, 7))
+        >>> bool(np.all(out.numpy() == images))
+        True
     """
     images = tf.convert_to_tensor(images)
     grid = tf.convert_to_tensor(grid)
@@ -484,12 +483,11 @@ class SpatialTransformer(keras.layers.Layer):
         A tuple `(transformed, theta)`: the `(batch, out_h, out_w,
         channels)` warped images and the `(batch, parameters)` transform.
 
-    Example:
-
-    >>> images = keras.Input((60, 60, 1))
-    >>> warped, theta = SpatialTransformer("affine", output_size=30)(images)
-    >>> warped.shape, theta.shape
-    ((None, 30, 30, 1), (None, 6))
+    Examples:
+        >>> images = keras.Input((60, 60, 1))
+        >>> warped, theta = SpatialTransformer("affine", output_size=30)(images)
+        >>> warped.shape, theta.shape
+        ((None, 30, 30, 1), (None, 6))
     """
 
     def __init__(

@@ -89,7 +89,7 @@ def create_model(name, preset=None, **kwargs):
     Returns:
         A `keras.Model`.
 
-    Example:
+    Examples:
 
     ```python
     model = keras_segattn.models.create_model("fcn8s", num_classes=11, width=0.25)

@@ -13,7 +13,7 @@ from skimage import segmentation
 # large enough to average out pixel noise. scale=40 beat scale=100 (about
 # 250 segments) by 1.4 mean IoU when voting over the 30-epoch multiscale
 # ConvNet on the CamVid test frames, and by 0.6 over a 4-epoch one, and is
-# faster (README, "Host-side work"). skimage's own felzenszwalb defaults
+# faster (docs/speed.md, "Host-side work"). skimage's own felzenszwalb defaults
 # (scale=1, min_size=20) give over 2000 tiny segments, which barely smooth
 # anything.
 SEGMENTATION_DEFAULTS = {

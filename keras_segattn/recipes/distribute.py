@@ -20,7 +20,7 @@ every training command (`segattn train`, `instance-train`, `caption-train`,
 - `deterministic`: TensorFlow's deterministic kernels
   (`tf.config.experimental.enable_op_determinism`) for the block, so that
   two runs of the same command, or a run killed and resumed, produce the
-  same weights bit for bit (see the README's "Deterministic training"). An
+  same weights bit for bit (`docs/training.md`, "Deterministic training"). An
   op with no deterministic kernel on the device (several GPU gradients)
   stops training with an error that names it and the flag.
 

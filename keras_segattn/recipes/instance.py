@@ -272,8 +272,10 @@ def train_instance_model(
             this size; other datasets are resized to it, for training and
             for scoring (`resize_instances`: the model is scored at the
             scale it learned). Defaults to `64`.
-        num_train, num_val: int. Shapes images per split (ignored for other
-            datasets). Defaults to `1000` and `200`.
+        num_train: int. Shapes training images (ignored for other
+            datasets). Defaults to `1000`.
+        num_val: int. Shapes validation images (ignored for other
+            datasets). Defaults to `200`.
         max_instances: int or `None`. Instances kept per training image
             (the rest are dropped, so they would be taught as background).
             Defaults to `None`: 3 for the shapes (as many as they are
@@ -498,10 +500,13 @@ def train_hypercolumns(
             to `"test"` for the shapes, `"val"` otherwise.
         image_size: int or `(height, width)`. Size of the shapes images, or
             the size other images are resized to. Defaults to `64`.
-        epochs, batch_size, learning_rate: of `fit` (Adam). Default to
-            `6`, `8` and `1e-3`.
-        width, mask_size, grid_size, fc_units: of `hypercolumns`. Default
-            to `0.25`, `28`, `5` and `64`.
+        epochs: int. Of `fit`. Defaults to `6`.
+        batch_size: int. Of `fit`. Defaults to `8`.
+        learning_rate: float. Adam's. Defaults to `1e-3`.
+        width: float. Of `hypercolumns`. Defaults to `0.25`.
+        mask_size: int. Of `hypercolumns`. Defaults to `28`.
+        grid_size: int. Of `hypercolumns`. Defaults to `5`.
+        fc_units: int. Of `hypercolumns`. Defaults to `64`.
         copies: int. Jittered copies of each training image. Defaults to
             `2`.
         detector: a trained `sds` model, a `.keras` path to one, or `None`.
@@ -789,10 +794,15 @@ def train_sds(
             to `"test"` for the shapes, `"val"` otherwise.
         image_size: int or `(height, width)`. Size of the shapes images, or
             the size other images are resized to. Defaults to `64`.
-        crop_size, width, fc_units, grid_size, shared, dropout: of `sds`.
-            Default to `32`, `0.125`, `64`, `10`, `False` and `0.0`.
-        epochs, batch_size, learning_rate: of `fit` (Adam). Default to
-            `8`, `32` and `1e-3`.
+        crop_size: int. Of `sds`. Defaults to `32`.
+        width: float. Of `sds`. Defaults to `0.125`.
+        fc_units: int. Of `sds`. Defaults to `64`.
+        grid_size: int. Of `sds`. Defaults to `10`.
+        shared: bool. Of `sds`. Defaults to `False`.
+        dropout: float. Of `sds`. Defaults to `0.0`.
+        epochs: int. Of `fit`. Defaults to `8`.
+        batch_size: int. Of `fit`. Defaults to `32`.
+        learning_rate: float. Adam's. Defaults to `1e-3`.
         proposal_kwargs: dict of `propose_regions` options. Defaults to
             `None`.
         seed: int. Defaults to `0`.
@@ -1012,7 +1022,7 @@ def train_instances(*config, callbacks=None, overwrite=False, **arguments):
     Returns:
         The dict written to `<output>/metrics.json`.
 
-    Example:
+    Examples:
 
     ```python
     summary = train_instances("mnc", "shapes", "runs/mnc", epochs=3)

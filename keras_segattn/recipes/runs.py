@@ -299,7 +299,7 @@ class RunFolder:
             run's arguments, its resume state) and write into a temporary
             folder of their own. Defaults to `True`.
 
-    Example:
+    Examples:
 
     ```python
     run = RunFolder("runs/camvid_fcn8s")
@@ -536,7 +536,9 @@ class RunFolder:
                 epoch is kept in `best.keras`. Defaults to `None`.
             mode: `"max"` or `"min"`, of `monitor`.
             tensorboard: bool. Defaults to `True`.
-            patience, patience_from: early stopping (`RunCheckpoints`).
+            patience: early stopping (`RunCheckpoints`).
+            patience_from: the epoch patience counts from
+                (`RunCheckpoints`).
 
         Returns:
             A list of `keras.callbacks.Callback`, `RunCheckpoints` first (it

@@ -146,7 +146,7 @@ def train_segmenter(*config, callbacks=None, overwrite=False, **arguments):
     Returns:
         The dict written to `metrics.json`.
 
-    Example:
+    Examples:
 
     ```python
     summary = train_segmenter("fcn8s", "shapes", "runs/fcn", epochs=3)

@@ -92,9 +92,10 @@ def two_stage_fit(
         stage2_data: batched `(images, masks)` of full images.
         stage1_epochs: int. Epochs of stage 1.
         epochs: int. Total epochs, stage 1 included.
-        stage1_steps, stage2_steps: int or `None`. Batches an epoch of
-            each stage (`steps_per_epoch`), for data that run on past an
-            epoch (`data.epochs.epochs_of`); `None`: one pass.
+        stage1_steps: int or `None`. Batches an epoch of stage 1
+            (`steps_per_epoch`), for data that run on past an epoch
+            (`data.epochs.epochs_of`); `None`: one pass.
+        stage2_steps: int or `None`. The same for stage 2.
         **fit_kwargs: passed to both `fit` calls (callbacks,
             validation_data, verbose, ...).
 

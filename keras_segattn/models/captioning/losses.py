@@ -91,7 +91,7 @@ class CaptionLoss(keras.losses.Loss):
             of summing. Defaults to `False`.
         from_logits: bool. Defaults to `True`.
 
-    Example:
+    Examples:
 
     ```python
     model.compile("adam", CaptionLoss())

@@ -746,9 +746,9 @@ class ShowAttendTell(keras.Model):
 # the preset "shapes". Three stages give a 16x16 grid of 128-d annotations
 # whose cells see 18x18 pixels, about one shape: with the 8x8 grid of four
 # stages every cell saw 38x38 pixels, most of the image, and the decoder
-# could name a shape without attending to it (README, "Show, Attend and
-# Tell"). No doubly stochastic penalty: the steps whose words do not need the
-# image (the decoder reads an object a step ahead) are what it moves, and it
+# could name a shape without attending to it (docs/captioning.md). No
+# doubly stochastic penalty: the steps whose words do not need the image
+# (the decoder reads an object a step ahead) are what it moves, and it
 # moves them onto the cells the caption has looked at least: the background.
 SHAPES_MODEL = {
     "encoder_filters": (32, 64, 128),
@@ -837,7 +837,7 @@ def show_attend_tell(
             too small for the encoder, `weights="imagenet"` with the light
             encoder.
 
-    Example:
+    Examples:
 
     ```python
     model = show_attend_tell(vocabulary, encoder="vgg16", weights="imagenet",

@@ -358,7 +358,7 @@ def hypercolumns(
         probabilities on each box's grid. The graph cannot validate boxes
         or classes; `segment_boxes` does on the host.
 
-    Example:
+    Examples:
 
     ```python
     model = hypercolumns(num_classes=4, width=0.25, mask_size=28)

@@ -666,7 +666,7 @@ def mnc(
             `mask_size` that is not a multiple of `roi_size`, an unknown
             backbone, `weights="imagenet"` with the light backbone.
 
-    Example:
+    Examples:
 
     ```python
     model = mnc(num_classes=4, backbone="light", fc_units=256)

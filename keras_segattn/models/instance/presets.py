@@ -17,7 +17,7 @@ SHAPES_MNC = {
 }
 
 
-# MNC on COCO images resized to 256 x 256 on a CPU (the README's COCO-slice
+# MNC on COCO images resized to 256 x 256 on a CPU (the docs' COCO-slice
 # run): the light backbone with anchors of 16 to 128 pixels, a 7 x 7 RoI
 # grid, fc layers of 512 (the default 4096 on 7 x 7 x 128 RoI features would
 # be 26M weights a layer), 50 detections.

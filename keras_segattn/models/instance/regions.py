@@ -288,12 +288,11 @@ def propose_regions(
         ranked first, no two equal, and float32 `(R, 4)` their tight
         `"xyxy"` boxes in pixel edges.
 
-    Example:
-
-    >>> image = np.zeros((32, 32, 3), np.uint8); image[8:20, 8:20] = 255
-    >>> masks, boxes = propose_regions(image, scales=(50,))
-    >>> any(np.array_equal(m, image[..., 0] > 0) for m in masks)
-    True
+    Examples:
+        >>> image = np.zeros((32, 32, 3), np.uint8); image[8:20, 8:20] = 255
+        >>> masks, boxes = propose_regions(image, scales=(50,))
+        >>> any(np.array_equal(m, image[..., 0] > 0) for m in masks)
+        True
     """
     from skimage.segmentation import felzenszwalb
 

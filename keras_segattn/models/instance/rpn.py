@@ -409,7 +409,7 @@ def rpn(
             weights, `weights="imagenet"` with the light backbone or
             `width != 1`.
 
-    Example:
+    Examples:
 
     ```python
     model = rpn(backbone="light")

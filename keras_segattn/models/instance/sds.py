@@ -241,7 +241,7 @@ def sds(
         and `(B, grid_size, grid_size)` sigmoid figure-ground
         probabilities over the box.
 
-    Example:
+    Examples:
 
     ```python
     model = sds(num_classes=4, crop_size=32, width=0.125, fc_units=64)

@@ -86,7 +86,7 @@ def build_fcn(
         A `keras.Model` mapping `(batch, h, w, 3)` RGB pixels in [0, 255]
         (any h, w >= 32) to `(batch, h, w, num_classes)` scores.
 
-    Example:
+    Examples:
 
     ```python
     model = build_fcn(stride=8, num_classes=11, width=0.25)

@@ -254,7 +254,7 @@ def multiscale_convnet(
         `2 ** (levels - 1) * 2 ** (len(filters) - 1)`, 16 by default) to
         `(batch, h, w, num_classes)` scores.
 
-    Example:
+    Examples:
 
     ```python
     model = multiscale_convnet(num_classes=8, width=0.5)

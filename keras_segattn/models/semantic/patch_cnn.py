@@ -177,7 +177,7 @@ def patch_cnn(
         pixels in [0, 255] (uint8 or float) to `(batch, num_classes)`
         logits for the centre pixel.
 
-    Example:
+    Examples:
 
     ```python
     model = patch_cnn(num_classes=8)

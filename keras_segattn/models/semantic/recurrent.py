@@ -355,7 +355,7 @@ def recurrent_cnn(
         ValueError: a non-positive `instances`, bad `filters`,
             `kernel_size`, `width` or `num_classes`, `weights="imagenet"`.
 
-    Example:
+    Examples:
 
     ```python
     model = recurrent_cnn(num_classes=11, instances=2, width=0.5)

@@ -309,7 +309,7 @@ def dense_predict(model_or_trunk, images, method="shift_and_stitch", padding="re
             or channels, or too small to reflect; an unknown `method` or
             `padding`; a `model_or_trunk` that is not fully convolutional.
 
-    Example:
+    Examples:
 
     ```python
     model = patch_cnn(num_classes=8)
@@ -444,7 +444,8 @@ def dense_model(patch_model, method="shifted_pooling", padding="zero"):
     Args:
         patch_model: a patch classifier holding its trunk as layer
             `"trunk"` (e.g. `patch_cnn`).
-        method, padding: as `DenseLabeller`'s.
+        method: as `DenseLabeller`'s.
+        padding: as `DenseLabeller`'s.
 
     Returns:
         A `keras.Model` named `"<patch model name>_dense"`.
