@@ -91,6 +91,9 @@ def test_proposals_match_the_brute_force_reference(rng, merge):
     # Merged in chunks as in one: the same numbers.
     chunked = ProposalWise(model, 0, merge).probabilities(image, BOXES, batch_size=4)
     np.testing.assert_allclose(chunked, ours, atol=1e-6)
+    # Both merges from one pass of the network: each the reference's.
+    both = ProposalWise(model, 0, "sum").probabilities_by_merge(image, BOXES, batch_size=4)
+    np.testing.assert_allclose(both[merge], expected, atol=2e-5)
 
 
 def test_the_whole_image_as_its_only_proposal_is_whole_image_inference(rng):

@@ -205,9 +205,10 @@ class ProposalWise:
         self._network_part = self._step()
 
     def _step(self):
-        """The network part for a chunk of proposals: the sum (or maximum)
-        of their pasted probabilities, and how many cover each pixel."""
-        model, size, merge = self.model, self.input_size, self.merge
+        """The network part for a chunk of proposals: the sum and the
+        maximum of their pasted probabilities, and how many cover each
+        pixel (one pass of the network serves both merges)."""
+        model, size = self.model, self.input_size
 
         @tf.function(reduce_retracing=True)
         @in_tensorflow
@@ -216,8 +217,8 @@ class ProposalWise:
             probabilities = output_probabilities(model, model(crops, training=False))
             pasted = paste_proposals(probabilities, boxes, image_size)
             inside = paste_proposals(tf.ones_like(probabilities[..., :1]), boxes, image_size)
-            combined = tf.reduce_sum if merge == "sum" else tf.reduce_max
-            return combined(pasted, axis=0), tf.reduce_sum(tf.sign(inside), axis=0)
+            covered = tf.reduce_sum(tf.sign(inside), axis=0)
+            return tf.reduce_sum(pasted, axis=0), tf.reduce_max(pasted, axis=0), covered
 
         return step
 
@@ -226,6 +227,11 @@ class ProposalWise:
         `boxes` (int `(N, 4)`, at least 2 pixels a side), `batch_size`
         proposals through the network at a time; a pixel no proposal
         covers has all zeros."""
+        return self.probabilities_by_merge(image, boxes, batch_size)[self.merge]
+
+    def probabilities_by_merge(self, image, boxes, batch_size=16):
+        """`probabilities` under every merge, from one pass of the network:
+        a dict from `"sum"` and `"max"` to `(H, W, C)` probabilities."""
         boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
         narrow = (boxes[:, 2] - boxes[:, 0] < 1) | (boxes[:, 3] - boxes[:, 1] < 1)
         if narrow.any():
@@ -235,22 +241,22 @@ class ProposalWise:
             )
         image = tf.convert_to_tensor(image)
         image_size = (int(image.shape[0]), int(image.shape[1]))
-        merged, covered = None, None
+        if not len(boxes):
+            empty = np.zeros((*image_size, self.model.output.shape[-1]), np.float32)
+            return {merge: empty for merge in MERGES}
+        total, largest, covered = None, None, None
         for start in range(0, len(boxes), check_int(batch_size, "batch_size")):
             chunk = tf.constant(boxes[start : start + batch_size])
-            total, count = self._network_part(image, chunk, tf.constant(image_size))
-            if merged is None:
-                merged, covered = total, count
+            parts = self._network_part(image, chunk, tf.constant(image_size))
+            if total is None:
+                total, largest, covered = parts
             else:
-                combine = tf.add if self.merge == "sum" else tf.maximum
-                merged, covered = combine(merged, total), covered + count
-        if merged is None:
-            return np.zeros((*image_size, self.model.output.shape[-1]), np.float32)
-        if self.merge == "sum":
-            denominator = covered
-        else:
-            denominator = tf.reduce_sum(merged, -1, keepdims=True)
-        return (merged / tf.maximum(denominator, 1e-12)).numpy()
+                total, largest = total + parts[0], tf.maximum(largest, parts[1])
+                covered = covered + parts[2]
+        return {
+            "sum": (total / tf.maximum(covered, 1e-12)).numpy(),
+            "max": (largest / tf.maximum(tf.reduce_sum(largest, -1, keepdims=True), 1e-12)).numpy(),
+        }
 
     def boxes(self, image):
         """The image's proposals, the whole image first."""
