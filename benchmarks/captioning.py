@@ -60,8 +60,11 @@ def main():
     args = parser.parse_args()
 
     words = ["<pad>", "<unk>", "<start>", "<end>"] + [f"w{i}" for i in range(996)]
-    sizes = dict(image_size=(64, 64), units=64, embedding_dim=32, attention_units=32,
-                 max_length=8) if args.quick else {}  # fmt: skip
+    sizes = (
+        dict(image_size=(64, 64), units=64, embedding_dim=32, attention_units=32, max_length=8)
+        if args.quick
+        else {}
+    )
     repeats = 2 if args.quick else 5
     rows = [measure(attention, words, sizes, repeats) for attention in ("soft", "hard")]
     size, max_length, batch = rows[0][1]

@@ -151,9 +151,10 @@ def sparse_image_gradient(upstream, image_shape, boxes, box_indices, crop_h, cro
     samples = tf.shape(columns[0])[0]
     indices = tf.stack([tf.tile(tf.range(samples), [4]), tf.concat(columns, 0)], 1)
     weights = tf.SparseTensor(
-        tf.cast(indices, tf.int64), tf.concat(values, 0),
+        tf.cast(indices, tf.int64),
+        tf.concat(values, 0),
         tf.cast(tf.stack([samples, batch * height * width]), tf.int64),
-    )  # fmt: skip
+    )
     gradient = tf.sparse.sparse_dense_matmul(
         weights, tf.reshape(upstream, [-1, channels]), adjoint_a=True
     )
@@ -172,23 +173,60 @@ def recipes(quick, folder):
     images = 16 if quick else 64
     mnist = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
     return [
-        ("semantic: `fcn8s` width 0.25, 64 shapes at 96x96, batch 8",
-         lambda det, out: train_segmenter(
-             model="fcn8s", data="shapes", num_images=images, image_size=96, width=0.25,
-             batch_size=8, epochs=epochs, output=out, verbose=0, deterministic=det)),
-        ("instance: `mnc`, 64 shapes at 64x64",
-         lambda det, out: train_instances(
-             model="mnc", data="shapes", num_train=images, num_val=8, epochs=epochs,
-             output=out, verbose=0, deterministic=det)),
-        ("captioning: `show_attend_tell`, 64 shapes",
-         lambda det, out: train_captioner(
-             data="shapes", num_images=images, epochs=epochs, batch_size=16, output=out,
-             verbose=0, deterministic=det)),
-        ("classification: ST-CNN affine, 2,048 RTS digits, batch 128",
-         lambda det, out: train_cell(
-             "st_cnn:affine", "RTS", epochs=epochs, limit=256 if quick else 2048, output=out,
-             source=mnist, verbose=0, deterministic=det)),
-    ]  # fmt: skip
+        (
+            "semantic: `fcn8s` width 0.25, 64 shapes at 96x96, batch 8",
+            lambda det, out: train_segmenter(
+                model="fcn8s",
+                data="shapes",
+                num_images=images,
+                image_size=96,
+                width=0.25,
+                batch_size=8,
+                epochs=epochs,
+                output=out,
+                verbose=0,
+                deterministic=det,
+            ),
+        ),
+        (
+            "instance: `mnc`, 64 shapes at 64x64",
+            lambda det, out: train_instances(
+                model="mnc",
+                data="shapes",
+                num_train=images,
+                num_val=8,
+                epochs=epochs,
+                output=out,
+                verbose=0,
+                deterministic=det,
+            ),
+        ),
+        (
+            "captioning: `show_attend_tell`, 64 shapes",
+            lambda det, out: train_captioner(
+                data="shapes",
+                num_images=images,
+                epochs=epochs,
+                batch_size=16,
+                output=out,
+                verbose=0,
+                deterministic=det,
+            ),
+        ),
+        (
+            "classification: ST-CNN affine, 2,048 RTS digits, batch 128",
+            lambda det, out: train_cell(
+                "st_cnn:affine",
+                "RTS",
+                epochs=epochs,
+                limit=256 if quick else 2048,
+                output=out,
+                source=mnist,
+                verbose=0,
+                deterministic=det,
+            ),
+        ),
+    ]
 
 
 def epoch_seconds(folder):
@@ -211,9 +249,10 @@ def recipe_rows(quick, sittings):
                     out = os.path.join(folder, f"{len(rows)}-{sitting}-{det}")
                     train(det, out)
                     found = [
-                        os.path.join(root) for root, _, files in os.walk(out)
+                        os.path.join(root)
+                        for root, _, files in os.walk(out)
                         if "history.csv" in files
-                    ]  # fmt: skip
+                    ]
                     times[det] += epoch_seconds(found[0])
             plain, det = np.median(times[False]), np.median(times[True])
             rows.append(f"| {what} | {plain:.2f} | {det:.2f} | {det / plain:.2f} |")

@@ -120,12 +120,23 @@ def parity_row(name, directory, rng):
         return largest_difference(by_name(outputs, keys), by_name(default, keys))
 
     cell("SavedModel", saved_model)
-    cell("TFLite (segattn)", lambda: largest_difference(
-        by_name(run_tflite(convert_to_tflite(model, task=task, signature_key=signature), inputs),
-                names), by_name(expected, names)))  # fmt: skip
-    cell("ONNX (segattn)", lambda: largest_difference(
-        by_name(run_onnx(convert_to_onnx(model, task=task), inputs), names),
-        by_name(expected, names)))  # fmt: skip
+    cell(
+        "TFLite (segattn)",
+        lambda: largest_difference(
+            by_name(
+                run_tflite(convert_to_tflite(model, task=task, signature_key=signature), inputs),
+                names,
+            ),
+            by_name(expected, names),
+        ),
+    )
+    cell(
+        "ONNX (segattn)",
+        lambda: largest_difference(
+            by_name(run_onnx(convert_to_onnx(model, task=task), inputs), names),
+            by_name(expected, names),
+        ),
+    )
 
     def from_saved_model():
         converter = tf.lite.TFLiteConverter.from_saved_model(
@@ -170,9 +181,14 @@ def parity_row(name, directory, rng):
 
 
 COLUMNS = [
-    "SavedModel", "TFLite (segattn)", "ONNX (segattn)", "TFLite from_saved_model",
-    "model.export litert", "from_keras_model", "model.export onnx",
-]  # fmt: skip
+    "SavedModel",
+    "TFLite (segattn)",
+    "ONNX (segattn)",
+    "TFLite from_saved_model",
+    "model.export litert",
+    "from_keras_model",
+    "model.export onnx",
+]
 
 
 def parity_lines():
@@ -203,10 +219,13 @@ def speed_cases(quick):
     # TensorFlow convert and run both.
     width = 0.25 if quick else 0.5
     return [
-        (f"FCN-8s width {width}", lambda: create_model("fcn8s", num_classes=11, width=width),
-         (64, 64) if quick else (352, 480)),
+        (
+            f"FCN-8s width {width}",
+            lambda: create_model("fcn8s", num_classes=11, width=width),
+            (64, 64) if quick else (352, 480),
+        ),
         ("ST-CNN (affine)", lambda: create_model("st_cnn"), None),
-    ]  # fmt: skip
+    ]
 
 
 def speed_lines(quick, repeats, only=None):
@@ -261,8 +280,9 @@ def speed_lines(quick, repeats, only=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--parts", nargs="+", choices=["parity", "speed"],
-                        default=["parity", "speed"])  # fmt: skip
+    parser.add_argument(
+        "--parts", nargs="+", choices=["parity", "speed"], default=["parity", "speed"]
+    )
     parser.add_argument("--only", help="speed rows whose label contains this")
     args = parser.parse_args()
     lines = [f"Machine: {machine()}; `python benchmarks/export_paths.py`.", ""]

@@ -71,8 +71,9 @@ def proposal_rows(quick):
 
     cv2.setNumThreads(os.cpu_count())
     count = 4 if quick else 40
-    sources = [("shapes 64x64", *load_instance_dataset("shapes", "val", num_images=count,
-                                                        image_size=64))]  # fmt: skip
+    sources = [
+        ("shapes 64x64", *load_instance_dataset("shapes", "val", num_images=count, image_size=64))
+    ]
     coco = os.path.join(SHARED, "coco_mini")
     if os.path.isdir(coco):
         data, info = load_instance_dataset(f"coco:{coco}", "val")
@@ -184,9 +185,14 @@ def voting_rows(model_path, quick):
     rows = []
     for name, options in VOTING:
         scores = evaluate_segmentation(
-            model, data, info.num_classes, info.ignore_class, image_size=image_size,
-            postprocess=None if options is None else "superpixels", postprocess_options=options,
-        )  # fmt: skip
+            model,
+            data,
+            info.num_classes,
+            info.ignore_class,
+            image_size=image_size,
+            postprocess=None if options is None else "superpixels",
+            postprocess_options=options,
+        )
         rows.append(
             f"| {name} | {100 * scores['global_accuracy']:.1f} "
             f"| {100 * scores['mean_class_accuracy']:.1f} | {100 * scores['mean_iou']:.1f} "
@@ -199,8 +205,12 @@ def voting_rows(model_path, quick):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--parts", nargs="+", choices=["proposals", "superpixels", "voting"],
-                        default=["proposals", "superpixels"])  # fmt: skip
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["proposals", "superpixels", "voting"],
+        default=["proposals", "superpixels"],
+    )
     parser.add_argument("--model-path", help="a CamVid semantic checkpoint, for --parts voting")
     args = parser.parse_args()
     if "voting" in args.parts and not args.model_path:

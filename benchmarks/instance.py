@@ -64,8 +64,9 @@ def sds_row(size, repeats):
     image = (255 * (image - image.min()) / np.ptp(image)).astype(np.uint8)
     proposals = propose_regions(image)
     proposals_ms = 1000 * median_seconds(lambda: propose_regions(image), repeats)
-    network_ms = 1000 * median_seconds(lambda: sds_detect(model, image, proposals=proposals),
-                                       repeats)  # fmt: skip
+    network_ms = 1000 * median_seconds(
+        lambda: sds_detect(model, image, proposals=proposals), repeats
+    )
     return proposals_ms, network_ms, len(proposals[0]), model.count_params() / 1e6
 
 
@@ -99,22 +100,31 @@ def main():
     rows = []
     for size in (small, large):
         keras_ms, tflite_ms, params = mnc_row(size, repeats, **coco)
-        rows.append(f"| `mnc`, light backbone | {size[0]}x{size[1]} | {params:.1f} | "
-                    f"{fmt(keras_ms)} | {fmt(tflite_ms)} | |")  # fmt: skip
+        rows.append(
+            f"| `mnc`, light backbone | {size[0]}x{size[1]} | {params:.1f} | "
+            f"{fmt(keras_ms)} | {fmt(tflite_ms)} | |"
+        )
         print(rows[-1], flush=True)
-    keras_ms, _, params = mnc_row(large, max(1, repeats - 2), tflite=False, num_classes=21,
-                                  width=0.25 if args.quick else 1.0)  # fmt: skip
-    rows.append(f"| `mnc`, VGG16 backbone (the paper's) | {large[0]}x{large[1]} | {params:.1f} | "
-                f"{fmt(keras_ms)} | - | MNC paper: 360 ms on a K40 GPU |")  # fmt: skip
+    keras_ms, _, params = mnc_row(
+        large, max(1, repeats - 2), tflite=False, num_classes=21, width=0.25 if args.quick else 1.0
+    )
+    rows.append(
+        f"| `mnc`, VGG16 backbone (the paper's) | {large[0]}x{large[1]} | {params:.1f} | "
+        f"{fmt(keras_ms)} | - | MNC paper: 360 ms on a K40 GPU |"
+    )
     print(rows[-1], flush=True)
     proposals_ms, network_ms, count, params = sds_row(small, repeats)
-    rows.append(f"| `sds` | {small[0]}x{small[1]} | {params:.1f} | "
-                f"{fmt(proposals_ms + network_ms)} | - | {fmt(proposals_ms)} ms of it the "
-                f"{count} region proposals (scikit-image, host) |")  # fmt: skip
+    rows.append(
+        f"| `sds` | {small[0]}x{small[1]} | {params:.1f} | "
+        f"{fmt(proposals_ms + network_ms)} | - | {fmt(proposals_ms)} ms of it the "
+        f"{count} region proposals (scikit-image, host) |"
+    )
     print(rows[-1], flush=True)
     ms, params = hypercolumns_row(small, repeats)
-    rows.append(f"| `hypercolumns`, 10 given boxes | {small[0]}x{small[1]} | {params:.1f} | "
-                f"{fmt(ms)} | - | |")  # fmt: skip
+    rows.append(
+        f"| `hypercolumns`, 10 given boxes | {small[0]}x{small[1]} | {params:.1f} | "
+        f"{fmt(ms)} | - | |"
+    )
     header = [
         f"Machine: {machine()}. One image per call, medians of {repeats} after a warm-up.",
         "",

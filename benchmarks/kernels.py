@@ -92,11 +92,17 @@ def layer_rows(quick, repeats):
             2,
             2,
             "VALID",
-        )  # fmt: skip
+        )
     )
     t = side_by_side([ours, fused, gathers], repeats)
-    rows.append(row(f"`roi_align`, {num_boxes} boxes, 14x14, {channels} channels", t[0], t[1],
-                    "`crop_and_resize` 28x28 + 2x2 average"))  # fmt: skip
+    rows.append(
+        row(
+            f"`roi_align`, {num_boxes} boxes, 14x14, {channels} channels",
+            t[0],
+            t[1],
+            "`crop_and_resize` 28x28 + 2x2 average",
+        )
+    )
     rows.append(row("  the builtin (TFLite) formulation, in TF", t[2], t[1], "the same"))
 
     # The affine sampler: 256 images of 60x60.
@@ -117,7 +123,7 @@ def layer_rows(quick, repeats):
             fill_value=0.0,
             interpolation="BILINEAR",
             fill_mode="CONSTANT",
-        )  # fmt: skip
+        )
     )
     t = side_by_side([ours, fused, gathers], repeats)
     rows.append(row(f"affine sampler, {count} x 60x60", t[0], t[1], "`ImageProjectiveTransformV3`"))
@@ -132,8 +138,7 @@ def layer_rows(quick, repeats):
     fused = tf.function(lambda: tf.nn.max_pool_with_argmax(x, 2, 2, "VALID"))
     t = side_by_side([ours, fused, gathers], repeats)
     size = "x".join(map(str, shape))
-    rows.append(row(f"`MaxPoolingWithArgmax2D`, {size}", t[0], t[1],
-                    "`max_pool_with_argmax`"))  # fmt: skip
+    rows.append(row(f"`MaxPoolingWithArgmax2D`, {size}", t[0], t[1], "`max_pool_with_argmax`"))
     rows.append(row("  the builtin (TFLite) formulation, in TF", t[2], t[1], "the same"))
 
     def fused_pair():
@@ -143,8 +148,9 @@ def layer_rows(quick, repeats):
     ours = tf.function(in_tensorflow(lambda: unpool([*pool(x), x])))
     fused = tf.function(fused_pair)
     t = side_by_side([ours, fused], repeats)
-    rows.append(row(f"pooling + unpooling, {size}", t[0], t[1],
-                    "`max_pool_with_argmax` + `scatter_nd`"))  # fmt: skip
+    rows.append(
+        row(f"pooling + unpooling, {size}", t[0], t[1], "`max_pool_with_argmax` + `scatter_nd`")
+    )
     return rows
 
 
@@ -224,8 +230,14 @@ def model_rows(quick, repeats):
         floats = tf.constant(images.astype("float32"))
         plain_fn = tf.function(lambda: plain(floats, training=False))
         t = side_by_side([ours_fn, plain_fn], repeats)
-        rows.append(row(f"FCN-8s width {width}, {size[0]}x{size[1]}", t[0], t[1],
-                        "plain Keras FCN-8s on `keras.applications.VGG16`"))  # fmt: skip
+        rows.append(
+            row(
+                f"FCN-8s width {width}, {size[0]}x{size[1]}",
+                t[0],
+                t[1],
+                "plain Keras FCN-8s on `keras.applications.VGG16`",
+            )
+        )
 
     size = (64, 64) if quick else (224, 224)
     ours = create_model("deconvnet", num_classes=11, width=width)
@@ -234,9 +246,14 @@ def model_rows(quick, repeats):
     ours_fn = tf.function(in_tensorflow(lambda: ours(images, training=False)))
     plain_fn = tf.function(in_tensorflow(lambda: plain(images, training=False)))
     t = side_by_side([ours_fn, plain_fn], repeats)
-    rows.append(row(f"DeconvNet width {width}, {size[0]}x{size[1]}", t[0], t[1],
-                    "the same graph with `Conv2DTranspose`, `max_pool_with_argmax`, "
-                    "`scatter_nd`"))  # fmt: skip
+    rows.append(
+        row(
+            f"DeconvNet width {width}, {size[0]}x{size[1]}",
+            t[0],
+            t[1],
+            "the same graph with `Conv2DTranspose`, `max_pool_with_argmax`, `scatter_nd`",
+        )
+    )
     return rows
 
 
@@ -247,24 +264,48 @@ def tflite_cases(quick):
 
     width = 0.25 if quick else 1.0
     words = ["<pad>", "<unk>", "<start>", "<end>"] + [f"w{i}" for i in range(996)]
-    small = dict(image_size=(64, 64), units=64, embedding_dim=32, attention_units=32,
-                 max_length=8) if quick else {}  # fmt: skip
+    small = (
+        dict(image_size=(64, 64), units=64, embedding_dim=32, attention_units=32, max_length=8)
+        if quick
+        else {}
+    )
     return [
-        (f"FCN-8s width {width}", lambda: create_model("fcn8s", num_classes=11, width=width),
-         "semantic", "serving_default", (96, 128) if quick else (352, 480)),
-        (f"DeconvNet width {width}", lambda: create_model("deconvnet", num_classes=11,
-                                                          width=width),
-         "semantic", "serving_default", (64, 64) if quick else (224, 224)),
-        (f"multiscale ConvNet width {width}",
-         lambda: create_model("multiscale_convnet", num_classes=11, width=width),
-         "semantic", "serving_default", (96, 128) if quick else (360, 480)),
-        ("MNC, light backbone, 81 classes",
-         lambda: create_model("mnc", **{**COCO_LIGHT_MNC, "num_classes": 81}),
-         "instance", "serving_default", (128, 128) if quick else (256, 256)),
-        ("soft-attention captioner, 1000 words",
-         lambda: create_model("show_attend_tell", vocabulary=words, **small),
-         "captioning", "tokens", (64, 64) if quick else (224, 224)),
-    ]  # fmt: skip
+        (
+            f"FCN-8s width {width}",
+            lambda: create_model("fcn8s", num_classes=11, width=width),
+            "semantic",
+            "serving_default",
+            (96, 128) if quick else (352, 480),
+        ),
+        (
+            f"DeconvNet width {width}",
+            lambda: create_model("deconvnet", num_classes=11, width=width),
+            "semantic",
+            "serving_default",
+            (64, 64) if quick else (224, 224),
+        ),
+        (
+            f"multiscale ConvNet width {width}",
+            lambda: create_model("multiscale_convnet", num_classes=11, width=width),
+            "semantic",
+            "serving_default",
+            (96, 128) if quick else (360, 480),
+        ),
+        (
+            "MNC, light backbone, 81 classes",
+            lambda: create_model("mnc", **{**COCO_LIGHT_MNC, "num_classes": 81}),
+            "instance",
+            "serving_default",
+            (128, 128) if quick else (256, 256),
+        ),
+        (
+            "soft-attention captioner, 1000 words",
+            lambda: create_model("show_attend_tell", vocabulary=words, **small),
+            "captioning",
+            "tokens",
+            (64, 64) if quick else (224, 224),
+        ),
+    ]
 
 
 def tflite_rows(quick, repeats, only=None, builtin_tf=False):
@@ -288,8 +329,7 @@ def tflite_rows(quick, repeats, only=None, builtin_tf=False):
         with tempfile.TemporaryDirectory() as directory:
             for fixed in (None, size):
                 path = os.path.join(directory, f"{fixed}.tflite")
-                convert_to_tflite(model, path, task=task, signature_key=signature,
-                                  input_size=fixed)  # fmt: skip
+                convert_to_tflite(model, path, task=task, signature_key=signature, input_size=fixed)
                 interpreter = Interpreter(model_path=path, num_threads=os.cpu_count())
                 runners.append(interpreter.get_signature_runner(signature))
         calls = [lambda f=in_tf, x=images: f(x)]
@@ -312,14 +352,19 @@ def tflite_rows(quick, repeats, only=None, builtin_tf=False):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--parts", nargs="+", choices=["layers", "models", "tflite"],
-                        default=["layers", "models", "tflite"])  # fmt: skip
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["layers", "models", "tflite"],
+        default=["layers", "models", "tflite"],
+    )
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--only", help="TFLite rows whose model label contains this")
     parser.add_argument(
-        "--builtin-tf", action="store_true",
+        "--builtin-tf",
+        action="store_true",
         help="TFLite rows: also TensorFlow with the builtin formulations",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     partial = set(args.parts) != {"layers", "models", "tflite"} or args.only or args.builtin_tf
     repeats = args.repeats or (2 if args.quick else 7)

@@ -93,11 +93,18 @@ def main():
                 start = time.perf_counter()
                 refined = refine_batch(image[None].astype(np.uint8), probabilities[None], "crf")
                 crf = time.perf_counter() - start
-                count(row + " + CRF", tf.one_hot(refined[0], info.num_classes).numpy(),
-                      masks, spent + crf)  # fmt: skip
+                count(
+                    row + " + CRF",
+                    tf.one_hot(refined[0], info.num_classes).numpy(),
+                    masks,
+                    spent + crf,
+                )
         frames, most = frames + 1, max(most, len(boxes) - 1)
-        print(f"frame {frames}: {len(boxes)} proposals, {t_boxes:.2f} s to find them, "
-              f"{t_p:.2f} s through the network", flush=True)  # fmt: skip
+        print(
+            f"frame {frames}: {len(boxes)} proposals, {t_boxes:.2f} s to find them, "
+            f"{t_p:.2f} s through the network",
+            flush=True,
+        )
 
     lines = [
         f"Machine: {machine()}. {frames} {args.split} frames, {most}"

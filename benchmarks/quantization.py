@@ -54,10 +54,16 @@ def benchmark_task(name, metric, model, task, calibration, held_out, score):
     signature = get_task(task).tflite_signature  # a captioner's numeric "tokens"
     serve = get_task(task).serving_function(model, signature)
     return dict(
-        name=name, metric=metric, model=model, task=task, calibration=calibration,
-        signature=signature, sample=held_out[0][0],
-        score=score, keras=as_numpy(serve),
-    )  # fmt: skip
+        name=name,
+        metric=metric,
+        model=model,
+        task=task,
+        calibration=calibration,
+        signature=signature,
+        sample=held_out[0][0],
+        score=score,
+        keras=as_numpy(serve),
+    )
 
 
 def segmenter_task(model_path, count):
@@ -157,9 +163,12 @@ def measure(task, repeats):
     for quantization in QUANTIZATIONS:
         start = time.perf_counter()
         flatbuffer = convert_to_tflite(
-            task["model"], quantization=quantization, task=task["task"],
-            signature_key=task["signature"], representative_images=task["calibration"],
-        )  # fmt: skip
+            task["model"],
+            quantization=quantization,
+            task=task["task"],
+            signature_key=task["signature"],
+            representative_images=task["calibration"],
+        )
         print(f"  {quantization}: converted in {time.perf_counter() - start:.0f} s", flush=True)
         with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
             f.write(flatbuffer)
@@ -185,9 +194,10 @@ def main():
     args = parser.parse_args()
     count, repeats = (8, 3) if args.quick else (args.images, 9)
     builders = [
-        (args.segmenter, segmenter_task), (args.classifier, classifier_task),
+        (args.segmenter, segmenter_task),
+        (args.classifier, classifier_task),
         (args.captioner, captioner_task),
-    ]  # fmt: skip
+    ]
     lines = [
         f"Machine: {machine()}. One image per run, median of {repeats}; "
         f"{count} held-out examples per model.",

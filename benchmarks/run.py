@@ -113,8 +113,10 @@ def main():
         output = subprocess.run(
             [sys.executable, __file__, "--child", f"{name}:{width}"]
             + (["--quick"] if args.quick else []),
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         rows.append(json.loads(output.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     rows = sorted(kept + rows, key=lambda r: (r["width"], r["model"]))

@@ -52,18 +52,36 @@ def main():
             path = sys.argv[1]
         else:
             subprocess.run(
-                [sys.executable, "-m", "keras_segattn.cli", "export", "--model-path", SHIPPED,
-                 "--output", folder, "--name", "model", "--tflite"],
-                check=True, cwd=ROOT, capture_output=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "keras_segattn.cli",
+                    "export",
+                    "--model-path",
+                    SHIPPED,
+                    "--output",
+                    folder,
+                    "--name",
+                    "model",
+                    "--tflite",
+                ],
+                check=True,
+                cwd=ROOT,
+                capture_output=True,
+            )
             path = os.path.join(folder, "model", "1")
         print(f"# {machine()}")
-        for signature, count in (("serving_default", 1), ("serving_default", 2),
-                                 ("serving_bytes", 2)):  # fmt: skip
+        for signature, count in (
+            ("serving_default", 1),
+            ("serving_default", 2),
+            ("serving_bytes", 2),
+        ):
             result = subprocess.run(
                 [sys.executable, "-c", REQUEST, path, signature, str(count), str(SIDE)],
-                check=True, capture_output=True, text=True,
-            )  # fmt: skip
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             print(json.dumps(json.loads(result.stdout.strip().splitlines()[-1])))
 
 

@@ -53,14 +53,24 @@ def evaluate(args):
     model, task = _load(args.model_path)
     image_size = _image_size(args, args.model_path)
     options = EvaluateOptions(
-        data=args.data, split=args.split, image_size=image_size, batch_size=args.batch_size,
-        postprocess=args.postprocess, detector=args.detector, proposals=args.proposals,
-        merge=args.merge, ensemble=args.ensemble,
-    )  # fmt: skip
+        data=args.data,
+        split=args.split,
+        image_size=image_size,
+        batch_size=args.batch_size,
+        postprocess=args.postprocess,
+        detector=args.detector,
+        proposals=args.proposals,
+        merge=args.merge,
+        ensemble=args.ensemble,
+    )
     scores, lines = task.evaluate(model, options)
     print(*lines, sep="\n")
-    summary = {"model_path": args.model_path, "data": args.data, "split": args.split,
-               "image_size": image_size}  # fmt: skip
+    summary = {
+        "model_path": args.model_path,
+        "data": args.data,
+        "split": args.split,
+        "image_size": image_size,
+    }
     _write_scores(args.output, {**summary, **scores})
     return scores
 
@@ -144,10 +154,18 @@ def export(args):
     from keras_segattn.export import export_checkpoint
 
     return export_checkpoint(
-        args.model_path, args.output, name=args.name, version=args.version, tflite=args.tflite,
-        data=args.data, tflite_size=args.tflite_size, keras_file=args.keras,
-        onnx=args.onnx, max_pixels=args.max_pixels, max_batch_pixels=args.max_batch_pixels,
-    )  # fmt: skip
+        args.model_path,
+        args.output,
+        name=args.name,
+        version=args.version,
+        tflite=args.tflite,
+        data=args.data,
+        tflite_size=args.tflite_size,
+        keras_file=args.keras,
+        onnx=args.onnx,
+        max_pixels=args.max_pixels,
+        max_batch_pixels=args.max_batch_pixels,
+    )
 
 
 def instance_train(args):
@@ -175,9 +193,20 @@ def caption_train(args):
 
 
 def print_caption_report(metrics):
-    for key in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "CIDEr", "exact_match",
-                "localization", "localization_uniform", "localization_colour",
-                "localization_colour_uniform", "attended_cells"):  # fmt: skip
+    for key in (
+        "BLEU-1",
+        "BLEU-2",
+        "BLEU-3",
+        "BLEU-4",
+        "METEOR",
+        "CIDEr",
+        "exact_match",
+        "localization",
+        "localization_uniform",
+        "localization_colour",
+        "localization_colour_uniform",
+        "attended_cells",
+    ):
         if key not in metrics:
             continue
         if metrics[key] is None or isinstance(metrics[key], int):  # unmeasured; a count
@@ -249,20 +278,35 @@ def stn_table(args):
     from keras_segattn.recipes.stn import run_table
 
     run_table(
-        args.rows, args.distortions, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, optimizer=args.optimizer, schedule=args.schedule,
-        momentum=args.momentum, seed=args.seed, output=args.output, source=args.mnist,
-        limit=args.limit, overwrite=args.overwrite, verbose=args.verbose,
-        strategy=args.strategy, mixed_precision=args.mixed_precision,
+        args.rows,
+        args.distortions,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        momentum=args.momentum,
+        seed=args.seed,
+        output=args.output,
+        source=args.mnist,
+        limit=args.limit,
+        overwrite=args.overwrite,
+        verbose=args.verbose,
+        strategy=args.strategy,
+        mixed_precision=args.mixed_precision,
         deterministic=args.deterministic,
-    )  # fmt: skip
+    )
 
 
 def stn_figure(args):
     from keras_segattn.recipes.stn import transformer_figure
 
-    print("wrote", transformer_figure(args.model_path, args.distortion, args.output,
-                                      args.count, source=args.mnist))  # fmt: skip
+    print(
+        "wrote",
+        transformer_figure(
+            args.model_path, args.distortion, args.output, args.count, source=args.mnist
+        ),
+    )
 
 
 def demo(args):
@@ -274,10 +318,11 @@ def demo(args):
 def _add_overwrite(p, command):
     """`--overwrite`, then `func=command`."""
     p.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="empty --output and train afresh (by default a finished run is reported, an "
         "interrupted one resumed, and a folder of another run refused)",
-    )  # fmt: skip
+    )
     p.set_defaults(func=command)
 
 
@@ -320,17 +365,26 @@ def build_parser():
         "(default: jittered ground-truth boxes)",
     )
     p.add_argument(
-        "--proposals", type=int, metavar="N",
+        "--proposals",
+        type=int,
+        metavar="N",
         help="semantic: DeconvNet's proposal-wise inference on each image's N best selective-"
         "search proposals and the whole image, each resized to the model's input",
-    )  # fmt: skip
-    p.add_argument("--merge", choices=["sum", "max"], default="sum",
-                   help="how --proposals merges the proposals' probabilities")  # fmt: skip
+    )
     p.add_argument(
-        "--ensemble", nargs="+", default=[], metavar="KERAS",
+        "--merge",
+        choices=["sum", "max"],
+        default="sum",
+        help="how --proposals merges the proposals' probabilities",
+    )
+    p.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=[],
+        metavar="KERAS",
         help="semantic: average the class probabilities with these models' (EDeconvNet: a "
         "proposal-wise DeconvNet with a whole-image FCN-8s)",
-    )  # fmt: skip
+    )
     p.add_argument("--output", help="also write the scores to this JSON file")
     p.set_defaults(func=evaluate)
 
@@ -378,28 +432,34 @@ def build_parser():
         "tf2onnx; needs pip install keras_segattn[onnx]), verified in onnxruntime",
     )
     p.add_argument(
-        "--max-pixels", type=int, default=None,
+        "--max-pixels",
+        type=int,
+        default=None,
         help="the most pixels (height x width) of one image served (default 2048x2048); "
         "larger ones are refused by index before they are decoded",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--max-batch-pixels", type=int, default=None,
+        "--max-batch-pixels",
+        type=int,
+        default=None,
         help="the most pixels of one request, its images padded to the largest "
         "(default 2 x 2048x2048)",
-    )  # fmt: skip
+    )
     p.set_defaults(func=export)
 
     p = commands.add_parser(
-        "instance-train", help="train and score an instance model (rpn, mnc, sds, hypercolumns)",
+        "instance-train",
+        help="train and score an instance model (rpn, mnc, sds, hypercolumns)",
         formatter_class=DEFAULTS,
-    )  # fmt: skip
+    )
     add_arguments(p, InstanceConfig)
     _add_overwrite(p, instance_train)
 
     p = commands.add_parser(
-        "caption-train", help="train and score a Show-Attend-Tell captioner",
+        "caption-train",
+        help="train and score a Show-Attend-Tell captioner",
         formatter_class=DEFAULTS,
-    )  # fmt: skip
+    )
     add_arguments(p, CaptionerConfig)
     _add_overwrite(p, caption_train)
 
@@ -445,14 +505,19 @@ def build_parser():
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     p.add_argument("--momentum", type=float, default=0.9, help="SGD's momentum")
     p.add_argument(
-        "--schedule", default="cosine", choices=["cosine", "step"],
+        "--schedule",
+        default="cosine",
+        choices=["cosine", "step"],
         help="cosine to 0, or step: /10 after 1/3 and 2/3 of the steps (the paper's)",
-    )  # fmt: skip
+    )
     p.add_argument("--mnist", help="MNIST folder of IDX files, 'keras' or 'tfds'")
     p.add_argument("--limit", type=int, help="use only this many digits (smoke runs)")
     p.add_argument("--output", default="runs/stn")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start a cell afresh if its folder holds other settings")  # fmt: skip
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a cell afresh if its folder holds other settings",
+    )
     add_arguments(p, RecipeConfig, verbose=2)  # --seed, --verbose, --strategy, --mixed-precision
     p.set_defaults(func=stn_table)
 

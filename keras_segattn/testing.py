@@ -158,9 +158,11 @@ def check_kernel_parity(model, inputs, atol):
         assert (a is None) == (b is None), f"gradient of {name}: only one formulation has one"
         if a is not None:
             _assert_all_close(
-                tf.convert_to_tensor(a), tf.convert_to_tensor(b), atol * 10,
+                tf.convert_to_tensor(a),
+                tf.convert_to_tensor(b),
+                atol * 10,
                 f"gradient of {name}, builtin vs fused kernels",
-            )  # fmt: skip
+            )
 
 
 def check_not_vacuous(expected):

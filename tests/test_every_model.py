@@ -106,18 +106,44 @@ def segmenter_run(*extra):
     image): 2 batches an epoch."""
 
     def train(name, output, epochs, inputs):
-        return ["train", "--model", name, "--data", "shapes", "--num-images", "8",
-                "--epochs", str(epochs), "--batch-size", "4", "--image-size", "32",
-                "--output", str(output), "--verbose", "2", *extra,
-                *model_args(name, {"num_classes": None, "width": "--width"})]  # fmt: skip
+        return [
+            "train",
+            "--model",
+            name,
+            "--data",
+            "shapes",
+            "--num-images",
+            "8",
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            "4",
+            "--image-size",
+            "32",
+            "--output",
+            str(output),
+            "--verbose",
+            "2",
+            *extra,
+            *model_args(name, {"num_classes": None, "width": "--width"}),
+        ]
 
     return train
 
 
 def evaluate_on(split):
     def evaluate(model_path, scores, inputs):
-        return ["evaluate", "--model-path", str(model_path), "--data", "shapes", "--split",
-                split, "--output", str(scores)]  # fmt: skip
+        return [
+            "evaluate",
+            "--model-path",
+            str(model_path),
+            "--data",
+            "shapes",
+            "--split",
+            split,
+            "--output",
+            str(scores),
+        ]
 
     return evaluate
 
@@ -127,8 +153,15 @@ def predict_overlay(model_path, tmp_path, inputs):
 
     image = tmp_path / "image.png"
     Image.fromarray(np.full((24, 40, 3), 120, np.uint8)).save(image)
-    argv = ["predict", "--model-path", str(model_path), "--images", str(image),
-            "--output-dir", str(tmp_path / "overlays")]  # fmt: skip
+    argv = [
+        "predict",
+        "--model-path",
+        str(model_path),
+        "--images",
+        str(image),
+        "--output-dir",
+        str(tmp_path / "overlays"),
+    ]
     return argv, tmp_path / "overlays" / "image_overlay.png"
 
 
@@ -141,14 +174,38 @@ def instance_train(name, output, epochs, inputs):
     of sds and hypercolumns (their trainers take the same names).
     hypercolumns (the first instance model): 2 jittered copies of each
     image, 6 examples, 2 batches an epoch."""
-    return ["instance-train", "--model", name, "--data", inputs.coco, "--image-size", "48",
-            "--epochs", str(epochs), "--batch-size", "4", "--output", str(output),
-            "--verbose", "2", *model_args(name, {"num_classes": None})]  # fmt: skip
+    return [
+        "instance-train",
+        "--model",
+        name,
+        "--data",
+        inputs.coco,
+        "--image-size",
+        "48",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "4",
+        "--output",
+        str(output),
+        "--verbose",
+        "2",
+        *model_args(name, {"num_classes": None}),
+    ]
 
 
 def instance_evaluate(model_path, scores, inputs):
-    return ["evaluate", "--model-path", str(model_path), "--data", inputs.coco, "--split", "val",
-            "--output", str(scores)]  # fmt: skip
+    return [
+        "evaluate",
+        "--model-path",
+        str(model_path),
+        "--data",
+        inputs.coco,
+        "--split",
+        "val",
+        "--output",
+        str(scores),
+    ]
 
 
 def instance_use(model_path, tmp_path, inputs):
@@ -167,16 +224,44 @@ def caption_train(name, output, epochs, inputs):
     """`segattn caption-train` (its one model): 16 shapes at the tiny size,
     batches of 8: 2 batches an epoch; 50 held out (the least), scored
     greedily."""
-    return ["caption-train", "--data", "shapes", "--num-images", "16", "--epochs", str(epochs),
-            "--batch-size", "8", "--beam-width", "1", "--output", str(output), "--verbose", "2",
-            *model_args(name, {"vocabulary": None, "image_size": square_side,
-                               "max_length": "--max-length"})]  # fmt: skip
+    return [
+        "caption-train",
+        "--data",
+        "shapes",
+        "--num-images",
+        "16",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "8",
+        "--beam-width",
+        "1",
+        "--output",
+        str(output),
+        "--verbose",
+        "2",
+        *model_args(
+            name, {"vocabulary": None, "image_size": square_side, "max_length": "--max-length"}
+        ),
+    ]
 
 
 def caption_evaluate(model_path, scores, inputs):
-    return ["caption-evaluate", "--model-path", str(model_path), "--data", "shapes",
-            "--split", "val", "--num-images", "4", "--beam-width", "1",
-            "--output", str(scores)]  # fmt: skip
+    return [
+        "caption-evaluate",
+        "--model-path",
+        str(model_path),
+        "--data",
+        "shapes",
+        "--split",
+        "val",
+        "--num-images",
+        "4",
+        "--beam-width",
+        "1",
+        "--output",
+        str(scores),
+    ]
 
 
 def caption_figure(model_path, tmp_path, inputs):
@@ -184,8 +269,17 @@ def caption_figure(model_path, tmp_path, inputs):
 
     image = tmp_path / "image.png"
     Image.fromarray(np.full((40, 48, 3), 200, np.uint8)).save(image)
-    argv = ["caption", "--model-path", str(model_path), "--images", str(image),
-            "--beam-width", "1", "--output-dir", str(tmp_path / "figures")]  # fmt: skip
+    argv = [
+        "caption",
+        "--model-path",
+        str(model_path),
+        "--images",
+        str(image),
+        "--beam-width",
+        "1",
+        "--output-dir",
+        str(tmp_path / "figures"),
+    ]
     return argv, tmp_path / "figures" / "image_attention.png"
 
 
@@ -205,9 +299,25 @@ def stn_train(name, output, epochs, inputs):
     scores itself on 64 test digits (its `metrics.json`)."""
     unknown = set(get_model_spec(name).tiny) - {"input_size"}
     assert not unknown, f"stn-table has no --model-arg: it cannot pass {sorted(unknown)}"
-    return ["stn-table", "--rows", stn_row(name), "--distortions", "R", "--epochs", str(epochs),
-            "--batch-size", "32", "--limit", "64", "--mnist", f"{inputs.shared_data}/mnist",
-            "--output", str(output), "--verbose", "2"]  # fmt: skip
+    return [
+        "stn-table",
+        "--rows",
+        stn_row(name),
+        "--distortions",
+        "R",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "32",
+        "--limit",
+        "64",
+        "--mnist",
+        f"{inputs.shared_data}/mnist",
+        "--output",
+        str(output),
+        "--verbose",
+        "2",
+    ]
 
 
 def stn_cell(output, name):
@@ -391,8 +501,11 @@ def segattn(argv, crash_at=None):
         env["KERAS_SEGATTN_CRASH_AT"] = crash_at
     return subprocess.run(
         [sys.executable, "-m", "keras_segattn.cli", *argv],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 # -- every model ----------------------------------------------------------------
@@ -429,8 +542,20 @@ def test_every_model_trains_evaluates_exports_and_reloads(name, tmp_path, inputs
     # Export: the SavedModel, verified against Keras, and the .keras file.
     served = tmp_path / "served"
     data = [] if tiny.export_data is None else ["--data", tiny.export_data(inputs)]
-    main(["export", "--model-path", str(checkpoint), "--output", str(served), "--name", name,
-          "--keras", "--onnx", *data])  # fmt: skip
+    main(
+        [
+            "export",
+            "--model-path",
+            str(checkpoint),
+            "--output",
+            str(served),
+            "--name",
+            name,
+            "--keras",
+            "--onnx",
+            *data,
+        ]
+    )
     exported = served / name / f"{name}_v1.keras"
     assert (served / name / "1" / "saved_model.pb").is_file()
     assert exported.is_file() and (served / name / f"{name}_v1.run.json").is_file()

@@ -15,9 +15,13 @@ def test_transposed_conv_with_bilinear_kernel_equals_resize_in_the_interior(fact
     channels = 3
     x = rng.normal(size=(2, 9, 10, channels)).astype("float32")
     layer = keras.layers.Conv2DTranspose(
-        channels, upsampling_kernel_size(factor), strides=factor, padding="same", use_bias=False,
+        channels,
+        upsampling_kernel_size(factor),
+        strides=factor,
+        padding="same",
+        use_bias=False,
         kernel_initializer=BilinearUpsampling(),
-    )  # fmt: skip
+    )
     upsampled = np.asarray(layer(x))
     expected = tf.image.resize(x, (9 * factor, 10 * factor), method="bilinear").numpy()
     assert upsampled.shape == expected.shape

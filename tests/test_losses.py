@@ -19,9 +19,15 @@ def numpy_loss(labels, logits, ignore_class=None, class_weights=None):
     return np.mean(per_image)
 
 
-@pytest.mark.parametrize("ignore_class, class_weights", [
-    (None, None), (255, None), (3, [0.5, 2.0, 1.0]), (255, [1.0, 0.0, 3.0]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "ignore_class, class_weights",
+    [
+        (None, None),
+        (255, None),
+        (3, [0.5, 2.0, 1.0]),
+        (255, [1.0, 0.0, 3.0]),
+    ],
+)
 def test_matches_numpy_reference(rng, ignore_class, class_weights):
     logits = rng.normal(size=(3, 5, 7, 3)).astype("float32")
     labels = rng.integers(0, 3, size=(3, 5, 7))

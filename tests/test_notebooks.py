@@ -21,8 +21,14 @@ MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist
 
 def test_the_families_each_have_a_notebook():
     names = {p.stem for p in NOTEBOOKS}
-    assert names >= {"quickstart", "semantic_segmentation", "scene_labelling",
-                     "instance_segmentation", "captioning", "spatial_transformers"}  # fmt: skip
+    assert names >= {
+        "quickstart",
+        "semantic_segmentation",
+        "scene_labelling",
+        "instance_segmentation",
+        "captioning",
+        "spatial_transformers",
+    }
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -47,9 +53,11 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path, monkeypatch):
         pytest.skip(f"MNIST is not at {MNIST}")
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
-        notebook, timeout=300, kernel_name="python3",
+        notebook,
+        timeout=300,
+        kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},
-    )  # fmt: skip
+    )
     client.execute()  # raises CellExecutionError, naming the cell, on any error
     outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]

@@ -34,9 +34,11 @@ def bilinear(array, y, x):
     bottom, right = min(top + 1, height - 1), min(left + 1, width - 1)
     dy, dx = y - top, x - left
     return (
-        (1 - dy) * (1 - dx) * array[top, left] + (1 - dy) * dx * array[top, right]
-        + dy * (1 - dx) * array[bottom, left] + dy * dx * array[bottom, right]
-    )  # fmt: skip
+        (1 - dy) * (1 - dx) * array[top, left]
+        + (1 - dy) * dx * array[top, right]
+        + dy * (1 - dx) * array[bottom, left]
+        + dy * dx * array[bottom, right]
+    )
 
 
 def reference(model, image, boxes, merge):
@@ -177,12 +179,32 @@ def test_segattn_evaluate_composes_proposals_ensemble_and_crf(tmp_path):
 
     def evaluate(*flags):
         scores = tmp_path / "scores.json"
-        main(["evaluate", "--model-path", str(paths["deconvnet"]), "--data", "shapes",
-              "--split", "val", "--output", str(scores), *flags])  # fmt: skip
+        main(
+            [
+                "evaluate",
+                "--model-path",
+                str(paths["deconvnet"]),
+                "--data",
+                "shapes",
+                "--split",
+                "val",
+                "--output",
+                str(scores),
+                *flags,
+            ]
+        )
         return json.loads(scores.read_text())
 
-    flags = ["--proposals", "3", "--merge", "max", "--ensemble", str(paths["fcn8s"]),
-             "--postprocess", "crf"]  # fmt: skip
+    flags = [
+        "--proposals",
+        "3",
+        "--merge",
+        "max",
+        "--ensemble",
+        str(paths["fcn8s"]),
+        "--postprocess",
+        "crf",
+    ]
     composed = evaluate(*flags)
     assert (composed["proposals"], composed["merge"]) == (3, "max")
     assert composed["ensemble"] == [str(paths["fcn8s"])] and composed["postprocess"] == "crf"
@@ -190,10 +212,15 @@ def test_segattn_evaluate_composes_proposals_ensemble_and_crf(tmp_path):
     deconvnet, fcn8s = load_model(str(paths["deconvnet"])), load_model(str(paths["fcn8s"]))
     data, info = load_segmentation_dataset("shapes", "val")
     by_hand = evaluate_segmentation(
-        deconvnet, data, info.num_classes, info.ignore_class, postprocess="crf",
-        predictor=EnsembleSegmenter([ProposalWise(deconvnet, 3, "max", input_size=(32, 32)),
-                                     WholeImage(fcn8s, (32, 32))]),
-    )  # fmt: skip
+        deconvnet,
+        data,
+        info.num_classes,
+        info.ignore_class,
+        postprocess="crf",
+        predictor=EnsembleSegmenter(
+            [ProposalWise(deconvnet, 3, "max", input_size=(32, 32)), WholeImage(fcn8s, (32, 32))]
+        ),
+    )
     assert composed["mean_iou"] == pytest.approx(by_hand["mean_iou"], abs=1e-9)
     assert composed["per_class_iou"] == pytest.approx(list(by_hand["per_class_iou"]), abs=1e-9)
     # Each flag counts: leaving one out scores otherwise.

@@ -68,14 +68,34 @@ def test_the_command_line_works_on_a_shipped_model(name, tmp_path, capsys, share
     assert all(key in printed for key in read_heldout(folder)["subset"]["scores"])
     if task == "classification":  # the transformer's figure on test digits
         figure = str(tmp_path / "stn.png")
-        main(["stn-figure", "--model-path", model_path, "--output", figure, "--count", "4",
-              "--mnist", os.path.join(shared_data, "mnist")])  # fmt: skip
+        main(
+            [
+                "stn-figure",
+                "--model-path",
+                model_path,
+                "--output",
+                figure,
+                "--count",
+                "4",
+                "--mnist",
+                os.path.join(shared_data, "mnist"),
+            ]
+        )
         assert os.path.isfile(figure)
         return
     Image.fromarray(rng.integers(0, 256, (64, 80, 3)).astype(np.uint8)).save(image)
     command = "caption" if task == "captioning" else "predict"
-    main([command, "--model-path", model_path, "--images", str(image),
-          "--output-dir", str(tmp_path / "out")])  # fmt: skip
+    main(
+        [
+            command,
+            "--model-path",
+            model_path,
+            "--images",
+            str(image),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert os.listdir(tmp_path / "out")
     if task == "captioning":
         assert "image.png: " in capsys.readouterr().out

@@ -44,10 +44,25 @@ def run_pytest(folder, enforced):
     if enforced:
         env[VARIABLE] = "1"
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-         "-rfEs", "--continue-on-collection-errors", str(folder)],
-        capture_output=True, text=True, env=env, cwd=folder, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "-rfEs",
+            "--continue-on-collection-errors",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=folder,
+        timeout=120,
+    )
 
 
 def test_ci_counts_skips_as_failures(tmp_path):

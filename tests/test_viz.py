@@ -10,8 +10,15 @@ def test_draw_instances_paints_masks_boxes_and_labels():
     masks = np.zeros((2, 40, 50), np.uint8)
     masks[0, 12:28, 8:22] = 1
     masks[1, 15:30, 33:42] = 1
-    out = draw_instances(image, boxes, masks, classes=[1, 2], scores=[0.9, 0.2],
-                         class_names=["bg", "cat", "dog"], min_score=0.5)  # fmt: skip
+    out = draw_instances(
+        image,
+        boxes,
+        masks,
+        classes=[1, 2],
+        scores=[0.9, 0.2],
+        class_names=["bg", "cat", "dog"],
+        min_score=0.5,
+    )
     assert out.shape == image.shape and out.dtype == np.uint8
     assert np.array_equal(image, np.full((40, 50, 3), 100, np.uint8))  # not drawn in place
     colour = label_palette(32)[1].astype(np.float32)

@@ -236,9 +236,15 @@ def patch_pipeline(
     patch_size = check_int(patch_size, "patch_size")
     count = check_int(patches_per_image, "patches_per_image")
     images = segmentation_pipeline(
-        dataset, 1, num_classes, ignore_class, image_size=image_size, augment=augment,
-        shuffle=shuffle, seed=seed,
-    ).unbatch()  # fmt: skip
+        dataset,
+        1,
+        num_classes,
+        ignore_class,
+        image_size=image_size,
+        augment=augment,
+        shuffle=shuffle,
+        seed=seed,
+    ).unbatch()
     half = patch_size // 2
     offsets = tf.range(patch_size, dtype=tf.int64)
 
@@ -249,9 +255,12 @@ def patch_pipeline(
         image, mask = element
         where = tf.where(mask != ignore_class if ignore_class is not None else mask >= 0)
         pick = tf.random.stateless_uniform(
-            [count], tf.stack([tf.cast(seed, tf.int64), index]), 0, tf.shape(where, tf.int64)[0],
+            [count],
+            tf.stack([tf.cast(seed, tf.int64), index]),
+            0,
+            tf.shape(where, tf.int64)[0],
             dtype=tf.int64,
-        )  # fmt: skip
+        )
         centres = tf.gather(where, pick)
         padded = tf.pad(image, [[half, patch_size - 1 - half]] * 2 + [[0, 0]])
         rows = centres[:, 0:1] + offsets  # (count, P): padded rows of each patch

@@ -126,9 +126,11 @@ def paste_proposals(predictions, boxes, image_size):
     padded = tf.pad(predictions, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
     count = tf.shape(boxes)[0]
     pasted = tf.image.crop_and_resize(
-        padded, tf.stack([first_y, first_x, last_y, last_x], 1), tf.range(count),
+        padded,
+        tf.stack([first_y, first_x, last_y, last_x], 1),
+        tf.range(count),
         tf.stack([height, width]),
-    )  # fmt: skip
+    )
     boxes = tf.cast(boxes, tf.int32)
     ys = tf.range(height)[None, :]
     xs = tf.range(width)[None, :]
@@ -270,8 +272,9 @@ class ProposalWise:
 
     def __call__(self, images):
         images = np.asarray(images)
-        return np.stack([self.probabilities(image, self.boxes(image.astype(np.uint8)))
-                         for image in images])  # fmt: skip
+        return np.stack(
+            [self.probabilities(image, self.boxes(image.astype(np.uint8))) for image in images]
+        )
 
 
 class EnsembleSegmenter:
@@ -282,8 +285,9 @@ class EnsembleSegmenter:
         members = list(members)
         if not members:
             raise ValueError("an ensemble needs at least one member.")
-        self.members = [m if callable(m) and not hasattr(m, "layers") else WholeImage(m)
-                        for m in members]  # fmt: skip
+        self.members = [
+            m if callable(m) and not hasattr(m, "layers") else WholeImage(m) for m in members
+        ]
 
     def __call__(self, images):
         probabilities = [np.asarray(member(images)) for member in self.members]

@@ -61,10 +61,19 @@ def fixed_size_inputs(inputs, size):
 
 
 def export_checkpoint(
-    model_path, output="saved_models", name=None, version=1, tflite=("float32",), data=None,
-    tflite_size=None, keras_file=False, log=print, max_pixels=None, max_batch_pixels=None,
+    model_path,
+    output="saved_models",
+    name=None,
+    version=1,
+    tflite=("float32",),
+    data=None,
+    tflite_size=None,
+    keras_file=False,
+    log=print,
+    max_pixels=None,
+    max_batch_pixels=None,
     onnx=False,
-):  # fmt: skip
+):
     """Exports a checkpoint to a SavedModel and TFLite files, verified.
 
     Args:
@@ -145,15 +154,39 @@ def export_checkpoint(
     # and published under the lock).
     with FolderLock(os.path.join(output, name), "export folder"):
         return _export_version(
-            loaded, run, model, task, output, name, version, tflite, data, tflite_size,
-            keras_file, log, limits, onnx,
-        )  # fmt: skip
+            loaded,
+            run,
+            model,
+            task,
+            output,
+            name,
+            version,
+            tflite,
+            data,
+            tflite_size,
+            keras_file,
+            log,
+            limits,
+            onnx,
+        )
 
 
 def _export_version(
-    loaded, run, model, task, output, name, version, tflite, data, tflite_size, keras_file, log,
-    limits, onnx,
-):  # fmt: skip
+    loaded,
+    run,
+    model,
+    task,
+    output,
+    name,
+    version,
+    tflite,
+    data,
+    tflite_size,
+    keras_file,
+    log,
+    limits,
+    onnx,
+):
     """`export_checkpoint` once it holds the model's folder."""
     path = version_path(output, name, version)
     data_spec = data or run.get("data")
@@ -188,10 +221,16 @@ def _export_version(
                 final = os.path.join(output, name, f"{name}_v{version}{suffix}.tflite")
                 staged = os.path.join(staged_tflite, os.path.basename(final))
                 convert_to_tflite(
-                    model, staged, quantization, representative_images=inputs,
-                    signature_key=signature, task=task, input_size=size, labels=labels,
+                    model,
+                    staged,
+                    quantization,
+                    representative_images=inputs,
+                    signature_key=signature,
+                    task=task,
+                    input_size=size,
+                    labels=labels,
                     limits=limits,
-                )  # fmt: skip
+                )
                 check = verify_export(expected, inputs[0], tflite_model=staged)["tflite"]
                 report[f"tflite_{key}"] = check
                 log(f"TFLite {key}: {final} ({os.path.getsize(staged) / 1e6:.1f} MB)")

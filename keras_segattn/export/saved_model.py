@@ -198,25 +198,29 @@ def bytes_serving_fn(serve, task, channels, size=None, limits=None):
         count = tf.size(image_bytes)
         check = tf.debugging.Assert(
             (tf.rank(image_bytes) == 1) & (count > 0),
-            ["image_bytes must be a non-empty batch (a vector) of encoded images; got shape",
-             tf.shape(image_bytes)],
-        )  # fmt: skip
+            [
+                "image_bytes must be a non-empty batch (a vector) of encoded images; got shape",
+                tf.shape(image_bytes),
+            ],
+        )
         with tf.control_dependencies([check]):
             image_bytes = tf.identity(image_bytes)
         indices = tf.range(tf.size(image_bytes))
         pairs = (image_bytes, indices)
         sizes = tf.map_fn(
-            lambda p: encoded_image_size(*p, limits.max_pixels), pairs,
+            lambda p: encoded_image_size(*p, limits.max_pixels),
+            pairs,
             fn_output_signature=tf.int32,
-        )  # fmt: skip
+        )
         largest = tf.reduce_max(sizes, axis=0)
         if padding is None:  # every image resized to `size`: only each image is bounded
             spec = tf.TensorSpec([*size, channels], tf.uint8)
             with tf.control_dependencies([sizes]):
                 images = tf.map_fn(
-                    lambda p: decode_image_bytes(*p, channels, size), pairs,
+                    lambda p: decode_image_bytes(*p, channels, size),
+                    pairs,
                     fn_output_signature=spec,
-                )  # fmt: skip
+                )
             return serve(images)
         batch_pixels = tf.reduce_prod(tf.cast(tf.concat([[count], largest], axis=0), tf.int64))
         batch_limit = tf.debugging.Assert(
@@ -358,9 +362,10 @@ def tflite_archive(model, task=None, input_size=None, signature_key="serving_def
     structure = [specs[0] if len(specs) == 1 else specs]
     archive = tracking_archive(model)
     archive.add_endpoint(
-        signature_key, tf.function(lambda inputs: model(inputs, training=False)),
+        signature_key,
+        tf.function(lambda inputs: model(inputs, training=False)),
         input_signature=structure,
-    )  # fmt: skip
+    )
     return archive
 
 

@@ -43,9 +43,11 @@ def replicate(images, factor):
     if tracing_for_tflite():
         # Without half-pixel centres, output pixel i reads floor(i / factor).
         return tf.raw_ops.ResizeNearestNeighbor(
-            images=images, size=shape[1:3] * factor, align_corners=False,
+            images=images,
+            size=shape[1:3] * factor,
+            align_corners=False,
             half_pixel_centers=False,
-        )  # fmt: skip
+        )
     channels = images.shape[-1] if images.shape[-1] is not None else shape[3]
     # A reshape, not `images[:, :, None, :, None]`: TFLite's builtin
     # STRIDED_SLICE has no new-axis mask.

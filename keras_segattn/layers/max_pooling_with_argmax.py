@@ -56,9 +56,13 @@ def _gradient_to_switches(forward, inputs, pool_size):
 def _fused_pool(inputs, pool_size, padding, index_dtype):
     ph, pw = pool_size
     pooled, argmax = tf.nn.max_pool_with_argmax(
-        inputs, [1, ph, pw, 1], [1, ph, pw, 1], padding.upper(),
-        output_dtype=index_dtype, include_batch_in_index=False,
-    )  # fmt: skip
+        inputs,
+        [1, ph, pw, 1],
+        [1, ph, pw, 1],
+        padding.upper(),
+        output_dtype=index_dtype,
+        include_batch_in_index=False,
+    )
     # Without the batch, argmax is (y * width + x) * channels + c. Minus the
     # index of its window's first cell, that is (dy * width + dx) * channels:
     # comparisons then give dy and dx, with no integer division.

@@ -255,9 +255,15 @@ def roi_align(
     box_h = tf.maximum(y2 - y1, smallest)
     if fused_kernels() and features.dtype != tf.float64:
         pooled = _crop_and_resize_align(
-            features, (batch, num_boxes, height, width, channels), (x1, y1, box_w, box_h),
-            finite, (out_h, out_w), sampling_ratio, groups, num_groups,
-        )  # fmt: skip
+            features,
+            (batch, num_boxes, height, width, channels),
+            (x1, y1, box_w, box_h),
+            finite,
+            (out_h, out_w),
+            sampling_ratio,
+            groups,
+            num_groups,
+        )
         if num_groups is not None:
             channels = _group_size(channels, num_groups)
         return tf.reshape(pooled, [batch, num_boxes, out_h, out_w, channels])

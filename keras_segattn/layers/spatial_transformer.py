@@ -426,9 +426,13 @@ def sample_affine(images, theta, out_h, out_w, training=False):
             tf.cast(theta, tf.float32), (shape[1], shape[2]), (out_h, out_w)
         )
         warped = tf.raw_ops.ImageProjectiveTransformV3(
-            images=images, transforms=transform, output_shape=tf.stack([out_h, out_w]),
-            fill_value=tf.constant(0.0), interpolation="BILINEAR", fill_mode="CONSTANT",
-        )  # fmt: skip
+            images=images,
+            transforms=transform,
+            output_shape=tf.stack([out_h, out_w]),
+            fill_value=tf.constant(0.0),
+            interpolation="BILINEAR",
+            fill_mode="CONSTANT",
+        )
 
         def gradient(upstream):
             with tf.GradientTape() as tape:

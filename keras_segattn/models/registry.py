@@ -50,8 +50,9 @@ def register_model(name, task, paper, tiny=None, serving_task=None, presets=None
         if name in _REGISTRY:
             raise ValueError(f"A model named {name!r} is already registered.")
         named = {"tiny": dict(tiny or {}), **{k: dict(v) for k, v in (presets or {}).items()}}
-        _REGISTRY[name] = ModelSpec(name, builder, task, paper, dict(tiny or {}), serving_task,
-                                    named)  # fmt: skip
+        _REGISTRY[name] = ModelSpec(
+            name, builder, task, paper, dict(tiny or {}), serving_task, named
+        )
         return builder
 
     return decorator

@@ -40,10 +40,9 @@ def _hierarchy(image, labels):
     flat = labels.ravel()
     size = np.bincount(flat, minlength=count).astype(np.float64)
     boxes = np.stack(
-        [
-            np.full(count, width), np.full(count, height), np.full(count, -1), np.full(count, -1)
-        ], axis=1,
-    )  # fmt: skip
+        [np.full(count, width), np.full(count, height), np.full(count, -1), np.full(count, -1)],
+        axis=1,
+    )
     np.minimum.at(boxes[:, 0], flat, xs.ravel())
     np.minimum.at(boxes[:, 1], flat, ys.ravel())
     np.maximum.at(boxes[:, 2], flat, xs.ravel())

@@ -72,8 +72,9 @@ class CaptionerConfig(RecipeConfig):
     POSITIONAL = ("data",)
 
     data: str = option("shapes", "shapes | coco:<root> | flickr8k:<root> | tfds:coco_captions")
-    attention: str = option("soft", "soft (deterministic) or hard (sampled) attention",
-                            choices=("soft", "hard"))  # fmt: skip
+    attention: str = option(
+        "soft", "soft (deterministic) or hard (sampled) attention", choices=("soft", "hard")
+    )
     encoder: str = option("light", "the CNN encoder", choices=("light", "vgg16"))
     image_size: int = option(64, "side of the square images the model sees")
     epochs: int = option(20, "passes over the training captions")
@@ -88,9 +89,11 @@ class CaptionerConfig(RecipeConfig):
     eval_split: str = option("test", "the split scored at the end")
     beam_width: int = option(3, "beam search width of the final scores (1: greedy)")
     model_kwargs: dict = option(
-        {}, "another show_attend_tell argument, e.g. units=512 (on generated data, over "
-        "its preset 'shapes'); repeatable", flag="--model-arg",
-    )  # fmt: skip
+        {},
+        "another show_attend_tell argument, e.g. units=512 (on generated data, over "
+        "its preset 'shapes'); repeatable",
+        flag="--model-arg",
+    )
     verbose: int = option(2, "1 a progress bar, 2 one line an epoch, 0 silent")
 
 
@@ -128,9 +131,10 @@ def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
     ) as distribution:
         run = RunFolder(output, chief=is_chief(distribution))
         finished = run.start(
-            {**config.record(), "task": task.name}, overwrite=overwrite,
+            {**config.record(), "task": task.name},
+            overwrite=overwrite,
             config_class=CaptionerConfig,
-        )  # fmt: skip
+        )
         if finished is not None:
             print(f"{output} holds this run, finished (pass --overwrite to train it again).")
             return finished
@@ -148,13 +152,22 @@ def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
         vocabulary = CaptionVocabulary.build(_captions_of(train))
         vocabulary.save(run.file("vocabulary.json"))
         model = create_model(
-            "show_attend_tell", preset=GENERATED_PRESET if is_generated(data) else None,
-            vocabulary=vocabulary.words, encoder=config.encoder, image_size=size,
-            attention=config.attention, max_length=config.max_length, **(config.model_kwargs or {}),
-        )  # fmt: skip
+            "show_attend_tell",
+            preset=GENERATED_PRESET if is_generated(data) else None,
+            vocabulary=vocabulary.words,
+            encoder=config.encoder,
+            image_size=size,
+            attention=config.attention,
+            max_length=config.max_length,
+            **(config.model_kwargs or {}),
+        )
         model.compile(keras.optimizers.Adam(config.learning_rate), loss=CaptionLoss())
-        pipeline = dict(vocabulary=vocabulary, batch_size=config.batch_size, image_size=size,
-                        max_length=config.max_length + 1)  # fmt: skip
+        pipeline = dict(
+            vocabulary=vocabulary,
+            batch_size=config.batch_size,
+            image_size=size,
+            max_length=config.max_length + 1,
+        )
 
         def one_epoch(epoch):  # the captions drawn and the order: `seed + epoch`
             return caption_pipeline(train, shuffle=1024, seed=seed + epoch, **pipeline)
@@ -163,10 +176,14 @@ def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
         val_batches = caption_pipeline(val, one_caption_per_image="all", **pipeline)
         callbacks = run.callbacks(task.monitor, task.mode) + list(callbacks or [])
         model.fit(
-            train_batches, validation_data=val_batches, epochs=epochs,
-            steps_per_epoch=batches_per_epoch(one_epoch), callbacks=callbacks,
-            verbose=config.verbose, shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
-        )  # fmt: skip
+            train_batches,
+            validation_data=val_batches,
+            epochs=epochs,
+            steps_per_epoch=batches_per_epoch(one_epoch),
+            callbacks=callbacks,
+            verbose=config.verbose,
+            shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
+        )
     if not run.finish_training(model):
         return None  # another worker than the chief
     train_seconds = run.training_seconds()  # the epochs of every sitting
@@ -176,11 +193,16 @@ def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
         best_model, test, beam_width=config.beam_width, **shapes_objects(data)
     )
     metrics.update(
-        data=data, attention=config.attention, encoder=config.encoder, image_size=image_size,
-        epochs=epochs, train_images=num_images if is_generated(data) else None,
+        data=data,
+        attention=config.attention,
+        encoder=config.encoder,
+        image_size=image_size,
+        epochs=epochs,
+        train_images=num_images if is_generated(data) else None,
         beam_width=config.beam_width,
-        train_seconds=round(train_seconds, 1), vocabulary_size=len(vocabulary.words),
-    )  # fmt: skip
+        train_seconds=round(train_seconds, 1),
+        vocabulary_size=len(vocabulary.words),
+    )
     run.write_metrics(metrics)
     return metrics
 

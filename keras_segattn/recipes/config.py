@@ -46,8 +46,14 @@ def option(default, help, *, choices=None, metavar=None, flag=None, parse=None, 
         cli: bool. Whether the command line has it (`False` for Python-only
             arguments, e.g. an array of class weights).
     """
-    metadata = {"help": help, "choices": choices, "metavar": metavar, "flag": flag,
-                "parse": parse, "cli": cli}  # fmt: skip
+    metadata = {
+        "help": help,
+        "choices": choices,
+        "metavar": metavar,
+        "flag": flag,
+        "parse": parse,
+        "cli": cli,
+    }
     if isinstance(default, (dict, list)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

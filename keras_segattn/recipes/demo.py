@@ -33,9 +33,16 @@ def run_demo(output="saved_models", run_dir=None, quick=False):
     run_dir = run_dir or ("runs/demo_quick" if quick else "runs/demo")
     epochs, num_images = (1, 64) if quick else (12, 1000)
     summary = train_segmenter(
-        DEMO_MODEL, "shapes", run_dir, epochs=epochs, batch_size=16, width=0.25,
-        batch_norm=True, num_images=num_images, verbose=2,
-    )  # fmt: skip
+        DEMO_MODEL,
+        "shapes",
+        run_dir,
+        epochs=epochs,
+        batch_size=16,
+        width=0.25,
+        batch_norm=True,
+        num_images=num_images,
+        verbose=2,
+    )
 
     checkpoint = os.path.join(run_dir, "best.keras")
     if not os.path.exists(checkpoint):  # validation never improved on NaN
@@ -56,7 +63,7 @@ def run_demo(output="saved_models", run_dir=None, quick=False):
             class_map,
             palette,
             ground_truth=truth,
-        )  # fmt: skip
+        )
         for i, (image, class_map, truth) in enumerate(
             zip(test["images"].numpy(), class_maps, test["segmentation_masks"].numpy())
         )

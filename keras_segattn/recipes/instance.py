@@ -167,9 +167,21 @@ def array_steps(arrays, batch_size):
 
 
 def fit_arrays(
-    model, loss, inputs, targets, weights, batch_size, epochs, learning_rate, verbose,
-    schedule="constant", seed=0, validation=None, run=None, callbacks=None,
-):  # fmt: skip
+    model,
+    loss,
+    inputs,
+    targets,
+    weights,
+    batch_size,
+    epochs,
+    learning_rate,
+    verbose,
+    schedule="constant",
+    seed=0,
+    validation=None,
+    run=None,
+    callbacks=None,
+):
     """Compiles `model` with Adam and `loss`, fits the arrays, shuffled.
 
     Args:
@@ -192,8 +204,9 @@ def fit_arrays(
     """
     arrays = (inputs, targets, weights)
     steps = array_steps(arrays, batch_size)
-    model.compile(keras.optimizers.Adam(per_step(schedule, learning_rate, steps * epochs)),
-                  loss=loss)  # fmt: skip
+    model.compile(
+        keras.optimizers.Adam(per_step(schedule, learning_rate, steps * epochs)), loss=loss
+    )
     fit_kwargs = {}
     if validation is not None:
         held_out = tf.data.Dataset.from_tensor_slices(tuple(validation))
@@ -216,9 +229,17 @@ def fit_arrays(
 
 
 def instance_batches(
-    dataset, batch_size, epochs, image_size=None, max_instances=None, shuffle=None, flip=False,
-    seed=0, first_epoch=0, drop_remainder=True,
-):  # fmt: skip
+    dataset,
+    batch_size,
+    epochs,
+    image_size=None,
+    max_instances=None,
+    shuffle=None,
+    flip=False,
+    seed=0,
+    first_epoch=0,
+    drop_remainder=True,
+):
     """Epochs `first_epoch` to `epochs - 1` of `instance_pipeline` batches.
 
     Epoch `e` is one pass over `dataset`, shuffled and flipped with seed
@@ -234,9 +255,15 @@ def instance_batches(
 
     def one_epoch(epoch):
         return instance_pipeline(
-            dataset, batch_size, image_size=image_size, max_instances=max_instances,
-            shuffle=shuffle, flip=flip, seed=seed + epoch, drop_remainder=drop_remainder,
-        )  # fmt: skip
+            dataset,
+            batch_size,
+            image_size=image_size,
+            max_instances=max_instances,
+            shuffle=shuffle,
+            flip=flip,
+            seed=seed + epoch,
+            drop_remainder=drop_remainder,
+        )
 
     return epochs_of(one_epoch, epochs, first_epoch)
 
@@ -335,10 +362,17 @@ def train_instance_model(
     rate = per_step(schedule, learning_rate, steps * epochs)
     model.compile(keras.optimizers.Adam(rate), jit_compile=jit_compile)
     batches = instance_batches(
-        train_data, batch_size, epochs, image_size=image_size, max_instances=max_instances,
-        shuffle=min(count, 2048), flip=flip, seed=seed, first_epoch=_first_epoch(run, epochs),
+        train_data,
+        batch_size,
+        epochs,
+        image_size=image_size,
+        max_instances=max_instances,
+        shuffle=min(count, 2048),
+        flip=flip,
+        seed=seed,
+        first_epoch=_first_epoch(run, epochs),
         drop_remainder=count >= batch_size,  # else one smaller batch: `steps` is 1
-    )  # fmt: skip
+    )
     callbacks = ([TimeBudget(time_budget)] if time_budget else []) + list(callbacks or [])
     fit_kwargs = {}
     if run is not None:
@@ -562,10 +596,21 @@ def train_hypercolumns(
         fc_units=fc_units,
     )
     history, train_seconds = fit_arrays(
-        model, "binary_crossentropy", inputs, targets, weights, batch_size, epochs,
-        learning_rate, verbose, schedule=schedule, seed=seed, validation=validation, run=run,
+        model,
+        "binary_crossentropy",
+        inputs,
+        targets,
+        weights,
+        batch_size,
+        epochs,
+        learning_rate,
+        verbose,
+        schedule=schedule,
+        seed=seed,
+        validation=validation,
+        run=run,
         callbacks=callbacks,
-    )  # fmt: skip
+    )
     steps = int(model.optimizer.iterations.numpy())
 
     start = time.perf_counter()
@@ -852,10 +897,21 @@ def train_sds(
         dropout=dropout,
     )
     history, train_seconds = fit_arrays(
-        model, ["sparse_categorical_crossentropy", "binary_crossentropy"], inputs, targets,
-        weights, batch_size, epochs, learning_rate, verbose, schedule=schedule, seed=seed,
-        validation=validation, run=run, callbacks=callbacks,
-    )  # fmt: skip
+        model,
+        ["sparse_categorical_crossentropy", "binary_crossentropy"],
+        inputs,
+        targets,
+        weights,
+        batch_size,
+        epochs,
+        learning_rate,
+        verbose,
+        schedule=schedule,
+        seed=seed,
+        validation=validation,
+        run=run,
+        callbacks=callbacks,
+    )
     steps = int(model.optimizer.iterations.numpy())
 
     start = time.perf_counter()
@@ -917,12 +973,24 @@ def _train_detector(config, run, callbacks):
     kwargs = dict(presets.get(GENERATED_PRESET, {})) if is_generated(config.data) else {}
     kwargs.update(config.model_kwargs or {})
     return train_instance_model(
-        config.model, config.data, image_size=config.image_size,
-        max_instances=config.max_instances, model_kwargs=kwargs,
-        learning_rate=config.learning_rate, seed=config.seed, verbose=config.verbose, run=run,
-        callbacks=callbacks, **_given(num_train=config.num_train, num_val=config.num_val,
-        epochs=config.epochs, batch_size=config.batch_size, schedule=config.schedule),
-    )  # fmt: skip
+        config.model,
+        config.data,
+        image_size=config.image_size,
+        max_instances=config.max_instances,
+        model_kwargs=kwargs,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        verbose=config.verbose,
+        run=run,
+        callbacks=callbacks,
+        **_given(
+            num_train=config.num_train,
+            num_val=config.num_val,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            schedule=config.schedule,
+        ),
+    )
 
 
 def _array_trainer(trainer):
@@ -931,14 +999,22 @@ def _array_trainer(trainer):
 
     def train(config, run, callbacks):
         return trainer(
-            dataset=config.data, image_size=config.image_size,
-            learning_rate=config.learning_rate, seed=config.seed, verbose=config.verbose,
-            run=run, callbacks=callbacks,
-            **_given(num_train_images=config.num_train, num_eval_images=config.num_val,
-                     epochs=config.epochs, batch_size=config.batch_size,
-                     schedule=config.schedule),
+            dataset=config.data,
+            image_size=config.image_size,
+            learning_rate=config.learning_rate,
+            seed=config.seed,
+            verbose=config.verbose,
+            run=run,
+            callbacks=callbacks,
+            **_given(
+                num_train_images=config.num_train,
+                num_eval_images=config.num_val,
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                schedule=config.schedule,
+            ),
             **(config.model_kwargs or {}),
-        )  # fmt: skip
+        )
 
     train.__doc__ = f"`{trainer.__name__}` with an `InstanceConfig`."
     return train
@@ -949,9 +1025,14 @@ trains("hypercolumns")(_array_trainer(train_hypercolumns))
 
 # What an array trainer reports besides its scores, kept in metrics.json.
 REPORTED = (
-    "data_seconds", "eval_seconds", "num_examples", "metrics_unrefined", "box_metrics",
-    "detector_metrics", "detector_only_metrics",
-)  # fmt: skip
+    "data_seconds",
+    "eval_seconds",
+    "num_examples",
+    "metrics_unrefined",
+    "box_metrics",
+    "detector_metrics",
+    "detector_only_metrics",
+)
 
 
 @dataclasses.dataclass
@@ -983,9 +1064,11 @@ class InstanceConfig(RecipeConfig):
         choices=SCHEDULES,
     )
     model_kwargs: dict = option(
-        {}, "a builder argument (rpn, mnc) or trainer argument (sds, hypercolumns, e.g. "
-        "crop_size=64); repeatable", flag="--model-arg",
-    )  # fmt: skip
+        {},
+        "a builder argument (rpn, mnc) or trainer argument (sds, hypercolumns, e.g. "
+        "crop_size=64); repeatable",
+        flag="--model-arg",
+    )
     verbose: int = option(2, "1 a progress bar, 2 one line an epoch, 0 silent")
 
 
@@ -1055,12 +1138,15 @@ def train_instances(*config, callbacks=None, overwrite=False, **arguments):
         return None  # another worker than the chief
     state = run.state() or {}
     summary = {
-        "model": config.model, "data": config.data, "image_size": config.image_size,
+        "model": config.model,
+        "data": config.data,
+        "image_size": config.image_size,
         "epochs": state.get("epoch"),  # the trainer's default if not given
         "best_epoch": state.get("best_epoch"),  # of best.keras, counted from 1
         "steps": result["steps"],
         "train_seconds": round(result["train_seconds"], 1),  # of every sitting
-        **result.get("metrics", {}), **extra,
-    }  # fmt: skip
+        **result.get("metrics", {}),
+        **extra,
+    }
     run.write_metrics(summary)
     return summary

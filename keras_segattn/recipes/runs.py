@@ -271,10 +271,15 @@ class RunCheckpoints(keras.callbacks.Callback):
         self.run.append_history(epoch, logs or {})
         write_json(
             os.path.join(self.run.backup, STATE),
-            {"epoch": epoch + 1, "weights": name, "monitor": self.monitor,
-             "best": self.best, "best_epoch": self.best_epoch,
-             "seed_states": [np.asarray(v.numpy()).tolist() for v in seed_states(self.model)]},
-        )  # fmt: skip
+            {
+                "epoch": epoch + 1,
+                "weights": name,
+                "monitor": self.monitor,
+                "best": self.best,
+                "best_epoch": self.best_epoch,
+                "seed_states": [np.asarray(v.numpy()).tolist() for v in seed_states(self.model)],
+            },
+        )
         self.epochs_done = epoch + 1
         for old in os.listdir(self.run.backup):  # older epochs' weights: not needed now
             if old.endswith(".weights.h5") and old != name:
@@ -525,8 +530,7 @@ class RunFolder:
         values = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
         self._write_history(rows + [[str(values.get(k, "")) for k in rows[0]]])
 
-    def callbacks(self, monitor=None, mode="max", tensorboard=True, patience=None,
-                  patience_from=0):  # fmt: skip
+    def callbacks(self, monitor=None, mode="max", tensorboard=True, patience=None, patience_from=0):
         """The callbacks every recipe trains with: `RunCheckpoints` (the
         resume state, `history.csv` and, with a `monitor`, `best.keras`) and
         TensorBoard logs in `logs/`.

@@ -118,8 +118,12 @@ class ScheduledRate(keras.optimizers.schedules.LearningRateSchedule):
         return scheduled_rate(self.schedule, self.learning_rate, step, self.steps, self.start)
 
     def get_config(self):
-        return {"schedule": self.schedule, "learning_rate": self.learning_rate,
-                "steps": self.steps, "start": self.start}  # fmt: skip
+        return {
+            "schedule": self.schedule,
+            "learning_rate": self.learning_rate,
+            "steps": self.steps,
+            "start": self.start,
+        }
 
 
 def per_step(schedule, learning_rate, steps, start=0):

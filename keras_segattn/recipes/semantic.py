@@ -80,9 +80,10 @@ class SegmenterConfig(RecipeConfig):
     batch_norm: bool = option(False, "FCN: batch norm after every convolution (not in the paper)")
     weights: str | None = option(None, "none, imagenet or a weights file", parse=none_or_text)
     model_kwargs: dict = option(
-        {}, "another builder argument, e.g. instances=2 (recurrent_cnn); repeatable",
+        {},
+        "another builder argument, e.g. instances=2 (recurrent_cnn); repeatable",
         flag="--model-arg",
-    )  # fmt: skip
+    )
     learning_rate: float = option(1e-3, "Adam's learning rate")
     schedule: str = option(
         "constant",
@@ -91,9 +92,10 @@ class SegmenterConfig(RecipeConfig):
         choices=SCHEDULES,
     )
     class_weights: str | list | None = option(
-        "none", "median: median-frequency balancing (Python: also an array)",
+        "none",
+        "median: median-frequency balancing (Python: also an array)",
         choices=("none", "median"),
-    )  # fmt: skip
+    )
     patches_per_image: int = option(64, "patch_cnn: labelled patches drawn per image and epoch")
     val_split: str = option("val", "the split that picks best.keras")
     eval_split: str = option("test", "the split scored at the end")
@@ -107,9 +109,10 @@ def _check_model_kwargs(model_kwargs):
     for key in OWN_ARGUMENTS:
         if key in (model_kwargs or {}):
             where = (
-                "it is the dataset's" if key == "num_classes"
+                "it is the dataset's"
+                if key == "num_classes"
                 else f"use {key}= (--{key.replace('_', '-')}) instead"
-            )  # fmt: skip
+            )
             raise ValueError(f"model_kwargs (--model-arg) sets {key!r}: {where}.")
 
 
@@ -187,10 +190,16 @@ def train_segmenter(*config, callbacks=None, overwrite=False, **arguments):
         ignore = info.ignore_class
         run = RunFolder(output, chief=is_chief(distribution))
         finished = run.start(
-            {**config.record(), "num_classes": info.num_classes, "ignore_class": ignore,
-             "class_names": info.class_names, "task": task.name},
-            overwrite=overwrite, config_class=SegmenterConfig,
-        )  # fmt: skip
+            {
+                **config.record(),
+                "num_classes": info.num_classes,
+                "ignore_class": ignore,
+                "class_names": info.class_names,
+                "task": task.name,
+            },
+            overwrite=overwrite,
+            config_class=SegmenterConfig,
+        )
         if finished is not None:
             print(f"{output} holds this run, finished (pass --overwrite to train it again):")
             print(f"mean IoU {finished['mean_iou']} on {finished['split']}")
@@ -217,13 +226,24 @@ def train_segmenter(*config, callbacks=None, overwrite=False, **arguments):
 
         checkpoints = run.callbacks(task.monitor, task.mode, patience=patience, patience_from=start)
         task.fit(
-            built, train_data, val_data, info, leading + checkpoints + list(callbacks or []),
-            epochs=epochs, batch_size=config.batch_size, image_size=image_size,
-            crop_size=crop_size, augment=config.augment, learning_rate=config.learning_rate,
-            class_weights=class_weights, stage1_epochs=stage1_epochs,
-            patches_per_image=config.patches_per_image, seed=config.seed,
-            verbose=config.verbose, resume_epoch=run.resume_epoch(),
-        )  # fmt: skip
+            built,
+            train_data,
+            val_data,
+            info,
+            leading + checkpoints + list(callbacks or []),
+            epochs=epochs,
+            batch_size=config.batch_size,
+            image_size=image_size,
+            crop_size=crop_size,
+            augment=config.augment,
+            learning_rate=config.learning_rate,
+            class_weights=class_weights,
+            stage1_epochs=stage1_epochs,
+            patches_per_image=config.patches_per_image,
+            seed=config.seed,
+            verbose=config.verbose,
+            resume_epoch=run.resume_epoch(),
+        )
     if not run.finish_training(built):
         return None  # another worker than the chief
     train_seconds = run.training_seconds()  # the epochs of every sitting
@@ -233,9 +253,12 @@ def train_segmenter(*config, callbacks=None, overwrite=False, **arguments):
     crash_point("evaluation")  # the kill tests' point in the final evaluation
     scored = task.draw(best)  # per-pixel scores (a patch classifier densely)
     report = evaluate_segmentation(
-        scored, load_segmentation_dataset(data, config.eval_split)[0], info.num_classes, ignore,
+        scored,
+        load_segmentation_dataset(data, config.eval_split)[0],
+        info.num_classes,
+        ignore,
         image_size=image_size,
-    )  # fmt: skip
+    )
     print(f"\n{model} on {data} [{config.eval_split}], best checkpoint:")
     print(format_report(report, info.class_names))
     summary = {

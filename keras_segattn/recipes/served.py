@@ -45,9 +45,14 @@ def score_saved_model(
     signature = tf.saved_model.load(os.fspath(path)).signatures["serving_default"]
     size = None if image_size is None else tuple(int(v) for v in image_size)
     return get_task(task).score_signature(
-        signature, data, split, count, image_size=size, distortion=distortion,
+        signature,
+        data,
+        split,
+        count,
+        image_size=size,
+        distortion=distortion,
         num_images=num_images,
-    )  # fmt: skip
+    )
 
 
 def read_heldout(folder):

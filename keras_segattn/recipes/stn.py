@@ -94,10 +94,25 @@ def make_optimizer(optimizer, schedule, momentum):
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got optimizer={optimizer!r}.")
 
 
-def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, optimizer="adam",
-               schedule="cosine", momentum=0.9, seed=0, output="runs/stn", source=None,
-               limit=None, overwrite=False, verbose=2, strategy="auto",
-               mixed_precision=None, deterministic=False):  # fmt: skip
+def train_cell(
+    row,
+    distortion,
+    epochs=10,
+    batch_size=128,
+    learning_rate=1e-3,
+    optimizer="adam",
+    schedule="cosine",
+    momentum=0.9,
+    seed=0,
+    output="runs/stn",
+    source=None,
+    limit=None,
+    overwrite=False,
+    verbose=2,
+    strategy="auto",
+    mixed_precision=None,
+    deterministic=False,
+):
     """Trains and tests one table cell; returns (and saves) its result dict.
 
     Each cell is a run folder `<output>/<row>_<distortion>/` (run.json,
@@ -158,13 +173,21 @@ def train_cell(row, distortion, epochs=10, batch_size=128, learning_rate=1e-3, o
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got optimizer={optimizer!r}.")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}; got schedule={schedule!r}.")
-    settings = {"row": row, "distortion": distortion, "epochs": epochs,
-                "batch_size": batch_size, "learning_rate": learning_rate,
-                "optimizer": optimizer, "schedule": schedule,
-                "momentum": momentum if optimizer == "sgd" else None, "seed": seed,
-                "limit": limit, "source": source,
-                "distortion_version": DISTORTION_VERSIONS[distortion],
-                "mixed_precision": mixed_precision}  # fmt: skip
+    settings = {
+        "row": row,
+        "distortion": distortion,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "optimizer": optimizer,
+        "schedule": schedule,
+        "momentum": momentum if optimizer == "sgd" else None,
+        "seed": seed,
+        "limit": limit,
+        "source": source,
+        "distortion_version": DISTORTION_VERSIONS[distortion],
+        "mixed_precision": mixed_precision,
+    }
     # Cells recorded before versions (or the precision) were recorded count
     # as version 1 (in float32).
     added = {"distortion_version": 1, "mixed_precision": None}
@@ -219,10 +242,13 @@ def _fit_cell(run, name, transform, distortion, settings, verbose):
     first = run.first_data_epoch(epochs)
     model.fit(
         training_data(distortion, epochs, batch_size, seed, train_mnist, start_epoch=first),
-        epochs=epochs, steps_per_epoch=steps, validation_data=test, verbose=verbose,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        validation_data=test,
+        verbose=verbose,
         callbacks=run.callbacks(),
         shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
-    )  # fmt: skip
+    )
     _, accuracy = model.evaluate(test, verbose=0)
     return model, len(test_mnist[1]), accuracy
 
@@ -245,8 +271,9 @@ def format_table(results, distortions):
                 cells.append(f"- (paper {paper})")
             else:
                 minutes = math.ceil(r["train_seconds"] / 60)
-                cells.append(f"**{r['test_error']:.2f}** (paper {paper}; {schedule_text(r)}, "
-                             f"{minutes} min)")  # fmt: skip
+                cells.append(
+                    f"**{r['test_error']:.2f}** (paper {paper}; {schedule_text(r)}, {minutes} min)"
+                )
         if any(not c.startswith("-") for c in cells):
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -283,8 +310,9 @@ def run_table(rows, distortions, strategy="auto", mixed_precision=None, **kwargs
     results = {}
     for distortion in distortions:
         for row in rows:
-            result = train_cell(row, distortion, strategy=strategy,
-                                mixed_precision=mixed_precision, **kwargs)  # fmt: skip
+            result = train_cell(
+                row, distortion, strategy=strategy, mixed_precision=mixed_precision, **kwargs
+            )
             results[(row, distortion)] = result
             if result is None:
                 continue  # another worker than the chief

@@ -213,8 +213,18 @@ class Task:
 class EvaluateOptions:
     """What `segattn evaluate` was asked (see the command's help)."""
 
-    def __init__(self, data, split="test", image_size=None, batch_size=4, postprocess=None,
-                 detector=None, proposals=None, merge="sum", ensemble=()):  # fmt: skip
+    def __init__(
+        self,
+        data,
+        split="test",
+        image_size=None,
+        batch_size=4,
+        postprocess=None,
+        detector=None,
+        proposals=None,
+        merge="sum",
+        ensemble=(),
+    ):
         self.data = data
         self.split = split
         self.image_size = image_size

@@ -93,14 +93,14 @@ class CaptioningTask(Task):
     def captioner(self, model):
         return model
 
-    def score_signature(self, signature, data, split, count, image_size=None, num_images=None,
-                        **_):  # fmt: skip
+    def score_signature(self, signature, data, split, count, image_size=None, num_images=None, **_):
         """BLEU-1 and BLEU-4 of the greedy `captions` output; on generated
         data, `num_images` held-out images at `image_size`."""
         options = generation_options(
-            data, num_images=num_images or count or 200,
+            data,
+            num_images=num_images or count or 200,
             image_size=None if image_size is None else image_size[0],
-        )  # fmt: skip
+        )
         dataset, _ = load_caption_dataset(data, split, **options)
         if count is not None:
             dataset = dataset.take(count)

@@ -61,8 +61,10 @@ class ClassificationTask(Task):
     def score_signature(self, signature, data, split, count, distortion=None, **_):
         """The % error on distorted MNIST (`distortion`)."""
         if distortion is None:
-            raise ValueError("an exported classifier is scored on a distortion ('R', 'RTS', "
-                             "'P' or 'E'); got distortion=None.")  # fmt: skip
+            raise ValueError(
+                "an exported classifier is scored on a distortion ('R', 'RTS', "
+                "'P' or 'E'); got distortion=None."
+            )
         images, labels = load_mnist(data, split)
         if count is not None:
             images, labels = images[:count], labels[:count]

@@ -86,12 +86,14 @@ def instance_examples(data_spec, count, image_size=64):
     for example in data.as_numpy_iterator():
         keep = example["bounding_boxes"]["labels"] > 0
         if keep.any():
-            examples.append({
-                "images": example["images"],
-                "boxes": example["bounding_boxes"]["boxes"][keep],
-                "classes": example["bounding_boxes"]["labels"][keep],
-                "masks": example["instance_masks"][keep] > 0,
-            })  # fmt: skip
+            examples.append(
+                {
+                    "images": example["images"],
+                    "boxes": example["bounding_boxes"]["boxes"][keep],
+                    "classes": example["bounding_boxes"]["labels"][keep],
+                    "masks": example["instance_masks"][keep] > 0,
+                }
+            )
         if len(examples) == count:
             break
     return examples
@@ -249,8 +251,10 @@ class BoxSegmentationTask(HostSideTask):
     serving_fn = staticmethod(box_segmentation_serving_fn)
 
     def input_signature(self, model, image_size=None):
-        specs = [self.image_spec(model, image_size),
-                 tf.TensorSpec([None, None, 4], tf.float32, "boxes")]  # fmt: skip
+        specs = [
+            self.image_spec(model, image_size),
+            tf.TensorSpec([None, None, 4], tf.float32, "boxes"),
+        ]
         if len(model.inputs) == 3:  # class-specific
             specs.append(tf.TensorSpec([None, None], tf.int32, "classes"))
         return specs

@@ -30,8 +30,14 @@ from keras_segattn.models.semantic import dense_model
 from keras_segattn.tasks.base import Task, get_task, register_task, task_of
 
 # What `segattn evaluate` writes of a semantic report.
-REPORT_KEYS = ("num_images", "seconds_per_image", "global_accuracy", "mean_class_accuracy",
-               "mean_iou", "per_class_iou")  # fmt: skip
+REPORT_KEYS = (
+    "num_images",
+    "seconds_per_image",
+    "global_accuracy",
+    "mean_class_accuracy",
+    "mean_iou",
+    "per_class_iou",
+)
 
 
 def compile_segmenter(
@@ -74,9 +80,15 @@ def object_centred_dataset(dataset, crop_size, ignore_class=255, background_clas
 
 
 def two_stage_fit(
-    model, stage1_data, stage2_data, stage1_epochs, epochs, stage1_steps=None, stage2_steps=None,
+    model,
+    stage1_data,
+    stage2_data,
+    stage1_epochs,
+    epochs,
+    stage1_steps=None,
+    stage2_steps=None,
     **fit_kwargs,
-):  # fmt: skip
+):
     """DeconvNet's two-stage training (Noh et al. 2015, section 4.2).
 
     Stage 1 trains on easy, object-centred crops (see
@@ -111,9 +123,12 @@ def two_stage_fit(
     # (or from the restored epoch, which RunCheckpoints sets again).
     model._initial_epoch = None
     second = model.fit(
-        stage2_data, initial_epoch=stage1_epochs, epochs=epochs, steps_per_epoch=stage2_steps,
+        stage2_data,
+        initial_epoch=stage1_epochs,
+        epochs=epochs,
+        steps_per_epoch=stage2_steps,
         **fit_kwargs,
-    )  # fmt: skip
+    )
     return first, second
 
 
@@ -148,9 +163,27 @@ class SemanticTask(Task):
 
     # -- training -------------------------------------------------------
 
-    def fit(self, model, train_data, val_data, info, callbacks, *, epochs, batch_size,
-            image_size, crop_size, augment, learning_rate, class_weights, stage1_epochs,
-            patches_per_image, seed, verbose, resume_epoch=0):  # fmt: skip
+    def fit(
+        self,
+        model,
+        train_data,
+        val_data,
+        info,
+        callbacks,
+        *,
+        epochs,
+        batch_size,
+        image_size,
+        crop_size,
+        augment,
+        learning_rate,
+        class_weights,
+        stage1_epochs,
+        patches_per_image,
+        seed,
+        verbose,
+        resume_epoch=0,
+    ):
         """Compiles and fits `model` on a run's data (`train_segmenter`'s
         arguments), DeconvNet's two-stage schedule included; `callbacks`
         are the run folder's (they monitor `self.monitor`). Epoch `e`'s
@@ -164,9 +197,14 @@ class SemanticTask(Task):
 
         def image_epoch(epoch):
             return segmentation_pipeline(
-                train_data, batch_size, crop_size=crop_size, augment=augment, shuffle=1024,
-                seed=seed + epoch, **pipeline,
-            )  # fmt: skip
+                train_data,
+                batch_size,
+                crop_size=crop_size,
+                augment=augment,
+                shuffle=1024,
+                seed=seed + epoch,
+                **pipeline,
+            )
 
         fit_kwargs = dict(
             validation_data=segmentation_pipeline(val_data, batch_size, **pipeline),
@@ -176,8 +214,9 @@ class SemanticTask(Task):
         )
         images = epochs_of(image_epoch, epochs, first_epoch(resume_epoch, epochs, stage1_epochs))
         if not stage1_epochs:
-            model.fit(images, epochs=epochs, steps_per_epoch=batches_per_epoch(image_epoch),
-                      **fit_kwargs)  # fmt: skip
+            model.fit(
+                images, epochs=epochs, steps_per_epoch=batches_per_epoch(image_epoch), **fit_kwargs
+            )
             return
         source = train_data
         if image_size is not None:
@@ -185,18 +224,27 @@ class SemanticTask(Task):
 
         def crop_epoch(epoch):
             crops = object_centred_dataset(
-                source, crop_size or image_size, info.ignore_class, info.background_class,
+                source,
+                crop_size or image_size,
+                info.ignore_class,
+                info.background_class,
                 seed + epoch,
-            ).shuffle(1024, seed=seed + epoch)  # fmt: skip
+            ).shuffle(1024, seed=seed + epoch)
             return segmentation_pipeline(
                 crops, batch_size, num_classes=info.num_classes, ignore_class=info.ignore_class
             )
 
         crops = epochs_of(crop_epoch, stage1_epochs, first_epoch(resume_epoch, stage1_epochs))
         two_stage_fit(
-            model, crops, images, stage1_epochs, epochs, stage1_steps=batches_per_epoch(crop_epoch),
-            stage2_steps=batches_per_epoch(image_epoch), **fit_kwargs,
-        )  # fmt: skip
+            model,
+            crops,
+            images,
+            stage1_epochs,
+            epochs,
+            stage1_steps=batches_per_epoch(crop_epoch),
+            stage2_steps=batches_per_epoch(image_epoch),
+            **fit_kwargs,
+        )
 
     def check_stages(self, stage1_epochs, crop_size, image_size):
         """Refuses a first stage without a size to cut its crops at."""
@@ -236,19 +284,26 @@ class SemanticTask(Task):
                 "trained for."
             )
         report = evaluate_segmentation(
-            scored, data, info.num_classes, info.ignore_class, image_size=options.image_size,
-            batch_size=options.batch_size, postprocess=options.postprocess,
+            scored,
+            data,
+            info.num_classes,
+            info.ignore_class,
+            image_size=options.image_size,
+            batch_size=options.batch_size,
+            postprocess=options.postprocess,
             predictor=self.predictor(scored, options, info.num_classes),
-        )  # fmt: skip
+        )
         lines = [
             format_report(report, info.class_names),
             f"seconds per image:   {report['seconds_per_image']:.3f}",
         ]
         scores = {
-            "postprocess": options.postprocess, "proposals": options.proposals,
+            "postprocess": options.postprocess,
+            "proposals": options.proposals,
             "merge": options.merge if options.proposals is not None else None,
-            "ensemble": list(options.ensemble), **{k: report[k] for k in REPORT_KEYS},
-        }  # fmt: skip
+            "ensemble": list(options.ensemble),
+            **{k: report[k] for k in REPORT_KEYS},
+        }
         return scores, lines
 
     def predictor(self, model, options, num_classes):
@@ -317,17 +372,37 @@ class PatchTask(SemanticTask):
     monitor = "val_accuracy"
     has_stages = False
 
-    def fit(self, model, train_data, val_data, info, callbacks, *, epochs, batch_size,
-            image_size, augment, learning_rate, patches_per_image, seed, verbose,
-            resume_epoch=0, **unused):  # fmt: skip
+    def fit(
+        self,
+        model,
+        train_data,
+        val_data,
+        info,
+        callbacks,
+        *,
+        epochs,
+        batch_size,
+        image_size,
+        augment,
+        learning_rate,
+        patches_per_image,
+        seed,
+        verbose,
+        resume_epoch=0,
+        **unused,
+    ):
         """`patch_cnn`'s training: random labelled patches (epoch `e`'s
         drawn with `seed + e`), cross-entropy on the centre pixel's class,
         validation patch accuracy monitored."""
         del unused  # crops, stages and class weights are the semantic task's
         patch_size = model.input.shape[1]
-        options = dict(patch_size=patch_size, num_classes=info.num_classes,
-                       ignore_class=info.ignore_class, image_size=image_size,
-                       patches_per_image=patches_per_image)  # fmt: skip
+        options = dict(
+            patch_size=patch_size,
+            num_classes=info.num_classes,
+            ignore_class=info.ignore_class,
+            image_size=image_size,
+            patches_per_image=patches_per_image,
+        )
 
         def one_epoch(epoch):
             return patch_pipeline(
@@ -342,10 +417,14 @@ class PatchTask(SemanticTask):
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
         return model.fit(
-            train, validation_data=val, epochs=epochs, steps_per_epoch=batches_per_epoch(one_epoch),
-            callbacks=callbacks, verbose=verbose,
+            train,
+            validation_data=val,
+            epochs=epochs,
+            steps_per_epoch=batches_per_epoch(one_epoch),
+            callbacks=callbacks,
+            verbose=verbose,
             shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
-        )  # fmt: skip
+        )
 
     def check_stages(self, stage1_epochs, crop_size, image_size):
         """A patch classifier has one stage: `stage1_epochs` does not apply."""

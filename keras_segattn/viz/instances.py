@@ -60,8 +60,9 @@ def draw_instances(
             )
     for name, values in (("classes", classes), ("scores", scores)):
         if values is not None and np.shape(values) != (count,):
-            raise ValueError(f"{name} must have one value per box ({count}); got shape "
-                             f"{np.shape(values)}.")  # fmt: skip
+            raise ValueError(
+                f"{name} must have one value per box ({count}); got shape {np.shape(values)}."
+            )
     keep = [i for i in range(count) if scores is None or scores[i] >= min_score]
     palette = label_palette(32)[1:]
     colours = [palette[rank % len(palette)] for rank in range(len(keep))]

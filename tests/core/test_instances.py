@@ -51,7 +51,7 @@ def test_real_instances_of_an_example():
         "bounding_boxes": {
             "boxes": np.arange(12, dtype=np.float32).reshape(3, 4),
             "labels": np.array([1, 2, -1]),
-        },  # fmt: skip
+        },
         "instance_masks": np.stack([np.full((2, 2), i, np.uint8) for i in range(3)]),
         "num_instances": 2,
         "is_crowd": np.array([False, True, False]),

@@ -71,9 +71,11 @@ def write_squares_layout(root, size=64):
     """train and val splits of 3 images with 1 or 2 squares each (classes 1, 2)."""
     images = [{"id": i, "file_name": f"{i}.png", "height": size, "width": size} for i in (1, 2, 3)]
     annotations = [
-        _annotation(1, 1, 5, [4, 4, 20, 20]), _annotation(2, 1, 9, [30, 30, 24, 20]),
-        _annotation(3, 2, 9, [10, 30, 30, 20]), _annotation(4, 3, 5, [40, 5, 16, 30]),
-    ]  # fmt: skip
+        _annotation(1, 1, 5, [4, 4, 20, 20]),
+        _annotation(2, 1, 9, [30, 30, 24, 20]),
+        _annotation(3, 2, 9, [10, 30, 30, 20]),
+        _annotation(4, 3, 5, [40, 5, 16, 30]),
+    ]
     for split in ("train", "val"):
         _write_layout(root, annotations, images=images, split=split)
     return root

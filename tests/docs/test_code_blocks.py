@@ -45,8 +45,12 @@ def _registries():
     from keras_segattn.recipes import instance
     from keras_segattn.tasks import base
 
-    return [(registry, "_REGISTRY"), (catalogue, "_CATALOGUE"), (base, "_TASKS"),
-            (instance, "TRAINERS")]  # fmt: skip
+    return [
+        (registry, "_REGISTRY"),
+        (catalogue, "_CATALOGUE"),
+        (base, "_TASKS"),
+        (instance, "TRAINERS"),
+    ]
 
 
 @contextlib.contextmanager

@@ -61,14 +61,21 @@ def test_blocks_markers_and_the_slow_comment(tmp_path):
     document = write(tmp_path, PAGE)
     assert document.slow
     assert [(b.lang, b.line) for b in document.blocks] == [
-        ("python", 4), ("python", 10), ("py", 16), ("markdown", 20), ("python", 30), ("bash", 37),
-    ]  # fmt: skip
+        ("python", 4),
+        ("python", 10),
+        ("py", 16),
+        ("markdown", 20),
+        ("python", 30),
+        ("bash", 37),
+    ]
     assert document.blocks[2].code == "y = x + 1\n"  # the list item's indent taken off
     assert [b.line for b in document.runnable] == [4, 16]
     assert [(m.line, m.reason, m.block and m.block.line) for m in document.markers] == [
-        (8, "needs a GPU", 10), (26, "a reason over two lines", 30), (34, "", None),
+        (8, "needs a GPU", 10),
+        (26, "a reason over two lines", 30),
+        (34, "", None),
         (36, "before a shell block", 37),
-    ]  # fmt: skip
+    ]
     assert len(document.problems) == 1 and "code-blocks: quick" in document.problems[0]
 
 

@@ -38,9 +38,12 @@ def build(tmp_path_factory):
     site = tmp_path_factory.mktemp("site")
     done = subprocess.run(
         [str(MKDOCS), "build", "--strict", "--site-dir", str(site)],
-        cwd=REPO, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=REPO,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return done.returncode, done.stdout + done.stderr, site
 
 
@@ -51,10 +54,19 @@ def test_the_site_builds_strictly(build):
 
 def _chromium(*arguments, profile):
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         f"--user-data-dir={profile}", *arguments],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            *arguments,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize(("page", "title"), PAGES, ids=[page for page, _ in PAGES])
@@ -73,9 +85,11 @@ def test_page_renders(build, page, title, tmp_path):
 
     png = tmp_path / (Path(page).stem + ".png")
     shot = _chromium(
-        f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--screenshot={png}", url,
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        f"--screenshot={png}",
+        url,
         profile=tmp_path / "profile",
-    )  # fmt: skip
+    )
     assert png.is_file(), f"chromium wrote no screenshot of {url}:\n{shot.stderr[-2000:]}"
     if os.environ.get(SCREENSHOTS):
         folder = Path(os.environ[SCREENSHOTS])

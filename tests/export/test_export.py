@@ -64,9 +64,15 @@ def test_existing_version_is_never_overwritten(model, exported):
 
 # Measured on these weights and images: float16 5.3e-4, dynamic 0.013, int8
 # 0.027 on probabilities, every class map equal; the bounds leave about 3x.
-@pytest.mark.parametrize("quantization, tolerance, class_maps", [
-    ("float32", 1e-5, 0.0), ("float16", 2e-3, 0.0), ("dynamic", 0.04, 0.01), ("int8", 0.08, 0.01),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "quantization, tolerance, class_maps",
+    [
+        ("float32", 1e-5, 0.0),
+        ("float16", 2e-3, 0.0),
+        ("dynamic", 0.04, 0.01),
+        ("int8", 0.08, 0.01),
+    ],
+)
 def test_tflite_quantizations_are_builtin_and_close(
     model, exported, quantization, tolerance, class_maps, rng, tmp_path
 ):
@@ -160,9 +166,12 @@ def test_a_saved_model_converts_from_its_portable_signature_only(tmp_path, rng):
 
 @pytest.mark.parametrize(
     "name, task, size",
-    [("fcn8s", "semantic", (33, 40)), ("st_cnn", "classification", (28, 28)),
-     ("mnc", "instance", (40, 48))],
-)  # fmt: skip
+    [
+        ("fcn8s", "semantic", (33, 40)),
+        ("st_cnn", "classification", (28, 28)),
+        ("mnc", "instance", (40, 48)),
+    ],
+)
 def test_a_mixed_precision_model_exports_computing_in_float32(tmp_path, rng, name, task, size):
     from keras_segattn.core.precision import dtype_policy, float32_model
     from keras_segattn.models import get_model_spec

@@ -46,16 +46,22 @@ def test_an_artifact_that_differs_from_keras_is_not_published(
     real = getattr(flow, converter)
     monkeypatch.setattr(flow, converter, lambda model, *a, **k: real(perturbed(model), *a, **k))
     with pytest.raises(ValueError, match=message):
-        export_checkpoint(str(checkpoint), str(tmp_path), name="tiny", onnx=True,
-                          log=lambda _: None)  # fmt: skip
+        export_checkpoint(
+            str(checkpoint), str(tmp_path), name="tiny", onnx=True, log=lambda _: None
+        )
     assert sorted(os.listdir(tmp_path / "tiny")) == [".lock"], os.listdir(tmp_path / "tiny")
 
 
 def test_the_same_export_unperturbed_publishes(tmp_path, checkpoint):
-    _, report = export_checkpoint(str(checkpoint), str(tmp_path), name="tiny", onnx=True,
-                                  log=lambda _: None)  # fmt: skip
+    _, report = export_checkpoint(
+        str(checkpoint), str(tmp_path), name="tiny", onnx=True, log=lambda _: None
+    )
     assert max(report["saved_model"].values()) <= EXPORT_TOLERANCE
     assert max(report["onnx"].values()) <= EXPORT_TOLERANCE
     assert sorted(os.listdir(tmp_path / "tiny")) == [
-        ".lock", "1", "tiny_v1.labels.txt", "tiny_v1.onnx", "tiny_v1.tflite",
-    ]  # fmt: skip
+        ".lock",
+        "1",
+        "tiny_v1.labels.txt",
+        "tiny_v1.onnx",
+        "tiny_v1.tflite",
+    ]

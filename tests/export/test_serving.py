@@ -64,8 +64,9 @@ def semantic(exported_models):
 @pytest.fixture(scope="module")
 def exported_models(tmp_path_factory):
     model = tiny("fcn8s")
-    return {"fcn8s": (model, export_saved_model(model, tmp_path_factory.mktemp("fcn8s"),
-                                                labels=LABELS))}  # fmt: skip
+    return {
+        "fcn8s": (model, export_saved_model(model, tmp_path_factory.mktemp("fcn8s"), labels=LABELS))
+    }
 
 
 def serve(loaded, request):
@@ -219,9 +220,10 @@ def rest_predict(loaded, body):
         outputs = signature(**{name: tf.constant(rest_tensor(rows))})
         count = len(rows)
         return {
-            "predictions": [{k: v.numpy()[i].tolist() for k, v in outputs.items()}
-                            for i in range(count)]
-        }  # fmt: skip
+            "predictions": [
+                {k: v.numpy()[i].tolist() for k, v in outputs.items()} for i in range(count)
+            ]
+        }
     columns = body["inputs"]
     value = columns[name] if isinstance(columns, dict) and name in columns else columns
     outputs = signature(**{name: tf.constant(rest_tensor(value))})
@@ -257,10 +259,25 @@ def test_saved_model_cli_shows_and_runs_both_signatures(semantic, tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (1, 36, 44, 3)).astype("uint8")
     np.save(tmp_path / "images.npy", images)
     subprocess.run(
-        [cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
-         "--inputs", f"images={tmp_path / 'images.npy'}", "--outdir", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, check=True,
-    )  # fmt: skip
+        [
+            cli,
+            "run",
+            "--dir",
+            path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"images={tmp_path / 'images.npy'}",
+            "--outdir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     class_map = np.load(tmp_path / "out" / "class_map.npy")
     expected = get_task("semantic").serving_function(model)(images)["class_map"].numpy()
     np.testing.assert_array_equal(class_map, expected)

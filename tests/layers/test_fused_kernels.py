@@ -266,7 +266,7 @@ def test_affine_sampler_in_training_runs_the_gather_sampler(rng):
         training: {
             op.type
             for op in graph.get_concrete_function(images, theta, training).graph.get_operations()
-        }  # fmt: skip
+        }
         for training in (False, True)
     }
     assert "ImageProjectiveTransformV3" in ops[False]
@@ -310,8 +310,12 @@ def test_stride_one_transposed_convolution_equals_keras(rng, kernel_size, paddin
 
 def test_stride_one_transposed_convolution_is_a_plain_convolution_in_tflite(rng):
     x = rng.normal(size=(2, 9, 8, 4)).astype("float32")
-    run_layer_test(StrideOneConv2DTranspose, {"filters": 3, "kernel_size": 3, "padding": "same"},
-                   x, expected_output_shape=(2, 9, 8, 3))  # fmt: skip
+    run_layer_test(
+        StrideOneConv2DTranspose,
+        {"filters": 3, "kernel_size": 3, "padding": "same"},
+        x,
+        expected_output_shape=(2, 9, 8, 3),
+    )
     inputs = keras.Input((None, None, 4))
     model = keras.Model(inputs, StrideOneConv2DTranspose(3, 3, padding="same")(inputs))
     ops = tflite_ops(convert_to_tflite(model))

@@ -97,8 +97,10 @@ SCRIPT = textwrap.dedent(
 def report():
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(REPEATS)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

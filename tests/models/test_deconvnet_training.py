@@ -19,9 +19,12 @@ def example_with_one_object():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_crop_is_centred_on_the_object(seed):
     crop = object_centred_crop(
-        example_with_one_object(), (20, 20), tf.constant([seed, 7]),
-        ignore_class=255, background_class=0,
-    )  # fmt: skip
+        example_with_one_object(),
+        (20, 20),
+        tf.constant([seed, 7]),
+        ignore_class=255,
+        background_class=0,
+    )
     mask = crop["segmentation_masks"].numpy()
     assert mask.shape == (20, 20)
     assert mask[10, 10] == 2  # the centre pixel is an object pixel

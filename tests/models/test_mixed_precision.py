@@ -124,8 +124,9 @@ def example(name):
 
 
 def test_every_registered_model_has_an_example():
-    missing = [n for n in list_models() if n not in EXAMPLES and get_model_spec(n).task
-               not in EXAMPLES]  # fmt: skip
+    missing = [
+        n for n in list_models() if n not in EXAMPLES and get_model_spec(n).task not in EXAMPLES
+    ]
     assert not missing
 
 

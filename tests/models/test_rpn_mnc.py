@@ -294,9 +294,14 @@ def test_sample_rois_on_a_hand_example():
     )
     # The fourth proposal is padding (count 3): never sampled.
     rois = sample_rois(
-        proposals, np.array([3]), gt, gt_labels, gt_valid, rois_per_image=8,
+        proposals,
+        np.array([3]),
+        gt,
+        gt_labels,
+        gt_valid,
+        rois_per_image=8,
         foreground_fraction=1.0,
-    )  # fmt: skip
+    )
     weights = rois["weights"].numpy()[0]
     boxes = rois["boxes"].numpy()[0][weights > 0]
     classes = rois["classes"].numpy()[0][weights > 0]

@@ -201,8 +201,10 @@ def test_fit_and_metrics_over_two_replicas(name, tolerance):
     # Logical devices must be set before TensorFlow starts: a fresh process.
     result = subprocess.run(
         [sys.executable, "-c", TWO_REPLICAS.replace("NAME", name).replace("TOL", str(tolerance))],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0 and "ok" in result.stdout, (result.stdout, result.stderr[-3000:])
 
 

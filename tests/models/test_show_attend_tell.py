@@ -202,9 +202,14 @@ def test_hard_attention_loss_value_samples_and_baseline(rng):
 def test_reinforce_surrogate_value():
     attention = np.array([[[0.5, 0.5], [0.9, 0.1]]], "float32")
     value = reinforce_surrogate(
-        np.array([-3.0]), np.array([[np.log(0.5), 0.0]]), attention, np.array([[1.0, 1.0]]),
-        baseline=-1.0, reinforce_weight=2.0, entropy_weight=0.1,
-    )  # fmt: skip
+        np.array([-3.0]),
+        np.array([[np.log(0.5), 0.0]]),
+        attention,
+        np.array([[1.0, 1.0]]),
+        baseline=-1.0,
+        reinforce_weight=2.0,
+        entropy_weight=0.1,
+    )
     entropy = np.log(2.0) - (0.9 * np.log(0.9) + 0.1 * np.log(0.1))
     np.testing.assert_allclose(value, [2.0 * (-3.0 + 1.0) * np.log(0.5) + 0.1 * entropy], rtol=1e-6)
 
@@ -317,10 +322,12 @@ def test_reinforce_gradient_is_unbiased(expected_context_rate):
         estimates.append(flat(tape.gradient(loss, weights), -1.0))
         biased.append(flat(tape.gradient(no_score_term, weights), -1.0))
 
-    scoring = np.concatenate([
-        np.full(int(np.prod(w.shape)), "attention/" in w.path and "gate" not in w.path)
-        for w in weights
-    ])  # fmt: skip
+    scoring = np.concatenate(
+        [
+            np.full(int(np.prod(w.shape)), "attention/" in w.path and "gate" not in w.path)
+            for w in weights
+        ]
+    )
 
     def error_in_standard_errors(samples, keep):
         samples = np.stack(samples)[:, keep]
@@ -445,8 +452,12 @@ def test_saved_model_signature_and_builtin_tflite(toy, tmp_path, rng):
     (spec,) = signature.structured_input_signature[1].values()
     assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, None, None, 3]
     dtypes = {k: v.dtype for k, v in signature.structured_outputs.items()}
-    assert dtypes == {"token_ids": tf.int32, "attention": tf.float32, "words": tf.string,
-                      "captions": tf.string}  # fmt: skip
+    assert dtypes == {
+        "token_ids": tf.int32,
+        "attention": tf.float32,
+        "words": tf.string,
+        "captions": tf.string,
+    }
     served = {k: v.numpy() for k, v in signature(images=tf.constant(images)).items()}
     assert [c.decode() for c in served["captions"]] == CAPTIONS
     assert [w.decode() for w in served["words"][0]] == ["a", "red", "square", "", ""]
@@ -476,9 +487,12 @@ def test_full_integer_tflite_still_speaks(toy, rng):
     calibration = [images[i : i + 1] for i in range(2)]
     calibration += [rng.integers(0, 256, (1, 32, 32, 3)).astype("uint8") for _ in range(6)]
     flatbuffer = convert_to_tflite(
-        model, quantization="int8", representative_images=calibration,
-        signature_key="tokens", task="captioning",
-    )  # fmt: skip
+        model,
+        quantization="int8",
+        representative_images=calibration,
+        signature_key="tokens",
+        task="captioning",
+    )
     for i, caption in enumerate(CAPTIONS):
         token_ids = run_tflite(flatbuffer, {"images": images[i : i + 1]})["token_ids"][0]
         assert " ".join(model.decode_tokens(token_ids)) == caption
@@ -492,8 +506,9 @@ def test_keras_file_keeps_the_vocabulary(toy, tmp_path):
     assert reloaded.generate(images)["captions"] == CAPTIONS
     weights_path = tmp_path / "captioner.weights.h5"
     model.save_weights(weights_path)
-    rebuilt = create_model("show_attend_tell", **get_model_spec("show_attend_tell").tiny,
-                           weights=str(weights_path))  # fmt: skip
+    rebuilt = create_model(
+        "show_attend_tell", **get_model_spec("show_attend_tell").tiny, weights=str(weights_path)
+    )
     assert rebuilt.generate(images)["captions"] == CAPTIONS
 
 

@@ -106,8 +106,9 @@ def test_transformer_figure(shared_data, tmp_path):
 
     model_path = str(tmp_path / "st.keras")
     create_model("st_cnn", input_size=42).save(model_path)
-    path = transformer_figure(model_path, "RTS", str(tmp_path / "fig.png"), count=3,
-                              source=f"{shared_data}/mnist")  # fmt: skip
+    path = transformer_figure(
+        model_path, "RTS", str(tmp_path / "fig.png"), count=3, source=f"{shared_data}/mnist"
+    )
     width, height = Image.open(path).size
     assert height == 3 * (42 + 2 + 42) and width == 3 * (3 * 42 + 2 * 2)
 
@@ -136,8 +137,9 @@ def test_training_data_holds_the_digits_once_whatever_the_epochs():
     digits = (rng.integers(0, 256, (96, 28, 28)).astype(np.uint8), np.arange(96) % 10)
     # One pipeline for every epoch: its graph does not grow with them (one
     # pass per epoch held a copy of the 60,000 digits each: 10 GB at 90).
-    sizes = [len(training_data("R", e, 32, 0, digits)._as_serialized_graph().numpy())
-             for e in (2, 40)]  # fmt: skip
+    sizes = [
+        len(training_data("R", e, 32, 0, digits)._as_serialized_graph().numpy()) for e in (2, 40)
+    ]
     assert sizes[0] == sizes[1]
     # Epoch e is all the digits, distorted with seed `seed + e`, in a fresh
     # order; a run resumed at epoch 1 reads the batches it would have read.

@@ -38,8 +38,11 @@ def test_the_command_line_is_the_config(command):
 def test_every_recipe_command_takes_the_shared_fields():
     args = parse("stn-table", "--strategy", "mirrored", "--mixed-precision", "bfloat16")
     assert (args.strategy, args.mixed_precision, args.seed, args.verbose) == (
-        "mirrored", "bfloat16", 0, 2,
-    )  # fmt: skip
+        "mirrored",
+        "bfloat16",
+        0,
+        2,
+    )
     args = parse("instance-train", "--model", "sds", "--schedule", "step", "--model-arg", "a=1")
     config = InstanceConfig.from_arguments(args)
     assert (config.model, config.schedule, config.model_kwargs) == ("sds", "step", {"a": 1})

@@ -15,8 +15,23 @@ from tests.test_every_model import segattn  # one way to run segattn in its own 
 
 pytestmark = pytest.mark.slow
 
-TRAIN = ["train", "--model", "fcn8s", "--data", "shapes", "--num-images", "16", "--epochs", "3",
-         "--batch-size", "8", "--width", "0.0625", "--verbose", "2"]  # fmt: skip
+TRAIN = [
+    "train",
+    "--model",
+    "fcn8s",
+    "--data",
+    "shapes",
+    "--num-images",
+    "16",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "8",
+    "--width",
+    "0.0625",
+    "--verbose",
+    "2",
+]
 
 
 def killed(result):
@@ -84,8 +99,17 @@ def test_killed_runs_resume_to_the_same_result(tmp_path):
     # Export: killed after verification, before publishing: no version
     # folder; the retry publishes version 1 and its versioned TFLite file.
     base = tmp_path / "served"
-    export = ["export", "--model-path", str(out / "last.keras"), "--output", str(base),
-              "--name", "tiny", "--data", "shapes"]  # fmt: skip
+    export = [
+        "export",
+        "--model-path",
+        str(out / "last.keras"),
+        "--output",
+        str(base),
+        "--name",
+        "tiny",
+        "--data",
+        "shapes",
+    ]
     assert killed(segattn(export, "publish:1"))
     assert not (base / "tiny" / "1").exists()
     result = segattn(export)
@@ -101,9 +125,27 @@ def test_killed_stn_cell_resumes_to_the_uninterrupted_result(tmp_path, shared_da
     next epoch, so it ends where an uninterrupted cell ends."""
     from keras_segattn.checkpoints import load_model
 
-    cell = ["stn-table", "--rows", "st_cnn:affine", "--distortions", "R", "--epochs", "3",
-            "--batch-size", "64", "--limit", "256", "--optimizer", "sgd", "--schedule", "step",
-            "--learning-rate", "0.02", "--mnist", f"{shared_data}/mnist"]  # fmt: skip
+    cell = [
+        "stn-table",
+        "--rows",
+        "st_cnn:affine",
+        "--distortions",
+        "R",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--limit",
+        "256",
+        "--optimizer",
+        "sgd",
+        "--schedule",
+        "step",
+        "--learning-rate",
+        "0.02",
+        "--mnist",
+        f"{shared_data}/mnist",
+    ]
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert segattn([*cell, "--output", str(whole)]).returncode == 0
     # Four batches an epoch: killed in the middle of epoch 2.

@@ -157,12 +157,16 @@ def test_every_training_command_takes_deterministic():
 
 def test_training_commands_take_strategy_and_precision():
     parser = build_parser()
-    train = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions
-                 if a.dest == "strategy")  # fmt: skip
+    train = next(
+        a
+        for a in parser._subparsers._group_actions[0].choices["train"]._actions
+        if a.dest == "strategy"
+    )
     assert tuple(train.choices) == STRATEGIES  # the CLI lists what make_strategy takes
     for command in ("train", "caption-train", "instance-train"):
-        args = parser.parse_args([command, "--strategy", "mirrored", "--mixed-precision",
-                                  "bfloat16"])  # fmt: skip
+        args = parser.parse_args(
+            [command, "--strategy", "mirrored", "--mixed-precision", "bfloat16"]
+        )
         assert (args.strategy, args.mixed_precision) == ("mirrored", "bfloat16")
         assert parser.parse_args([command]).strategy == "auto"
     with pytest.raises(SystemExit):
@@ -173,10 +177,17 @@ def test_training_commands_take_strategy_and_precision():
 
 def test_train_segmenter_in_mixed_bfloat16(tmp_path):
     summary = train_segmenter(
-        "fcn8s", "shapes", tmp_path / "run", epochs=1, batch_size=4, num_images=8,
-        width=0.0625, mixed_precision="bfloat16", strategy=tf.distribute.MirroredStrategy(),
+        "fcn8s",
+        "shapes",
+        tmp_path / "run",
+        epochs=1,
+        batch_size=4,
+        num_images=8,
+        width=0.0625,
+        mixed_precision="bfloat16",
+        strategy=tf.distribute.MirroredStrategy(),
         verbose=0,
-    )  # fmt: skip
+    )
     assert 0 <= summary["mean_iou"] <= 1
     assert keras.config.dtype_policy().name == "float32"  # restored
     run = json.loads((tmp_path / "run" / "run.json").read_text())

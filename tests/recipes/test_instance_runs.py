@@ -50,16 +50,28 @@ train_instances(**json.loads(sys.argv[1]))
 # candidate, so the draw does not matter and the weights must match exactly;
 # everything else (the data of each epoch, the weights and optimizer state
 # restored) is the recipe's.
-EVERY_CANDIDATE = {"rpn": {"batch_size_per_image": 512},
-                   "mnc": {"batch_size_per_image": 512, "rois_per_image": 64}}  # fmt: skip
+EVERY_CANDIDATE = {
+    "rpn": {"batch_size_per_image": 512},
+    "mnc": {"batch_size_per_image": 512, "rois_per_image": 64},
+}
 
 
 def arguments(model, output):
     tiny = {k: v for k, v in get_model_spec(model).tiny.items() if k != "num_classes"}
     tiny.update(EVERY_CANDIDATE.get(model, {}))
-    arguments = dict(model=model, data="shapes", output=str(output), image_size=32,
-                     num_train=4, num_val=2, epochs=EPOCHS, batch_size=BATCH_SIZES[model],
-                     model_kwargs=tiny, verbose=2, strategy="default")  # fmt: skip
+    arguments = dict(
+        model=model,
+        data="shapes",
+        output=str(output),
+        image_size=32,
+        num_train=4,
+        num_val=2,
+        epochs=EPOCHS,
+        batch_size=BATCH_SIZES[model],
+        model_kwargs=tiny,
+        verbose=2,
+        strategy="default",
+    )
     return json.loads(json.dumps(arguments))  # as the subprocess reads them
 
 
@@ -69,8 +81,11 @@ def start_killed_run(args, crash_at):
     env = {**os.environ, "KERAS_SEGATTN_CRASH_AT": crash_at}
     return subprocess.Popen(
         [sys.executable, "-c", KILLED_RUN, json.dumps(args)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def assert_killed(process):

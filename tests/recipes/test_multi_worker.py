@@ -94,7 +94,7 @@ def run_cluster(tmp_path, output, tag, crash_at=None, timeout=300):
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-            )  # fmt: skip
+            )
         )
     codes = []
     try:

@@ -161,10 +161,10 @@ def test_a_stopped_two_stage_run_trains_nothing_when_run_again(tmp_path, monkeyp
     def fit(run):
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
         model.compile(keras.optimizers.SGD(0.0), "mse")  # val_loss never improves
-        callbacks = run.callbacks("val_loss", "min", tensorboard=False, patience=1,
-                                  patience_from=1) + [Count()]  # fmt: skip
-        two_stage_fit(model, data, data, 1, 6, callbacks=callbacks, validation_data=data,
-                      verbose=0)  # fmt: skip
+        callbacks = run.callbacks(
+            "val_loss", "min", tensorboard=False, patience=1, patience_from=1
+        ) + [Count()]
+        two_stage_fit(model, data, data, 1, 6, callbacks=callbacks, validation_data=data, verbose=0)
 
     run = RunFolder(tmp_path / "run")
     reads = []

@@ -44,8 +44,7 @@ def test_a_killed_run_resumes_with_the_rates_of_an_uninterrupted_one(tmp_path):
         model.compile(keras.optimizers.SGD(0.1), "mse")
         callbacks = [epoch_schedule("cosine", 0.1, epochs=6, start=2)]  # first, as the recipe
         callbacks += RunFolder(folder).callbacks("val_loss", "min", tensorboard=False) + [*more]
-        two_stage_fit(model, data, data, 2, 6, callbacks=callbacks, validation_data=data,
-                      verbose=0)  # fmt: skip
+        two_stage_fit(model, data, data, 2, 6, callbacks=callbacks, validation_data=data, verbose=0)
 
     fit(tmp_path / "whole")
     with pytest.raises(Killed):
@@ -90,8 +89,13 @@ def test_per_step_rates_are_bit_identical_to_the_keras_schedules_they_replace(sc
             # As the optimizer calls it: on its int64 step counter, traced.
             rates = tf.function(lambda s, old=old, new=new: tf.stack([old(s), new(s)]))
             third, two_thirds = total // 3, 2 * total // 3
-            steps = np.r_[0:12, third - 2 : third + 3, two_thirds - 2 : two_thirds + 3,
-                          total - 3 : total + 3, np.linspace(0, total, 50, dtype=int)]  # fmt: skip
+            steps = np.r_[
+                0:12,
+                third - 2 : third + 3,
+                two_thirds - 2 : two_thirds + 3,
+                total - 3 : total + 3,
+                np.linspace(0, total, 50, dtype=int),
+            ]
             steps = tf.constant(steps[steps >= 0], tf.int64)
             values = tf.map_fn(rates, steps, fn_output_signature=tf.float32).numpy()
             np.testing.assert_array_equal(values[:, 1], values[:, 0])  # bit for bit
@@ -176,13 +180,24 @@ def test_bad_schedule_arguments_are_named():
 def test_instance_trainers_use_the_schedule_they_are_given():
     def rate_of(**schedule):
         result = train_instance_model(
-            "rpn", image_size=32, num_train=2, num_val=1, batch_size=2, epochs=1,
-            model_kwargs=get_model_spec("rpn").tiny, evaluate=False, **schedule,
-        )  # fmt: skip
+            "rpn",
+            image_size=32,
+            num_train=2,
+            num_val=1,
+            batch_size=2,
+            epochs=1,
+            model_kwargs=get_model_spec("rpn").tiny,
+            evaluate=False,
+            **schedule,
+        )
         return result["model"].optimizer._learning_rate
 
-    assert rate_of().get_config() == {"schedule": "cosine", "learning_rate": 1e-3, "steps": 1,
-                                      "start": 0}  # fmt: skip
+    assert rate_of().get_config() == {
+        "schedule": "cosine",
+        "learning_rate": 1e-3,
+        "steps": 1,
+        "start": 0,
+    }
     assert isinstance(rate_of(schedule="constant"), keras.Variable)
     assert rate_of(schedule="step").get_config()["schedule"] == "step"
 
@@ -190,8 +205,14 @@ def test_instance_trainers_use_the_schedule_they_are_given():
 def test_stn_cell_takes_a_strategy_and_mixed_precision(shared_data, tmp_path):
     # train_cell's strategy and mixed_precision (the other recipes'): the
     # precision is a setting of the cell, the strategy is not.
-    kwargs = dict(epochs=1, batch_size=64, output=str(tmp_path), source=f"{shared_data}/mnist",
-                  limit=128, verbose=0)  # fmt: skip
+    kwargs = dict(
+        epochs=1,
+        batch_size=64,
+        output=str(tmp_path),
+        source=f"{shared_data}/mnist",
+        limit=128,
+        verbose=0,
+    )
     before = keras.config.dtype_policy().name
     result = train_cell("cnn", "R", strategy="mirrored", mixed_precision="bfloat16", **kwargs)
     assert keras.config.dtype_policy().name == before  # restored after the cell

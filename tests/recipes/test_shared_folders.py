@@ -52,8 +52,11 @@ def test_a_folder_held_by_a_live_process_is_refused_and_a_dead_ones_taken_over(t
         capsys.readouterr().out
     )
     run.write_metrics({"score": 1.0})  # finished: free for the next process
-    other = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(600)", ""),
-                            str(folder)], capture_output=True, text=True)  # fmt: skip
+    other = subprocess.run(
+        [sys.executable, "-c", HOLD.replace("time.sleep(600)", ""), str(folder)],
+        capture_output=True,
+        text=True,
+    )
     assert other.returncode == 0, other.stderr
 
 
@@ -77,9 +80,28 @@ def test_a_run_is_found_under_any_spelling_of_its_path(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_two_trainings_started_together_on_one_folder(tmp_path):
     output = tmp_path / "run"
-    command = [sys.executable, "-m", "keras_segattn.cli", "train", "--model", "fcn8s",
-               "--data", "shapes", "--num-images", "16", "--epochs", "2", "--batch-size", "8",
-               "--width", "0.0625", "--output", str(output), "--verbose", "0"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "keras_segattn.cli",
+        "train",
+        "--model",
+        "fcn8s",
+        "--data",
+        "shapes",
+        "--num-images",
+        "16",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--width",
+        "0.0625",
+        "--output",
+        str(output),
+        "--verbose",
+        "0",
+    ]
     processes = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(), p.stderr.read()) for p in processes]
     codes = sorted(code for code, _ in results)
@@ -107,8 +129,9 @@ def test_a_keras_bomb_is_refused_before_anything_is_unpacked(tmp_path):
     with pytest.raises(ValueError, match=r"model_path .*'config.json' unpacks to 268,435,456"):
         load_model(bomb, "model_path")
     with pytest.raises(ValueError, match="unpacks to .* more than the 1,000 allowed"):
-        check_keras_archive(keras_file(tmp_path / "w.keras", {"model.weights.h5": b"0" * 2000}),
-                            max_total=1000)  # fmt: skip
+        check_keras_archive(
+            keras_file(tmp_path / "w.keras", {"model.weights.h5": b"0" * 2000}), max_total=1000
+        )
 
 
 def test_a_damaged_keras_file_says_so(tmp_path):
@@ -181,8 +204,9 @@ def test_an_export_failing_on_a_full_disk_keeps_the_published_version(
 ):
     from keras_segattn.export import export_checkpoint, saved_model
 
-    export_checkpoint(str(checkpoint), str(tmp_path), name="tiny", version=1, tflite=(),
-                      log=lambda _: None)  # fmt: skip
+    export_checkpoint(
+        str(checkpoint), str(tmp_path), name="tiny", version=1, tflite=(), log=lambda _: None
+    )
     published = sorted(os.listdir(tmp_path / "tiny" / "1"))
     real = saved_model.serving_module
 
@@ -197,8 +221,9 @@ def test_an_export_failing_on_a_full_disk_keeps_the_published_version(
 
     monkeypatch.setattr(saved_model, "serving_module", lambda *a, **k: HalfWritten(real(*a, **k)))
     with pytest.raises(OSError, match="No space left"):
-        export_checkpoint(str(checkpoint), str(tmp_path), name="tiny", version=2, tflite=(),
-                          log=lambda _: None)  # fmt: skip
+        export_checkpoint(
+            str(checkpoint), str(tmp_path), name="tiny", version=2, tflite=(), log=lambda _: None
+        )
     assert sorted(os.listdir(tmp_path / "tiny")) == [".lock", "1"]  # no staging folder
     assert sorted(os.listdir(tmp_path / "tiny" / "1")) == published
 
@@ -227,14 +252,19 @@ train_segmenter("fcn8s", "shapes", sys.argv[1], num_images=16, epochs=3, batch_s
 def test_a_training_that_fills_the_disk_fails_cleanly(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)],
-                             capture_output=True)  # fmt: skip
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip("mounting a small tmpfs needs root")
     try:
         run = disk / "run"
-        result = subprocess.run([sys.executable, "-c", FILL_AFTER_FIRST_EPOCH, str(run)],
-                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-c", FILL_AFTER_FIRST_EPOCH, str(run)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         # A Python error naming the full disk, not a crash (a signal).
         assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
         assert "No space left on device" in result.stderr

@@ -68,8 +68,7 @@ METHODS = ("greedy", "beam")
 # 3x3 convolution stages of the light encoder; a 2x2 max-pooling follows
 # every stage but the last: a 7x7 grid of 256-d annotations at 224x224.
 LIGHT_FILTERS = (32, 64, 128, 256, 256, 256)
-TINY_VOCABULARY = (*SPECIAL_TOKENS, "a", "red", "blue", "green", "square", "circle", "on",
-                   "grass")  # fmt: skip
+TINY_VOCABULARY = (*SPECIAL_TOKENS, "a", "red", "blue", "green", "square", "circle", "on", "grass")
 TINY = {
     "vocabulary": list(TINY_VOCABULARY),
     "image_size": (32, 32),
@@ -517,18 +516,26 @@ class ShowAttendTell(keras.Model):
                 tokens, mask, tf.convert_to_tensor(baseline), sampled=location_log_probs < 0
             )
             surrogate = step_reinforce_surrogate(
-                advantages, location_log_probs, y_pred["attention"], mask,
-                config["reinforce_weight"], config["entropy_weight"],
-            )  # fmt: skip
+                advantages,
+                location_log_probs,
+                y_pred["attention"],
+                mask,
+                config["reinforce_weight"],
+                config["entropy_weight"],
+            )
             # The baseline follows the log-likelihood per token.
             observed = tf.reduce_sum(tokens) / tf.maximum(tf.reduce_sum(mask), 1.0)
         else:  # the paper's: the caption's log-likelihood against a moving average
             log_likelihood = tf.reduce_sum(tokens, axis=-1)
             surrogate = reinforce_surrogate(
-                log_likelihood, location_log_probs, y_pred["attention"], mask,
-                tf.convert_to_tensor(baseline), config["reinforce_weight"],
+                log_likelihood,
+                location_log_probs,
+                y_pred["attention"],
+                mask,
+                tf.convert_to_tensor(baseline),
+                config["reinforce_weight"],
                 config["entropy_weight"],
-            )  # fmt: skip
+            )
             observed = tf.reduce_mean(log_likelihood)
         # Minus (S - stop_gradient(S)): the gradient of -S, a value of 0, so
         # the reported loss stays the caption loss, comparable with evaluate.
@@ -761,9 +768,12 @@ SHAPES_MODEL = {
 
 
 @register_model(
-    "show_attend_tell", task="captioning", paper=PAPER, tiny=TINY,
+    "show_attend_tell",
+    task="captioning",
+    paper=PAPER,
+    tiny=TINY,
     presets={"shapes": SHAPES_MODEL},
-)  # fmt: skip
+)
 def show_attend_tell(
     vocabulary,
     encoder="light",

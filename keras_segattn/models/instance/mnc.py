@@ -609,9 +609,12 @@ class MultitaskNetworkCascade(InstanceModelMixin, keras.Model):
 
 
 @register_model(
-    "mnc", task="instance", paper=PAPER, tiny=TINY,
+    "mnc",
+    task="instance",
+    paper=PAPER,
+    tiny=TINY,
     presets={"shapes": SHAPES_MNC, "coco_light": COCO_LIGHT_MNC},
-)  # fmt: skip
+)
 def mnc(
     num_classes=21,
     backbone="vgg16",

@@ -434,7 +434,8 @@ def rpn(
 def load_backbone_weights(model, weights):
     """`"imagenet"` into the VGG16 backbone, or a file of the whole model."""
     if weights == "imagenet":
-        load_vgg16_weights(model.backbone, "imagenet", width=model._config["width"],
-                           include_fc=False)  # fmt: skip
+        load_vgg16_weights(
+            model.backbone, "imagenet", width=model._config["width"], include_fc=False
+        )
         return model
     return load_saved_weights(model, weights)
