@@ -17,7 +17,13 @@ held-out examples:
 - classifier: % error on distorted MNIST test digits (the distortion of its
   input size: RTS for 42x42, R for 28x28), from `probabilities`;
 - captioner: BLEU-4 of greedy captions (the TFLite `tokens` signature) on
-  the shapes test split.
+  the shapes test split;
+- detector (`rpn`, `mnc`): COCO mask mAP^r at IoU 0.5 on the validation
+  split of its run's data (at the run's image size), from the whole
+  detector's outputs (`boxes`, `scores`, `classes`, `masks`).
+
+`--segmenter` takes several models; `--keep` keeps the rows of the models
+not measured this time in `benchmarks/quantization.md`.
 
 Latency: one image, median of 9 runs after a warm-up, TFLite with 2
 threads (XNNPACK where it takes the ops), TensorFlow with its defaults.
@@ -152,6 +158,52 @@ def captioner_task(model_path, count):
     return benchmark_task(name, "BLEU-4", model, "captioning", calibration, held_out, score)
 
 
+def detector_task(model_path, count):
+    from keras_segattn.checkpoints import load_model, read_run_config
+    from keras_segattn.data import load_instance_dataset
+    from keras_segattn.evaluation.instance import coco_scores
+
+    model = load_model(model_path)
+    run = read_run_config(model_path)
+    spec, size = run.get("data", "shapes"), run.get("image_size", 64)
+    options = {"image_size": size} if spec == "shapes" else {}
+    train, info = load_instance_dataset(spec, "train", **options)
+    held_out_data, _ = load_instance_dataset(spec, "val", **options)
+    held_out_data = held_out_data.take(count)
+    calibration = [e["images"].numpy()[None] for e in train.take(32)]
+    examples = [(e["images"].numpy()[None], int(e["image_id"])) for e in held_out_data]
+
+    def score(predict):
+        predictions = []
+        for images, image_id in examples:
+            out = predict(images)
+            n = int(out["num_detections"][0])
+            predictions.append(
+                {
+                    "image_id": image_id,
+                    "boxes": out["boxes"][0, :n],
+                    "scores": out["scores"][0, :n],
+                    "labels": out["classes"][0, :n],
+                    "masks": out["masks"][0, :n],
+                }
+            )
+        return coco_scores(predictions, held_out_data, info.num_classes)["mAPr@0.5"]
+
+    name = f"{model.name} ({spec})"
+    return benchmark_task(name, "mAP^r@0.5", model, "instance", calibration, examples, score)
+
+
+def kept_rows(measured):
+    """The table rows of `benchmarks/quantization.md` whose model is not
+    among `measured` (names), for `--keep`."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quantization.md")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = [line.rstrip("\n") for line in f if line.startswith("| ") and "---" not in line]
+    return [row for row in rows[1:] if row.split(" | ")[0][2:] not in measured]
+
+
 def measure(task, repeats):
     from keras_segattn.export import convert_to_tflite
     from keras_segattn.export.tflite import tflite_runner
@@ -186,17 +238,22 @@ def measure(task, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--segmenter", help="a semantic model's .keras (its run.json's data)")
+    parser.add_argument(
+        "--segmenter", nargs="+", default=(), help="semantic models' .keras (their run.json's data)"
+    )
     parser.add_argument("--classifier", help="an MNIST classifier's .keras")
     parser.add_argument("--captioner", help="a shapes captioner's .keras")
+    parser.add_argument("--detector", help="an rpn or mnc .keras (its run.json's data)")
+    parser.add_argument("--keep", action="store_true", help="keep the other models' rows")
     parser.add_argument("--images", type=int, default=300, help="held-out examples per model")
     parser.add_argument("--quick", action="store_true", help="8 examples, 3 timing runs")
     args = parser.parse_args()
     count, repeats = (8, 3) if args.quick else (args.images, 9)
     builders = [
-        (args.segmenter, segmenter_task),
+        *((path, segmenter_task) for path in args.segmenter),
         (args.classifier, classifier_task),
         (args.captioner, captioner_task),
+        (args.detector, detector_task),
     ]
     lines = [
         f"Machine: {machine()}. One image per run, median of {repeats}; "
@@ -205,10 +262,12 @@ def main():
         "| model | runtime | file size | latency | accuracy |",
         "|---|---|---|---|---|",
     ]
+    measured = []
     for path, builder in builders:
         if not path:
             continue
         task = builder(path, count)
+        measured.append(task["name"])
         print(f"{task['name']}:", flush=True)
         for runtime, size, seconds, score in measure(task, repeats):
             size = "" if size is None else f"{size / 1e6:.2f} MB"
@@ -217,6 +276,8 @@ def main():
                 f"{task['metric']} {score:.3f} |"
             )
             print(lines[-1], flush=True)
+    if args.keep:
+        lines[4:4] = kept_rows(measured)
     report(lines, "quantization.md", args.quick)
 
 

@@ -553,10 +553,16 @@ def test_every_model_trains_evaluates_exports_and_reloads(name, tmp_path, inputs
             name,
             "--keras",
             "--onnx",
+            # Full-integer too: export runs every file it writes in the
+            # interpreter (an int8 file can convert and still fail there).
+            "--tflite",
+            "float32",
+            "int8",
             *data,
         ]
     )
     exported = served / name / f"{name}_v1.keras"
+    assert (served / name / f"{name}_v1_int8.tflite").is_file()
     assert (served / name / "1" / "saved_model.pb").is_file()
     assert exported.is_file() and (served / name / f"{name}_v1.run.json").is_file()
     assert (served / name / f"{name}_v1.onnx").is_file()  # verified in onnxruntime by export

@@ -241,7 +241,7 @@ def _keep_float_scopes(flatbuffer, converter, representative_dataset):
     from ai_edge_litert.interpreter import Interpreter
 
     tensors = Interpreter(model_content=flatbuffer).get_tensor_details()
-    float_nodes = [t["name"] for t in tensors if f"/{FLOAT_SCOPE}/" in t["name"]]
+    float_nodes = [t["name"] for t in tensors if f"/{FLOAT_SCOPE}/" in f"/{t['name']}"]
     if not float_nodes:
         return flatbuffer
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes)

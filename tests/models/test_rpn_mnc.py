@@ -11,7 +11,12 @@ from keras_segattn.data.instances import (
     resize_instances,
 )
 from keras_segattn.evaluation.instance import predict_instances
-from keras_segattn.export import convert_to_tflite, export_saved_model, verify_export
+from keras_segattn.export import (
+    convert_to_tflite,
+    export_saved_model,
+    run_tflite,
+    verify_export,
+)
 from keras_segattn.models.backbones.vgg import transplant_vgg16
 from keras_segattn.models.instance import (
     MultitaskNetworkCascade,
@@ -372,6 +377,37 @@ def test_paste_masks_matches_reference(rng):
     crop = crop_and_resize_masks(square, box, [[0]], 28)
     pasted = paste_masks(crop, box, (32, 32)).numpy() >= 0.5
     assert np.array_equal(pasted, square > 0)
+
+
+def test_paste_masks_in_a_full_integer_tflite_file_keeps_float_coordinates(rng, tmp_path):
+    # A detector pads its unused detection slots with zero boxes: in an int8
+    # file their extent quantised to 0 and the division failed at run time
+    # ("DIV ... data[i] != zero_point"); the coordinates stay in float. Traced
+    # at the top level of a signature, as the instance serving function is.
+    module = tf.Module()
+    module.paste = tf.function(
+        lambda masks, boxes: {"pasted": paste_masks(masks, boxes, (24, 32))},
+        input_signature=[
+            tf.TensorSpec((1, 4, 7, 7), tf.float32, name="masks"),
+            tf.TensorSpec((1, 4, 4), tf.float32, name="boxes"),
+        ],
+    )
+    path = str(tmp_path / "paste")
+    tf.saved_model.save(module, path, signatures=module.paste)
+
+    def example():
+        boxes = np.zeros((1, 4, 4), np.float32)  # the last two slots empty
+        corner = rng.uniform(0, 12, size=(2, 2))
+        boxes[0, :2] = np.concatenate([corner, corner + rng.uniform(4, 12, size=(2, 2))], 1)
+        masks = rng.uniform(size=(1, 4, 7, 7)).astype(np.float32)
+        return {"masks": masks, "boxes": boxes}
+
+    calibration = [example() for _ in range(16)]
+    flatbuffer = convert_to_tflite(path, quantization="int8", representative_images=calibration)
+    inputs = example()
+    outputs = run_tflite(flatbuffer, inputs)["pasted"]
+    expected = paste_masks_reference(inputs["masks"], inputs["boxes"], (24, 32))
+    np.testing.assert_allclose(outputs, expected, atol=0.05)  # int8 masks, float positions
 
 
 # === Data pipeline ===

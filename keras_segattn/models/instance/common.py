@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_segattn.core.precision import keep_float
 from keras_segattn.core.validation import check_int
 from keras_segattn.layers import (
     ImagePreprocessing,
@@ -639,9 +640,12 @@ def paste_masks(masks, boxes, image_size):
     boxes = tf.cast(boxes, tf.float32)
     height, width = image_size
     mask_h, mask_w = masks.shape[2], masks.shape[3]
-    x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
-    rows = _paste_weights(y1, y2, mask_h, height)  # (B, D, H, m)
-    cols = _paste_weights(x1, x2, mask_w, width)  # (B, D, W, m)
+    # Pixel positions quantised to int8 would move whole pixels, and a box's
+    # extent can quantise to 0 (a division by zero in an int8 file).
+    with keep_float():
+        x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
+        rows = _paste_weights(y1, y2, mask_h, height)  # (B, D, H, m)
+        cols = _paste_weights(x1, x2, mask_w, width)  # (B, D, W, m)
     return tf.matmul(tf.matmul(rows, masks), cols, transpose_b=True)
 
 
