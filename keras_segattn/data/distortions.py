@@ -27,10 +27,10 @@ The four sets of the paper's Table 1, generated on the fly in `tf.data`:
 The paper gives the R range, the RTS ranges and canvas, "normal
 perturbation of the corners" for P and "TPS, sigma 1.5 px" for E.
 UNCONFIRMED, and so the reimplementation's choices: the P scale range
-(taken from one reimplementation), the 3 px corner sigma (that
-reimplementation's 5 px makes P nearly four times as hard as E for the CNN
-baseline, where the paper's CNN finds them alike, 1.5% against 1.4%; at
-3 px ours has 1.72% against 1.80%), the truncation at 2 sigma, the 16
+(taken from one reimplementation), the 3 px corner sigma (calibrated
+so that the CNN baseline finds P about as hard as E, as the paper's CNN
+does; that reimplementation's 5 px makes P nearly four times as hard: the
+calibration is in `docs/spatial-transformers.md`), the truncation at 2 sigma, the 16
 control points of E and their placement, the 28x28 output of R, P and E,
 and the RTS placement rule above.
 

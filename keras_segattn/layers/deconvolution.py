@@ -13,13 +13,13 @@ class StrideOneConv2DTranspose(keras.layers.Conv2DTranspose):
     `kernel - 1 - p` where the convolution it transposes pads `p`). The
     weights, config and outputs are those of `keras.layers.Conv2DTranspose`,
     so a model can swap one for the other. In TensorFlow it runs as
-    `Conv2DTranspose` (the flipped kernel, recomputed every call, measured
-    25% slower for DeconvNet on CPU); traced for TFLite (see
+    `Conv2DTranspose` (the flipped kernel, recomputed every call, is slower
+    there); traced for TFLite (see
     `keras_segattn.core.kernels`) the graph holds a plain convolution,
     which TFLite's XNNPACK delegate runs at any input size. XNNPACK leaves
     a `TRANSPOSE_CONV` of dynamic height and width to TFLite's slow
-    reference kernel: DeconvNet's 14 decoder layers measured 1,354 ms there
-    against 243 ms as convolutions.
+    reference kernel, several times slower than the convolutions
+    (`docs/speed.md`).
 
     Its arguments are those of `keras.layers.Conv2DTranspose`, with
     `strides=1`, `dilation_rate=1` and no `output_padding`.

@@ -13,8 +13,8 @@ class MaxUnpooling2D(keras.layers.Layer):
     pre-pooling size that the following deconvolutions densify. The switch
     format is that of `MaxPoolingWithArgmax2D`. Built from `EQUAL`, `MUL`,
     `PACK` and `RESHAPE`, so TFLite runs it with builtin ops. (In TensorFlow
-    `tf.scatter_nd` of `tf.nn.max_pool_with_argmax` indices measured slower,
-    155 ms against 115 ms at 8x112x112x128, so this runs everywhere.)
+    `tf.scatter_nd` of `tf.nn.max_pool_with_argmax` indices measured slower
+    (`docs/speed.md`), so this runs everywhere.)
 
     Args:
         pool_size: int or tuple of 2 ints. The pooling window that made the

@@ -51,10 +51,10 @@ def compile_segmenter(
     """Adam, the ignore-aware cross-entropy and the three streaming metrics.
 
     `jit_compile` stays off by default: on CPU, XLA ran an FCN-8s training
-    step at 180x240 17 times slower than TensorFlow's own kernels (8.5 s
-    against 0.49 s, batch 8, width 0.25), mostly in its transposed
-    convolutions. Every model still passes a `jit_compile=True` step in the
-    tests, so it can be turned on where XLA pays (GPUs, TPUs).
+    step many times slower than TensorFlow's own kernels, mostly in its
+    transposed convolutions (`docs/design.md`). Every model still passes a
+    `jit_compile=True` step in the tests, so it can be turned on where XLA
+    pays (GPUs, TPUs).
     """
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
