@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_segattn.core.kernels import tracing_for_tflite
+from keras_segattn.core.precision import keep_float
 from keras_segattn.core.validation import check_int
 
 # Burt and Adelson's 5-tap binomial kernel. Its expansion filter (twice the
@@ -210,18 +211,22 @@ class ImagePyramid(keras.layers.Layer):
         # division by a small local deviation magnifies bfloat16's rounding
         # (2**-8 of the pixel values) into visible noise. The pyramid is a
         # sliver of the network's cost.
-        x = tf.cast(inputs, tf.float32)
-        gaussian = [x]
-        for _ in range(self.levels - 1):
-            gaussian.append(self._reduce(gaussian[-1]))
-        if self.kind == "gaussian":
-            pyramid = gaussian
-        else:
-            pyramid = [
-                fine - self._expand(coarse, fine) for fine, coarse in zip(gaussian, gaussian[1:])
-            ] + [gaussian[-1]]
-        if self.lcn_size is not None:
-            pyramid = [self._normalise(level) for level in pyramid]
+        # Likewise in a full-integer TFLite file: a flat region's local
+        # deviation quantised to zero was a division by zero there.
+        with keep_float():
+            x = tf.cast(inputs, tf.float32)
+            gaussian = [x]
+            for _ in range(self.levels - 1):
+                gaussian.append(self._reduce(gaussian[-1]))
+            if self.kind == "gaussian":
+                pyramid = gaussian
+            else:
+                pyramid = [
+                    fine - self._expand(coarse, fine)
+                    for fine, coarse in zip(gaussian, gaussian[1:])
+                ] + [gaussian[-1]]
+            if self.lcn_size is not None:
+                pyramid = [self._normalise(level) for level in pyramid]
         return [tf.cast(level, self.compute_dtype) for level in pyramid]
 
     def compute_output_shape(self, input_shape):

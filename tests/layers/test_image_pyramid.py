@@ -178,3 +178,22 @@ def test_bad_inputs():
         ImagePyramid()(np.zeros((8, 8, 3), "float32"))
     with pytest.raises(ValueError, match="channel axis must be known"):
         ImagePyramid()(keras.Input((None, None, None)))
+
+
+def test_a_full_integer_tflite_file_normalises_a_low_contrast_image(rng):
+    # Local contrast normalisation divides by the local deviation. Calibrated
+    # on contrasted images, int8 rounds a low-contrast image's deviation to
+    # zero: the file converted and then failed at run time ("DIV ... !=
+    # zero_point"). The pyramid stays in float inside an int8 file.
+    from keras_segattn.export import convert_to_tflite, run_tflite
+
+    inputs = keras.Input((32, 32, 3), batch_size=1, name="images")
+    levels = ImagePyramid(levels=2, lcn_size=5)(inputs)
+    model = keras.Model(inputs, keras.layers.Concatenate()([levels[0], levels[0]]))
+    calibration = [rng.uniform(0, 255, (1, 32, 32, 3)).astype("float32") for _ in range(8)]
+    flatbuffer = convert_to_tflite(model, quantization="int8", representative_images=calibration)
+    image = (128 + rng.uniform(-0.1, 0.1, (1, 32, 32, 3))).astype("float32")
+    (output,) = run_tflite(flatbuffer, image).values()
+    expected = np.asarray(model(image))
+    assert np.all(np.isfinite(output))
+    np.testing.assert_allclose(output, expected, atol=0.05 * np.abs(expected).max())
