@@ -597,6 +597,20 @@ def test_every_model_trains_evaluates_exports_and_reloads(name, tmp_path, inputs
             np.testing.assert_allclose(value, expected[key], atol=1e-3, err_msg=key)
         elif value.dtype != object:
             np.testing.assert_array_equal(value, expected[key], err_msg=key)
+    # The int8 file on a flat grey image (no contrast, nothing to detect):
+    # its quantised ranges come from real images, and nothing it divides by
+    # may round to zero there (it did for the image pyramid and for the
+    # empty detection slots' boxes).
+    from keras_segattn.export import run_tflite
+
+    flat = {
+        k: np.full_like(np.asarray(v)[:1], 128) if k == "images" else np.asarray(v)[:1]
+        for k, v in sample.items()
+    }
+    int8_outputs = run_tflite(str(served / name / f"{name}_v1_int8.tflite"), flat)
+    for key, value in int8_outputs.items():
+        if np.issubdtype(value.dtype, np.floating):
+            assert np.isfinite(value).all(), f"the int8 file's {key} has non-finite values"
     # TF's own converter takes the SavedModel's portable signature, builtins only.
     from keras_segattn.export import PORTABLE_SIGNATURE_KEY, onnx_labels, verify_export
 
