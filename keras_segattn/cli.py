@@ -7,12 +7,17 @@ it. Nothing in the package imports this module.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
+import typing
 
 import numpy as np
 
+from keras_segattn.core.options import REQUIRED, Options, add_arguments, option
 from keras_segattn.core.validation import optional_size
+from keras_segattn.recipes.config import RecipeConfig
+from keras_segattn.tasks import EvaluateOptions
 
 
 def _load(path):
@@ -31,47 +36,36 @@ def _write_scores(path, summary):
         write_json(path, summary)
 
 
-def train(args):
-    from keras_segattn.recipes.semantic import SegmenterConfig, train_segmenter
+def train(config, overwrite):
+    from keras_segattn.recipes.semantic import train_segmenter
 
-    return train_segmenter(SegmenterConfig.from_arguments(args), overwrite=args.overwrite)
+    return train_segmenter(config, overwrite=overwrite)
 
 
-def _image_size(args, model_path):
+def _image_size(image_size, model_path):
     """`--image-size`, else the size the model's run trained at (`run.json`)."""
     from keras_segattn.checkpoints import read_run_config
 
     run = read_run_config(model_path)
-    return optional_size(args.image_size, "--image-size") or optional_size(
+    return optional_size(image_size, "--image-size") or optional_size(
         run.get("image_size"), "image_size of run.json"
     )
 
 
-def evaluate(args):
-    from keras_segattn.tasks import EvaluateOptions
+@dataclasses.dataclass(kw_only=True)
+class Evaluate(EvaluateOptions):
+    model_path: str = option(REQUIRED, "the .keras file scored")
+    output: str | None = option(None, "also write the scores to this JSON file")
 
-    model, task = _load(args.model_path)
-    image_size = _image_size(args, args.model_path)
-    options = EvaluateOptions(
-        data=args.data,
-        split=args.split,
-        image_size=image_size,
-        batch_size=args.batch_size,
-        postprocess=args.postprocess,
-        detector=args.detector,
-        proposals=args.proposals,
-        merge=args.merge,
-        ensemble=args.ensemble,
-    )
-    scores, lines = task.evaluate(model, options)
+
+def evaluate(options):
+    model, task = _load(options.model_path)
+    image_size = _image_size(options.image_size, options.model_path)
+    asked = EvaluateOptions(**options.fields(leave_out=("model_path", "output")))
+    scores, lines = task.evaluate(model, asked.replace(image_size=image_size))
     print(*lines, sep="\n")
-    summary = {
-        "model_path": args.model_path,
-        "data": args.data,
-        "split": args.split,
-        "image_size": image_size,
-    }
-    _write_scores(args.output, {**summary, **scores})
+    summary = options.fields("model_path", "data", "split")
+    _write_scores(options.output, {**summary, "image_size": image_size, **scores})
     return scores
 
 
@@ -131,64 +125,108 @@ def _output_dir(path):
     return path
 
 
-def predict(args):
+@dataclasses.dataclass(kw_only=True)
+class Predict(Options):
+    model_path: str = option(REQUIRED, "the .keras file")
+    images: list = option(REQUIRED, "image files")
+    output_dir: str = option("predictions", "the folder of the overlay PNGs")
+    image_size: tuple | None = option(
+        None, "H [W]: the size images are labelled at (default: the run's training size)"
+    )
+
+
+def predict(options):
     from keras_segattn.evaluation import predict_scores
     from keras_segattn.viz import label_palette, save_panels
 
-    model, task = _load(args.model_path)
+    model, task = _load(options.model_path)
     model = task.draw(model)  # per-pixel scores (a patch classifier's dense labeller)
-    _output_dir(args.output_dir)
-    image_size = _image_size(args, args.model_path)
+    folder = _output_dir(options.output_dir)
+    image_size = _image_size(options.image_size, options.model_path)
     palette = label_palette(model.output.shape[-1])
     written = []
-    for path, name in zip(args.images, output_names(args.images, "_overlay.png")):
+    for path, name in zip(options.images, output_names(options.images, "_overlay.png")):
         image = read_image(path)
         scores = predict_scores(model, image[None], image_size)
         class_map = np.argmax(np.asarray(scores)[0], axis=-1)
-        written.append(save_panels(os.path.join(args.output_dir, name), image, class_map, palette))
+        written.append(save_panels(os.path.join(folder, name), image, class_map, palette))
     print("wrote", *written, sep="\n  ")
     return written
 
 
-def export(args):
-    from keras_segattn.export import export_checkpoint
-
-    return export_checkpoint(
-        args.model_path,
-        args.output,
-        name=args.name,
-        version=args.version,
-        tflite=args.tflite,
-        data=args.data,
-        tflite_size=args.tflite_size,
-        keras_file=args.keras,
-        onnx=args.onnx,
-        max_pixels=args.max_pixels,
-        max_batch_pixels=args.max_batch_pixels,
+@dataclasses.dataclass(kw_only=True)
+class Export(Options):
+    model_path: str = option(REQUIRED, "the .keras file exported")
+    output: str = option("saved_models", "the TF Serving base folder")
+    name: str | None = option(None, "the model's folder (default: the run's model name)")
+    version: int = option(1, "the TF Serving version")
+    tflite: list = option(
+        ["float32"],
+        "the TFLite files written, one a quantization (none: no TFLite file)",
+        choices=["float32", "float16", "dynamic", "int8"],
+        nargs="*",
+    )
+    data: str | None = option(
+        None,
+        "images for int8 calibration and the parity check: a dataset spec (semantic models; "
+        "default the training data) or an MNIST source",
+    )
+    tflite_size: tuple | None = option(
+        None,
+        "also write TFLite files at this fixed image size "
+        "(<name>_v<version>_<H>x<W>[_<quantization>].tflite), which XNNPACK runs whole",
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+    )
+    keras_file: bool = option(
+        False,
+        "also write the Keras model (no optimizer state) and its run's arguments "
+        "(<name>_v<version>.keras, .run.json): what predict, caption and evaluate load",
+        flag="--keras",
+    )
+    onnx: bool = option(
+        False,
+        "also write <name>_v<version>.onnx (the TFLite file's signature, through tf2onnx; needs "
+        "pip install keras_segattn[onnx]), verified in onnxruntime",
+    )
+    max_pixels: int | None = option(
+        None,
+        "the most pixels (height x width) of one image served (default 2048x2048); larger ones "
+        "are refused by index before they are decoded",
+    )
+    max_batch_pixels: int | None = option(
+        None,
+        "the most pixels of one request, its images padded to the largest (default 2 x 2048x2048)",
     )
 
 
-def instance_train(args):
-    from keras_segattn.recipes.instance import InstanceConfig, train_instances
+def export(options):
+    from keras_segattn.export import export_checkpoint
 
-    summary = train_instances(InstanceConfig.from_arguments(args), overwrite=args.overwrite)
+    return export_checkpoint(options.model_path, **options.fields(leave_out=("model_path",)))
+
+
+def instance_train(config, overwrite):
+    from keras_segattn.recipes.instance import train_instances
+
+    summary = train_instances(config, overwrite=overwrite)
     if summary is None:  # another worker than the chief
         return None
     for key in ("mAPr@0.5", "mAPr@0.7", "mask_AP", "box_AP"):
         if key in summary:
             print(f"{key:<10} {summary[key]:.3f}")
-    print(f"trained in {summary['train_seconds']:.0f} s; model and metrics in {args.output}")
+    print(f"trained in {summary['train_seconds']:.0f} s; model and metrics in {config.output}")
     return summary
 
 
-def caption_train(args):
-    from keras_segattn.recipes.captioning import CaptionerConfig, train_captioner
+def caption_train(config, overwrite):
+    from keras_segattn.recipes.captioning import train_captioner
 
-    metrics = train_captioner(CaptionerConfig.from_arguments(args), overwrite=args.overwrite)
+    metrics = train_captioner(config, overwrite=overwrite)
     if metrics is None:  # another worker than the chief
         return None
     print_caption_report(metrics)
-    print(f"\ntrained in {metrics['train_seconds']:.0f} s; checkpoints, metrics in {args.output}")
+    print(f"\ntrained in {metrics['train_seconds']:.0f} s; checkpoints, metrics in {config.output}")
     return metrics
 
 
@@ -222,34 +260,54 @@ def _captioner(path):
     return task.captioner(model)
 
 
-def caption_evaluate(args):
+@dataclasses.dataclass(kw_only=True)
+class CaptionEvaluate(Options):
+    model_path: str = option(REQUIRED, "the captioner's .keras file")
+    data: str = option(REQUIRED, "the dataset spec scored (shapes, coco:<folder>)")
+    split: str = option("test", "the split scored")
+    num_images: int = option(400, "images of 'shapes'")
+    beam_width: int = option(3, "the beam search's width (1: greedy)")
+    output: str | None = option(None, "also write the scores to this JSON file")
+
+
+def caption_evaluate(options):
     from keras_segattn.data import generation_options, load_caption_dataset
     from keras_segattn.evaluation import evaluate_captioner
     from keras_segattn.recipes.captioning import shapes_objects
 
-    model = _captioner(args.model_path)
-    options = generation_options(args.data, num_images=args.num_images, image_size=model.image_size)
-    data, _ = load_caption_dataset(args.data, args.split, **options)
+    model = _captioner(options.model_path)
+    generation = generation_options(
+        options.data, num_images=options.num_images, image_size=model.image_size
+    )
+    data, _ = load_caption_dataset(options.data, options.split, **generation)
     metrics = evaluate_captioner(
-        model, data, beam_width=args.beam_width, **shapes_objects(args.data)
+        model, data, beam_width=options.beam_width, **shapes_objects(options.data)
     )
     print_caption_report(metrics)
-    _write_scores(args.output, metrics)
+    _write_scores(options.output, metrics)
     return metrics
 
 
-def caption(args):
+@dataclasses.dataclass(kw_only=True)
+class Caption(Options):
+    model_path: str = option(REQUIRED, "the captioner's .keras file")
+    images: list = option(REQUIRED, "image files")
+    beam_width: int = option(3, "the beam search's width (1: greedy)")
+    output_dir: str = option("captions", "the folder of the attention figures")
+
+
+def caption(options):
     from keras_segattn.viz import attention_figure
 
-    model = _captioner(args.model_path)
-    _output_dir(args.output_dir)
-    method = "greedy" if args.beam_width == 1 else "beam"
+    model = _captioner(options.model_path)
+    folder = _output_dir(options.output_dir)
+    method = "greedy" if options.beam_width == 1 else "beam"
     written = []
-    for path, name in zip(args.images, output_names(args.images, "_attention.png")):
+    for path, name in zip(options.images, output_names(options.images, "_attention.png")):
         image = read_image(path)
-        generated = model.generate(image[None], method=method, beam_width=args.beam_width)
+        generated = model.generate(image[None], method=method, beam_width=options.beam_width)
         figure = attention_figure(
-            model, image, os.path.join(args.output_dir, name), beam_width=args.beam_width
+            model, image, os.path.join(folder, name), beam_width=options.beam_width
         )
         print(f"{path}: {generated['captions'][0]}")
         written.append(figure)
@@ -257,289 +315,206 @@ def caption(args):
     return written
 
 
-def score_export(args):
+@dataclasses.dataclass(kw_only=True)
+class ScoreExport(Options):
+    folder: str = option(
+        REQUIRED, "a folder with a heldout.json, e.g. saved_models/st_cnn_rts", flag="folder"
+    )
+    images: int | None = option(None, "the first N held-out examples (default: all)")
+    shared_data: str = option("../shared/data", "the data folder")
+
+
+def score_export(options):
     from keras_segattn.recipes.served import score_shipped
 
-    scores = score_shipped(args.folder, args.images, args.shared_data)
+    scores = score_shipped(options.folder, options.images, options.shared_data)
     for key, value in scores.items():
         print(f"{key:<16} {value:.4f}")
     return scores
 
 
-def list_registered(args):
+@dataclasses.dataclass(kw_only=True)
+class ListModels(Options):
+    task: str | None = option(None, "only this task's models")
+
+
+def list_registered(options):
     from keras_segattn.models import get_model_spec, list_models
 
-    for name in list_models(args.task):
+    for name in list_models(options.task):
         spec = get_model_spec(name)
         print(f"{name:<12} {spec.task:<10} {spec.paper}")
 
 
-def stn_table(args):
+@dataclasses.dataclass(kw_only=True)
+class StnTable(RecipeConfig):
+    rows: list = option(
+        ["cnn", "st_cnn:affine", "st_cnn:tps"],
+        "cnn, fcn, st_cnn:<affine|projective|tps>, st_fcn:<...>",
+    )
+    distortions: list = option(["R", "RTS"], "the table's columns", choices=["R", "RTS", "P", "E"])
+    epochs: int = option(10, "passes over the 60,000 training digits")
+    batch_size: int = option(128, "the global batch")
+    learning_rate: float = option(1e-3, "the initial learning rate")
+    optimizer: str = option("adam", "the optimizer (sgd: the paper's)", choices=["adam", "sgd"])
+    momentum: float = option(0.9, "SGD's momentum")
+    schedule: str = option(
+        "cosine",
+        "cosine to 0, or step: /10 after 1/3 and 2/3 of the steps (the paper's)",
+        choices=["cosine", "step"],
+    )
+    source: str | None = option(
+        None, "MNIST folder of IDX files, 'keras' or 'tfds'", flag="--mnist"
+    )
+    limit: int | None = option(None, "use only this many digits (smoke runs)")
+    output: str = option("runs/stn", "the folder of the cells, one run folder each")
+    overwrite: bool = option(False, "start a cell afresh if its folder holds other settings")
+    verbose: int = option(2, "1 a progress bar, 2 one line an epoch, 0 silent")
+
+
+def stn_table(options):
     from keras_segattn.recipes.stn import run_table
 
-    run_table(
-        args.rows,
-        args.distortions,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        optimizer=args.optimizer,
-        schedule=args.schedule,
-        momentum=args.momentum,
-        seed=args.seed,
-        output=args.output,
-        source=args.mnist,
-        limit=args.limit,
-        overwrite=args.overwrite,
-        verbose=args.verbose,
-        strategy=args.strategy,
-        mixed_precision=args.mixed_precision,
-        deterministic=args.deterministic,
+    cells = options.fields(leave_out=("rows", "distortions"))
+    run_table(options.rows, options.distortions, **cells)
+
+
+@dataclasses.dataclass(kw_only=True)
+class StnFigure(Options):
+    model_path: str = option(REQUIRED, "a cell's .keras file (a transformer row)")
+    distortion: str = option("RTS", "the distortion drawn", choices=["R", "RTS", "P", "E"])
+    output: str = option("docs/stn.png", "the PNG written")
+    count: int = option(8, "digits drawn")
+    source: str | None = option(
+        None, "MNIST folder of IDX files, 'keras' or 'tfds'", flag="--mnist"
     )
 
 
-def stn_figure(args):
+def stn_figure(options):
     from keras_segattn.recipes.stn import transformer_figure
 
-    print(
-        "wrote",
-        transformer_figure(
-            args.model_path, args.distortion, args.output, args.count, source=args.mnist
-        ),
+    path = transformer_figure(
+        options.model_path, options.distortion, options.output, options.count, source=options.source
     )
+    print("wrote", path)
 
 
-def demo(args):
+@dataclasses.dataclass(kw_only=True)
+class Demo(Options):
+    output: str = option("saved_models", "where the exported model goes")
+    quick: bool = option(False, "a few steps only (for tests)")
+
+
+def demo(options):
     from keras_segattn.recipes.demo import run_demo
 
-    return run_demo(args.output, quick=args.quick)
+    return run_demo(options.output, quick=options.quick)
 
 
-def _add_overwrite(p, command):
-    """`--overwrite`, then `func=command`."""
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="empty --output and train afresh (by default a finished run is reported, an "
-        "interrupted one resumed, and a folder of another run refused)",
-    )
-    p.set_defaults(func=command)
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One `segattn` command: its options dataclass (the single source of
+    its arguments) and the function it runs. A training command's function
+    also takes `overwrite` (`--overwrite`, not part of the run's config)."""
+
+    name: str
+    options: type
+    run: typing.Callable
+    help: str
+    trains: bool = False
 
 
-DEFAULTS = argparse.ArgumentDefaultsHelpFormatter  # `--help` says each default
-
-
-def build_parser():
+def commands():
+    """Every `segattn` command, in `--help`'s order."""
     from keras_segattn.recipes.captioning import CaptionerConfig
-    from keras_segattn.recipes.config import RecipeConfig, add_arguments
     from keras_segattn.recipes.instance import InstanceConfig
     from keras_segattn.recipes.semantic import SegmenterConfig
 
+    return [
+        Command("train", SegmenterConfig, train, "train a semantic segmentation model", True),
+        Command(
+            "evaluate",
+            Evaluate,
+            evaluate,
+            "score a split: accuracy and IoU (semantic, patch_cnn densely); COCO mask AP and "
+            "mAP^r (rpn, mnc, sds, hypercolumns)",
+        ),
+        Command("predict", Predict, predict, "write overlay PNGs for image files"),
+        Command("export", Export, export, "SavedModel for TF Serving and TFLite files"),
+        Command(
+            "instance-train",
+            InstanceConfig,
+            instance_train,
+            "train and score an instance model (rpn, mnc, sds, hypercolumns)",
+            True,
+        ),
+        Command(
+            "caption-train",
+            CaptionerConfig,
+            caption_train,
+            "train and score a Show-Attend-Tell captioner",
+            True,
+        ),
+        Command(
+            "caption-evaluate",
+            CaptionEvaluate,
+            caption_evaluate,
+            "BLEU/METEOR/CIDEr of a captioner",
+        ),
+        Command("caption", Caption, caption, "caption image files, one attention figure each"),
+        Command(
+            "score-export",
+            ScoreExport,
+            score_export,
+            "score a shipped model's SavedModel on its held-out data",
+        ),
+        Command("models", ListModels, list_registered, "list the registered models"),
+        Command("stn-table", StnTable, stn_table, "Spatial Transformer Networks' Table 1 on MNIST"),
+        Command(
+            "stn-figure", StnFigure, stn_figure, "distorted digits above the transformer's output"
+        ),
+        Command("demo", Demo, demo, "the main job: train, evaluate, export on built-in data"),
+    ]
+
+
+OVERWRITE_HELP = (
+    "empty --output and train afresh (by default a finished run is reported, an interrupted one "
+    "resumed, and a folder of another run refused)"
+)
+
+
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` says each default, unless the help text does or there is
+    none to say (a required argument, `None`, a switch)."""
+
+    def _get_help_string(self, action):
+        nothing = action.default is None or action.default is False
+        if action.required or nothing or "default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser():
+    """The `segattn` parser: one subcommand a `Command`, its arguments made
+    from its options dataclass (`core.options.add_arguments`)."""
     parser = argparse.ArgumentParser(prog="segattn", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    p = commands.add_parser(
-        "train", help="train a semantic segmentation model", formatter_class=DEFAULTS
-    )
-    add_arguments(p, SegmenterConfig)
-    _add_overwrite(p, train)
-
-    p = commands.add_parser(
-        "evaluate",
-        help="score a split: accuracy and IoU (semantic, patch_cnn densely); COCO mask AP "
-        "and mAP^r (rpn, mnc, sds, hypercolumns)",
-    )
-    p.add_argument("--model-path", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--image-size", type=int, nargs="+")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument(
-        "--postprocess",
-        choices=["superpixels", "crf"],
-        help="refine each image's probabilities on the host before scoring",
-    )
-    p.add_argument(
-        "--detector",
-        help="hypercolumns: an sds .keras file whose detections it re-segments "
-        "(default: jittered ground-truth boxes)",
-    )
-    p.add_argument(
-        "--proposals",
-        type=int,
-        metavar="N",
-        help="semantic: DeconvNet's proposal-wise inference on each image's N best selective-"
-        "search proposals and the whole image, each resized to the model's input",
-    )
-    p.add_argument(
-        "--merge",
-        choices=["sum", "max"],
-        default="sum",
-        help="how --proposals merges the proposals' probabilities",
-    )
-    p.add_argument(
-        "--ensemble",
-        nargs="+",
-        default=[],
-        metavar="KERAS",
-        help="semantic: average the class probabilities with these models' (EDeconvNet: a "
-        "proposal-wise DeconvNet with a whole-image FCN-8s)",
-    )
-    p.add_argument("--output", help="also write the scores to this JSON file")
-    p.set_defaults(func=evaluate)
-
-    p = commands.add_parser("predict", help="write overlay PNGs for image files")
-    p.add_argument("--model-path", required=True)
-    p.add_argument("--images", nargs="+", required=True)
-    p.add_argument("--output-dir", default="predictions")
-    p.add_argument("--image-size", type=int, nargs="+")
-    p.set_defaults(func=predict)
-
-    p = commands.add_parser("export", help="SavedModel for TF Serving and TFLite files")
-    p.add_argument("--model-path", required=True)
-    p.add_argument("--output", default="saved_models")
-    p.add_argument("--name")
-    p.add_argument("--version", type=int, default=1)
-    p.add_argument(
-        "--tflite",
-        nargs="*",
-        default=["float32"],
-        choices=["float32", "float16", "dynamic", "int8"],
-    )
-    p.add_argument(
-        "--data",
-        help="images for int8 calibration and the parity check: a dataset "
-        "spec (semantic models; default the training data) or an MNIST source",
-    )
-    p.add_argument(
-        "--tflite-size",
-        type=int,
-        nargs=2,
-        metavar=("HEIGHT", "WIDTH"),
-        help="also write TFLite files at this fixed image size "
-        "(<name>_v<version>_<H>x<W>[_<quantization>].tflite), which XNNPACK runs whole",
-    )
-    p.add_argument(
-        "--keras",
-        action="store_true",
-        help="also write the Keras model (no optimizer state) and its run's arguments "
-        "(<name>_v<version>.keras, .run.json): what predict, caption and evaluate load",
-    )
-    p.add_argument(
-        "--onnx",
-        action="store_true",
-        help="also write <name>_v<version>.onnx (the TFLite file's signature, through "
-        "tf2onnx; needs pip install keras_segattn[onnx]), verified in onnxruntime",
-    )
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        default=None,
-        help="the most pixels (height x width) of one image served (default 2048x2048); "
-        "larger ones are refused by index before they are decoded",
-    )
-    p.add_argument(
-        "--max-batch-pixels",
-        type=int,
-        default=None,
-        help="the most pixels of one request, its images padded to the largest "
-        "(default 2 x 2048x2048)",
-    )
-    p.set_defaults(func=export)
-
-    p = commands.add_parser(
-        "instance-train",
-        help="train and score an instance model (rpn, mnc, sds, hypercolumns)",
-        formatter_class=DEFAULTS,
-    )
-    add_arguments(p, InstanceConfig)
-    _add_overwrite(p, instance_train)
-
-    p = commands.add_parser(
-        "caption-train",
-        help="train and score a Show-Attend-Tell captioner",
-        formatter_class=DEFAULTS,
-    )
-    add_arguments(p, CaptionerConfig)
-    _add_overwrite(p, caption_train)
-
-    p = commands.add_parser("caption-evaluate", help="BLEU/METEOR/CIDEr of a captioner")
-    p.add_argument("--model-path", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--num-images", type=int, default=400, help="images of 'shapes'")
-    p.add_argument("--beam-width", type=int, default=3)
-    p.add_argument("--output", help="also write the scores to this JSON file")
-    p.set_defaults(func=caption_evaluate)
-
-    p = commands.add_parser("caption", help="caption image files, one attention figure each")
-    p.add_argument("--model-path", required=True)
-    p.add_argument("--images", nargs="+", required=True)
-    p.add_argument("--beam-width", type=int, default=3)
-    p.add_argument("--output-dir", default="captions")
-    p.set_defaults(func=caption)
-
-    p = commands.add_parser(
-        "score-export", help="score a shipped model's SavedModel on its held-out data"
-    )
-    p.add_argument("folder", help="a folder with a heldout.json, e.g. saved_models/st_cnn_rts")
-    p.add_argument("--images", type=int, help="the first N held-out examples (default: all)")
-    p.add_argument("--shared-data", default="../shared/data", help="the data folder")
-    p.set_defaults(func=score_export)
-
-    p = commands.add_parser("models", help="list the registered models")
-    p.add_argument("--task")
-    p.set_defaults(func=list_registered)
-
-    p = commands.add_parser("stn-table", help="Spatial Transformer Networks' Table 1 on MNIST")
-    p.add_argument(
-        "--rows",
-        nargs="+",
-        default=["cnn", "st_cnn:affine", "st_cnn:tps"],
-        help="cnn, fcn, st_cnn:<affine|projective|tps>, st_fcn:<...>",
-    )
-    p.add_argument("--distortions", nargs="+", default=["R", "RTS"], choices=["R", "RTS", "P", "E"])
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD's momentum")
-    p.add_argument(
-        "--schedule",
-        default="cosine",
-        choices=["cosine", "step"],
-        help="cosine to 0, or step: /10 after 1/3 and 2/3 of the steps (the paper's)",
-    )
-    p.add_argument("--mnist", help="MNIST folder of IDX files, 'keras' or 'tfds'")
-    p.add_argument("--limit", type=int, help="use only this many digits (smoke runs)")
-    p.add_argument("--output", default="runs/stn")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start a cell afresh if its folder holds other settings",
-    )
-    add_arguments(p, RecipeConfig, verbose=2)  # --seed, --verbose, --strategy, --mixed-precision
-    p.set_defaults(func=stn_table)
-
-    p = commands.add_parser("stn-figure", help="distorted digits above the transformer's output")
-    p.add_argument("--model-path", required=True)
-    p.add_argument("--distortion", default="RTS", choices=["R", "RTS", "P", "E"])
-    p.add_argument("--output", default="docs/stn.png")
-    p.add_argument("--count", type=int, default=8)
-    p.add_argument("--mnist")
-    p.set_defaults(func=stn_figure)
-
-    p = commands.add_parser("demo", help="the main job: train, evaluate, export on built-in data")
-    p.add_argument("--output", default="saved_models")
-    p.add_argument("--quick", action="store_true", help="a few steps only (for tests)")
-    p.set_defaults(func=demo)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in commands():
+        p = subparsers.add_parser(command.name, help=command.help, formatter_class=DefaultsHelp)
+        add_arguments(p, command.options)
+        if command.trains:
+            p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+        p.set_defaults(command=command)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    command = args.command
     try:
-        args.func(args)
+        options = command.options.from_arguments(args)
+        extra = {"overwrite": args.overwrite} if command.trains else {}
+        command.run(options, **extra)
     except (ValueError, TypeError, RuntimeError, ImportError) as error:
         # The package raises these for user mistakes, with a message that
         # names the argument; a traceback would only bury it.

@@ -233,8 +233,8 @@ def test_instance_models_refuse_dense_predictor_flags():
     from keras_segattn.tasks import EvaluateOptions, get_task
 
     for options in (
-        EvaluateOptions("shapes", proposals=3),
-        EvaluateOptions("shapes", ensemble=["x"]),
+        EvaluateOptions(data="shapes", proposals=3),
+        EvaluateOptions(data="shapes", ensemble=["x"]),
     ):
         with pytest.raises(ValueError, match="score semantic models, not instance models"):
             get_task("instance").evaluate(None, options)

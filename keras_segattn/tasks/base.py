@@ -12,8 +12,11 @@ Adding a task: subclass `Task`, fill in what differs, and decorate it with
 `register_task` (see `docs/extending.md`).
 """
 
+import dataclasses
+
 import tensorflow as tf
 
+from keras_segattn.core.options import REQUIRED, Options, option
 from keras_segattn.core.validation import check_size
 from keras_segattn.models.registry import get_model_spec, list_models
 
@@ -210,30 +213,48 @@ class Task:
         return f"{command} does not take {self.name} models{hint}."
 
 
-class EvaluateOptions:
-    """What `segattn evaluate` was asked (see the command's help)."""
+@dataclasses.dataclass(kw_only=True)
+class EvaluateOptions(Options):
+    """What `segattn evaluate` asks a task's `evaluate` (the command's
+    arguments are these fields)."""
 
-    def __init__(
-        self,
-        data,
-        split="test",
-        image_size=None,
-        batch_size=4,
-        postprocess=None,
-        detector=None,
-        proposals=None,
-        merge="sum",
-        ensemble=(),
-    ):
-        self.data = data
-        self.split = split
-        self.image_size = image_size
-        self.batch_size = batch_size
-        self.postprocess = postprocess
-        self.detector = detector
-        self.proposals = proposals  # DeconvNet's proposal-wise inference: proposals an image
-        self.merge = merge  # of the proposals' probabilities: "sum" or "max"
-        self.ensemble = tuple(ensemble or ())  # .keras files averaged with the model
+    data: str = option(REQUIRED, "the dataset spec scored (e.g. shapes, camvid:<folder>)")
+    split: str = option("test", "the split scored")
+    image_size: tuple | None = option(
+        None,
+        "H [W]: the size images are scored at (default: the run's training size, else each "
+        "image's own)",
+    )
+    batch_size: int = option(4, "images a batch")
+    postprocess: str | None = option(
+        None,
+        "refine each image's probabilities on the host before scoring",
+        choices=["superpixels", "crf"],
+    )
+    detector: str | None = option(
+        None,
+        "hypercolumns: an sds .keras file whose detections it re-segments (default: jittered "
+        "ground-truth boxes)",
+    )
+    proposals: int | None = option(
+        None,
+        "semantic: DeconvNet's proposal-wise inference on each image's N best selective-search "
+        "proposals and the whole image, each resized to the model's input",
+        metavar="N",
+    )
+    merge: str = option(
+        "sum", "how --proposals merges the proposals' probabilities", choices=["sum", "max"]
+    )
+    ensemble: tuple = option(
+        (),
+        "semantic: average the class probabilities with these models' (EDeconvNet: a "
+        "proposal-wise DeconvNet with a whole-image FCN-8s)",
+        metavar="KERAS",
+        parse=str,
+    )
+
+    def __post_init__(self):
+        self.ensemble = tuple(self.ensemble or ())
 
     def refuse_dense_predictors(self, task):
         """Raises if `--proposals` or `--ensemble` were asked of a `task`

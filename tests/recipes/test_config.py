@@ -143,3 +143,31 @@ def test_the_demo_asks_for_a_valid_run(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         demo.run_demo(quick=True)
     assert seen["config"].batch_norm and seen["config"].width == 0.25
+
+
+def _command_line(options_class):
+    """The fewest flags `options_class`'s command accepts: a value for each
+    required field."""
+    flags = []
+    for field in dataclasses.fields(options_class):
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            flag = field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+            flags += [flag, "x"] if flag.startswith("-") else ["x"]
+    return flags
+
+
+def test_every_command_line_is_made_of_its_options():
+    """Every `segattn` command, training or not: its arguments are exactly
+    its options' fields (plus --overwrite for training), and parsing the
+    fewest flags gives the options' defaults."""
+    from keras_segattn.cli import commands
+
+    subparsers = build_parser()._subparsers._group_actions[0].choices
+    for command in commands():
+        fields = {f.name for f in dataclasses.fields(command.options) if f.metadata.get("cli", 1)}
+        actions = {a.dest for a in subparsers[command.name]._actions} - {"help"}
+        assert actions == fields | ({"overwrite"} if command.trains else set()), command.name
+        flags = _command_line(command.options)
+        options = command.options.from_arguments(parse(command.name, *flags))
+        required = {k: getattr(options, k) for k in fields - set(command.options.defaults())}
+        assert options == command.options(**required), command.name
