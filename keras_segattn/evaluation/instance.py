@@ -26,7 +26,7 @@ from keras_segattn.core.instances import (  # noqa: F401 (jitter_box: re-exporte
 )
 from keras_segattn.core.kernels import in_tensorflow
 from keras_segattn.core.validation import check_int
-from keras_segattn.models.instance.common import box_masks
+from keras_segattn.models.instance.common import box_masks, unpad_detections
 from keras_segattn.models.instance.hypercolumns import (
     model_num_classes,
     segment_boxes,
@@ -449,17 +449,24 @@ def evaluate_instances(
     return metrics
 
 
-def predict_instances(model, dataset, batch_size=16, score_threshold=0.0):
+def predict_instances(model, dataset, batch_size=16, score_threshold=0.0, in_graph=True, **options):
     """Runs `model.detect` over an instance dataset; returns per-image predictions.
 
     Args:
-        model: an `rpn` or `mnc` model.
+        model: any instance model (`rpn`, `mnc`, `sds`, `hypercolumns`):
+            each has `detect(images)`, returning the padded structure of
+            `models.instance.common.pad_detections`.
         dataset: unbatched instance dicts with `images` and `image_id`.
             Images of one static size are batched by `batch_size`, others
             one at a time.
         batch_size: int. Defaults to `16`.
         score_threshold: float. Detections scoring at or below it are
             dropped. Defaults to `0`.
+        in_graph: bool. Whether `detect` runs as one TensorFlow graph (`rpn`,
+            `mnc`: traced once) or on the host around the network (`sds`,
+            `hypercolumns`: called on NumPy images). Defaults to `True`.
+        **options: more arguments of `model.detect` (e.g. `detector=` for
+            `hypercolumns`).
 
     Returns:
         A list of dicts `{"image_id", "boxes" (K, 4), "scores" (K,),
@@ -471,21 +478,19 @@ def predict_instances(model, dataset, batch_size=16, score_threshold=0.0):
     # Only the images and ids are batched: instance counts differ per image.
     images = dataset.map(lambda e: {"images": e["images"], "image_id": e["image_id"]})
     batches = images.batch(batch_size if static else 1)
-    detect = tf.function(in_tensorflow(model.detect), reduce_retracing=True)
+    if in_graph:
+        traced = tf.function(in_tensorflow(model.detect), reduce_retracing=True)
+        detect = lambda batch: traced(batch, **options)  # noqa: E731
+    else:
+        detect = lambda batch: model.detect(batch.numpy(), **options)  # noqa: E731
     predictions = []
     for example in batches:
-        outputs = {k: v.numpy() for k, v in detect(example["images"]).items()}
+        outputs = {k: np.asarray(v) for k, v in detect(example["images"]).items()}
         for row, image_id in enumerate(example["image_id"].numpy()):
-            count = int(outputs["num_detections"][row])
-            keep = np.flatnonzero(outputs["scores"][row, :count] > score_threshold)
+            found = unpad_detections(outputs, row)
+            keep = found["scores"] > score_threshold
             predictions.append(
-                {
-                    "image_id": int(image_id),
-                    "boxes": outputs["boxes"][row, keep],
-                    "scores": outputs["scores"][row, keep],
-                    "labels": outputs["classes"][row, keep],
-                    "masks": outputs["masks"][row, keep],
-                }
+                {"image_id": int(image_id), **{k: v[keep] for k, v in found.items()}}
             )
     return predictions
 

@@ -20,8 +20,7 @@ from keras_segattn.evaluation.instance import (
     oracle_predictions,
     predict_instances,
 )
-from keras_segattn.models.instance.hypercolumns import resegment_detections
-from keras_segattn.models.instance.sds import crop_regions, sds_detect, sds_parts
+from keras_segattn.models.instance.sds import crop_regions, sds_parts
 from keras_segattn.models.registry import get_model_spec
 from keras_segattn.tasks.base import Task, get_task, register_task
 
@@ -149,19 +148,21 @@ class InstanceTask(Task):
         lines.append(f"seconds per image (detect): {metrics['predict_seconds_per_image']:.3f}")
         return metrics, lines
 
+    # Whether `model.detect` runs as one TensorFlow graph (`rpn`, `mnc`) or
+    # on the host around the network (`sds`, `hypercolumns`).
+    detect_in_graph = True
+
     def detect(self, model, dataset, batch_size=16, detector=None):
         """Every instance model's detections in one structure: a list of
         per-image dicts `{"image_id", "boxes" (K, 4) "xyxy" pixels, "scores"
         (K,), "labels" (K,), "masks" (K, H, W)}` (what
         `evaluation.instance.evaluate_instances` scores), one per image of
-        the unbatched instance `dataset`.
-
-        Here `model.detect` in the graph (`rpn`, `mnc`); the host-side tasks
-        run their detection loop around the network. `detector`: the model
-        that gives a box-segmentation network its boxes.
+        the unbatched instance `dataset`: `model.detect` on its batches
+        (`evaluation.instance.predict_instances`). `detector`: the model
+        whose boxes a box-segmentation network segments.
         """
         _no_detector(detector, self)
-        return predict_instances(model, dataset, batch_size)
+        return predict_instances(model, dataset, batch_size, in_graph=self.detect_in_graph)
 
     def score_instances(self, model, dataset, num_classes, batch_size=16, detector=None):
         """COCO scores of `detect` on `dataset` (`mask_AP`, `mAPr@0.5`,
@@ -190,6 +191,7 @@ class HostSideTask(InstanceTask):
     train_command = None
     takes_images = False
     per_pixel_outputs = {}
+    detect_in_graph = False
 
     @staticmethod
     def serving_fn(model):
@@ -234,12 +236,6 @@ class RegionScoringTask(HostSideTask):
             inputs.append({"box_crops": crops, "region_masks": masks})
         return inputs
 
-    def detect(self, model, dataset, batch_size=16, detector=None):
-        """`sds_detect` on every image (regions, scores, refinement)."""
-        _no_detector(detector, self)
-        examples = dataset.as_numpy_iterator()
-        return [sds_detect(model, e["images"], int(e["image_id"])) for e in examples]
-
 
 @register_task
 class BoxSegmentationTask(HostSideTask):
@@ -269,12 +265,11 @@ class BoxSegmentationTask(HostSideTask):
         return inputs
 
     def detect(self, model, dataset, batch_size=16, detector=None):
-        """With a `detector` (an `sds` model), the full Hypercolumn detector
-        (the detector's boxes, the model's masks); without one, the masks of
-        jittered ground-truth boxes (`oracle_predictions`), the protocol of
-        its table row."""
+        """With a `detector` (an instance model: `sds` in the paper's
+        pairing), the full Hypercolumn detector (`model.detect(images,
+        detector=...)`: the detector's boxes, the model's masks); without
+        one, the masks of jittered ground-truth boxes (`oracle_predictions`),
+        the protocol of its table row."""
         if detector is None:
             return oracle_predictions(model, dataset)[0]
-        found = RegionScoringTask().detect(detector, dataset)
-        examples = dataset.as_numpy_iterator()
-        return [resegment_detections(model, e["images"], d) for e, d in zip(examples, found)]
+        return predict_instances(model, dataset, batch_size, in_graph=False, detector=detector)

@@ -1,6 +1,8 @@
 """Every instance model answers the same `detect` through its task object:
 one list of per-image dicts, the structure the COCO scorer reads."""
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -50,3 +52,53 @@ def test_the_parts_of_an_sds_network_are_read_in_one_place(shapes):
     assert parts.crop_size == model.inputs[0].shape[1]
     with pytest.raises(ValueError, match="detector must be an sds model"):
         sds_parts(tiny("hypercolumns", info.num_classes), "detector")
+
+
+def _detector_options(model, num_classes):
+    """What `model.detect` needs besides the images: a model that segments
+    a detector's boxes (its `detect` takes `detector=`) gets a tiny
+    detector, the first instance model whose own `detect` needs none."""
+    if "detector" not in inspect.signature(model.detect).parameters:
+        return {}
+    for name in INSTANCE_MODELS:
+        detector = tiny(name, num_classes)
+        if "detector" not in inspect.signature(detector.detect).parameters:
+            return {"detector": detector}
+    raise AssertionError("no instance model detects on its own")
+
+
+@pytest.mark.parametrize("name", INSTANCE_MODELS)
+def test_every_instance_model_answers_detect_with_the_same_padded_structure(name, shapes):
+    data, info = shapes
+    model = tiny(name, info.num_classes)
+    images = np.stack([e["images"] for e in data.as_numpy_iterator()])
+    found = model.detect(images, **_detector_options(model, info.num_classes))
+    found = {k: np.asarray(v) for k, v in found.items()}
+    assert set(found) == {"boxes", "scores", "classes", "masks", "num_detections"}
+    slots = found["scores"].shape[1]
+    assert found["boxes"].shape == (2, slots, 4) and found["boxes"].dtype == np.float32
+    assert found["classes"].shape == (2, slots) and found["classes"].dtype == np.int32
+    assert found["masks"].shape == (2, slots, *images.shape[1:3])
+    assert found["masks"].dtype == np.uint8 and found["num_detections"].shape == (2,)
+    for row, count in enumerate(found["num_detections"]):
+        assert 0 <= count <= slots
+        assert (found["classes"][row, count:] == 0).all()  # padding
+        assert (found["classes"][row, :count] >= 1).all()  # foreground classes
+        assert not found["masks"][row, count:].any()
+
+
+def test_a_box_segmentation_network_segments_given_boxes_or_a_detectors(shapes):
+    data, info = shapes
+    model = tiny("hypercolumns", info.num_classes)
+    examples = list(data.as_numpy_iterator())
+    images = np.stack([e["images"] for e in examples])
+    boxes = [np.array([[2, 3, 20, 30], [0, 0, 40, 40]], np.float32), np.zeros((0, 4))]
+    classes = [np.array([1, 2]), np.zeros(0, np.int32)]
+    found = model.detect(images, boxes=boxes, classes=classes)
+    assert found["num_detections"].tolist() == [2, 0]
+    np.testing.assert_array_equal(found["boxes"][0], boxes[0])
+    np.testing.assert_array_equal(found["classes"][0], [1, 2])
+    with pytest.raises(ValueError, match="detector="):
+        model.detect(images)  # neither boxes nor a detector
+    with pytest.raises(ValueError, match="one array per image"):
+        model.detect(images, boxes=boxes[:1], classes=classes[:1])

@@ -743,3 +743,58 @@ def check_classes(classes, num_classes, count, name="classes"):
             f"(num_classes={num_classes}, 0 is the background)."
         )
     return values.astype(np.int32)
+
+
+# ---------------------------------------------------------------------------
+# The one detection structure every instance model's `detect` returns
+# ---------------------------------------------------------------------------
+
+
+def pad_detections(found, image_shape):
+    """Per-image detections as the padded batch every `detect` returns.
+
+    The host-side models (`sds`, `hypercolumns`) find a different number of
+    instances in each image; padded, their detections have the structure of
+    the in-graph models' (`rpn`, `mnc`), so one evaluator and one export path
+    read them all.
+
+    Args:
+        found: a list, one dict per image, with `boxes` `(K, 4)`, `scores`
+            `(K,)`, `labels` `(K,)` and `masks` `(K, H, W)`.
+        image_shape: `(batch, H, W, ...)` of the images.
+
+    Returns:
+        A dict of NumPy arrays: `boxes` float32 `(batch, D, 4)`, `scores`
+        float32 `(batch, D)`, `classes` int32 `(batch, D)` (0 for padding),
+        `masks` uint8 `(batch, D, H, W)` and `num_detections` int32
+        `(batch,)`, `D` the most detections of one image.
+    """
+    batch, height, width = image_shape[0], image_shape[1], image_shape[2]
+    counts = np.array([len(f["scores"]) for f in found], np.int32).reshape(batch)
+    size = int(counts.max(initial=0))
+    padded = {
+        "boxes": np.zeros((batch, size, 4), np.float32),
+        "scores": np.zeros((batch, size), np.float32),
+        "classes": np.zeros((batch, size), np.int32),
+        "masks": np.zeros((batch, size, height, width), np.uint8),
+        "num_detections": counts,
+    }
+    for row, (detections, count) in enumerate(zip(found, counts)):
+        padded["boxes"][row, :count] = detections["boxes"]
+        padded["scores"][row, :count] = detections["scores"]
+        padded["classes"][row, :count] = detections["labels"]
+        padded["masks"][row, :count] = detections["masks"]
+    return padded
+
+
+def unpad_detections(detections, row):
+    """Image `row`'s detections of a padded `detect` output (NumPy), as the
+    per-image dict the COCO scoring takes (`boxes`, `scores`, `labels`,
+    `masks`)."""
+    count = int(detections["num_detections"][row])
+    return {
+        "boxes": np.asarray(detections["boxes"][row, :count], np.float32),
+        "scores": np.asarray(detections["scores"][row, :count], np.float32),
+        "labels": np.asarray(detections["classes"][row, :count], np.int32),
+        "masks": np.asarray(detections["masks"][row, :count], np.uint8),
+    }

@@ -77,7 +77,9 @@ from keras_segattn.models.common import load_saved_weights
 from keras_segattn.models.instance.common import (
     check_boxes,
     check_classes,
+    pad_detections,
     paste_box_masks,
+    unpad_detections,
 )
 from keras_segattn.models.registry import register_model
 
@@ -299,6 +301,75 @@ def _load_weights(model, weights, width, fc_units, taps):
     return load_saved_weights(model, weights)
 
 
+@keras.saving.register_keras_serializable(package="keras_segattn")
+class HypercolumnNetwork(keras.Model):
+    """The `hypercolumns` network (built by `hypercolumns`): images and
+    boxes (and, class-specific, their classes) in, box-grid mask
+    probabilities out, plus `detect`, which segments a detector's boxes.
+
+    Attributes:
+        num_classes: int or `None`. Classes, the background included, of a
+            class-specific network; `None` for a class-agnostic one.
+    """
+
+    # Built as a functional model: `HypercolumnNetwork(inputs, outputs,
+    # name=...)`; a `.keras` file revives it the same way.
+
+    @property
+    def num_classes(self):
+        return model_num_classes(self)
+
+    def detect(self, images, detector=None, boxes=None, classes=None, threshold=0.5):
+        """Instances of a batch of images: the boxes of a `detector` (or the
+        `boxes` given), each segmented by this network (host side), with
+        the detector's classes and scores: the paper's use, on R-CNN's
+        detections there.
+
+        Args:
+            images: `(batch, H, W, 3)` RGB pixels, uint8 (or float when no
+                detector needs uint8).
+            detector: any instance model (`sds`, `mnc`, `rpn`): its
+                `detect(images)` gives the boxes, classes and scores.
+            boxes: instead of a detector, one `(N, 4)` `"xyxy"` array per
+                image (scored by the mean probability inside each mask).
+            classes: with `boxes`, one `(N,)` array of class ids per image
+                (needed by a class-specific network).
+            threshold: float. The masks' probability threshold.
+
+        Returns:
+            The structure every instance model's `detect` returns
+            (`models.instance.common.pad_detections`), as NumPy arrays.
+
+        Raises:
+            ValueError: unless exactly one of `detector` and `boxes` is
+                given, or for boxes or classes `segment_boxes` refuses.
+        """
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be (batch, H, W, 3) RGB pixels; got {images.shape}.")
+        if (detector is None) == (boxes is None):
+            raise ValueError(
+                "hypercolumns segments the boxes of a detector: pass detector= (an instance "
+                "model, e.g. an sds one) or boxes= (one (N, 4) array an image), not both."
+            )
+        if detector is not None:
+            found = {k: np.asarray(v) for k, v in detector.detect(images).items()}
+            asked = [unpad_detections(found, row) for row in range(len(images))]
+        else:
+            if len(boxes) != len(images):
+                raise ValueError(
+                    f"boxes needs one array per image; got {len(boxes)} arrays "
+                    f"for {len(images)} images."
+                )
+            classes = [None] * len(images) if classes is None else classes
+            asked = [{"boxes": b, "labels": c, "scores": None} for b, c in zip(boxes, classes)]
+        results = [
+            segment_boxes(self, image, a["boxes"], a["labels"], a["scores"], threshold=threshold)
+            for image, a in zip(images, asked)
+        ]
+        return pad_detections(results, images.shape)
+
+
 @register_model(
     "hypercolumns", task="instance", paper=PAPER, tiny=TINY, serving_task="box_segmentation"
 )
@@ -351,7 +422,7 @@ def hypercolumns(
         name: str. Defaults to `"hypercolumns"`.
 
     Returns:
-        A `keras.Model` with inputs `images` `(B, H, W, 3)`, `boxes` `(B,
+        A `HypercolumnNetwork` with inputs `images` `(B, H, W, 3)`, `boxes` `(B,
         N, 4)` float `"xyxy"` pixels inside the image, and (with
         `class_specific`) `classes` `(B, N)` int32 ids `1..num_classes - 1`,
         and output `masks`: `(B, N, M, M)` float32 figure-ground
@@ -443,7 +514,7 @@ def hypercolumns(
         total = keras.layers.UpSampling3D((1, *mask_hw), name="fc7_to_grid")(total)
     logits = LocationInterpolation(grid_size, name="location_interpolation")(total)
     masks = keras.layers.Activation("sigmoid", dtype="float32", name="masks")(logits)
-    model = keras.Model(inputs, masks, name=name)
+    model = HypercolumnNetwork(inputs, masks, name=name)
     return _load_weights(model, weights, width, fc_units, taps)
 
 

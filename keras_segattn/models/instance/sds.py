@@ -68,7 +68,7 @@ from keras_segattn.models.backbones.vgg import (
     vgg16_encoder,
 )
 from keras_segattn.models.common import load_saved_weights
-from keras_segattn.models.instance.common import check_boxes, paste_box_masks
+from keras_segattn.models.instance.common import check_boxes, pad_detections, paste_box_masks
 from keras_segattn.models.instance.regions import (
     _check_image,
     check_masks,
@@ -192,6 +192,63 @@ def _load_weights(model, weights, width, crop_size, fc_units):
     return load_saved_weights(model, weights)
 
 
+@keras.saving.register_keras_serializable(package="keras_segattn")
+class SDSNetwork(keras.Model):
+    """The `sds` network (built by `sds`): region crops in, class
+    probabilities and figure-ground grids out, plus `detect`, the whole
+    detector around it on the host.
+
+    Attributes:
+        crop_size: int. The side of its box and region crops.
+        grid_size: int. The side of its figure-ground grid.
+        num_classes: int. Classes, the background included.
+    """
+
+    # Built as a functional model: `SDSNetwork(inputs, outputs, name=...)`;
+    # a `.keras` file revives it the same way.
+
+    @property
+    def crop_size(self):
+        return int(self.inputs[0].shape[1])
+
+    @property
+    def grid_size(self):
+        return int(self.outputs[1].shape[1])
+
+    @property
+    def num_classes(self):
+        return int(self.outputs[0].shape[-1])
+
+    def detect(self, images, **options):
+        """Instances of a batch of images: `sds_detect` on each (proposals,
+        the network, NMS, refinement; host side), padded.
+
+        Args:
+            images: uint8 `(batch, H, W, 3)` RGB pixels.
+            **options: `sds_detect`'s options (`score_threshold`,
+                `max_detections`, `refine`, ...).
+
+        Returns:
+            The structure every instance model's `detect` returns
+            (`models.instance.common.pad_detections`): `boxes`, `scores`,
+            `classes`, `masks` `(batch, D, H, W)` and `num_detections`,
+            as NumPy arrays.
+        """
+        images = _check_images(images)
+        found = [sds_detect(self, image, **options) for image in images]
+        return pad_detections(found, images.shape)
+
+
+def _check_images(images):
+    """A batch of uint8 RGB images as a NumPy array, or a clear error."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"images must be uint8 (batch, H, W, 3) RGB pixels; got {images.dtype} {images.shape}."
+        )
+    return images
+
+
 @register_model("sds", task="instance", paper=PAPER, tiny=TINY, serving_task="region_scoring")
 def sds(
     num_classes=21,
@@ -233,7 +290,7 @@ def sds(
         name: str. Defaults to `"sds"`.
 
     Returns:
-        A `keras.Model` with inputs `box_crops` `(B, S, S, 3)` (raw RGB
+        An `SDSNetwork` with inputs `box_crops` `(B, S, S, 3)` (raw RGB
         pixels in `[0, 255]` of each region's box, warped to `S x S`) and
         `region_masks` `(B, S, S)` (the region's mask over the same crop,
         in `[0, 1]`), and outputs `[probabilities, figure_ground]`:
@@ -300,7 +357,7 @@ def sds(
     cells = keras.layers.Dense(grid_size * grid_size, name="figure_ground_classifier")(refinement)
     cells = keras.layers.Reshape((grid_size, grid_size), name="figure_ground_grid")(cells)
     figure_ground = keras.layers.Activation("sigmoid", dtype="float32", name="figure_ground")(cells)
-    model = keras.Model([box_crops, region_masks], [probabilities, figure_ground], name=name)
+    model = SDSNetwork([box_crops, region_masks], [probabilities, figure_ground], name=name)
     return _load_weights(model, weights, width, crop_size, fc_units)
 
 
@@ -358,20 +415,14 @@ class SDSParts:
 
 
 def sds_parts(model, argument="model"):
-    """The `SDSParts` of an `sds` network (this builder names the layers they
-    are read from: nothing outside this module looks them up).
+    """The `SDSParts` of an `sds` network (its `SDSNetwork` attributes).
 
     Raises:
         ValueError: naming `argument`, if `model` is not an `sds` network.
     """
-    names = {layer.name for layer in getattr(model, "layers", [])}
-    if not {"box_crops", "mask_on_grid", "classifier"} <= names:
+    if not isinstance(model, SDSNetwork):
         raise ValueError(f"{argument} must be an sds model (see sds.sds); got {model!r}.")
-    return SDSParts(
-        crop_size=int(model.get_layer("box_crops").output.shape[1]),
-        grid_size=int(model.get_layer("mask_on_grid").grid_size),
-        num_classes=int(model.get_layer("classifier").units),
-    )
+    return SDSParts(model.crop_size, model.grid_size, model.num_classes)
 
 
 def sds_detect(
