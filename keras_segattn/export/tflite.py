@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import tempfile
 
 import keras
@@ -234,6 +235,13 @@ def _convert(saved_model_dir, quantization, representative_images, signature_key
     return flatbuffer
 
 
+def in_float_scope(name):
+    """Whether a tensor name lies inside a `core.precision.keep_float()`
+    scope: a `keep_float_in_int8` component, or `keep_float_in_int8_<n>`,
+    the name TensorFlow gives the scope's later uses in one parent scope."""
+    return re.search(rf"(^|/){FLOAT_SCOPE}(_\d+)?/", name) is not None
+
+
 def _keep_float_scopes(flatbuffer, converter, representative_dataset):
     """Converts again with the ops of `core.precision.keep_float()` scopes
     (their output tensors named `.../keep_float_in_int8/...`) left in float
@@ -241,7 +249,7 @@ def _keep_float_scopes(flatbuffer, converter, representative_dataset):
     from ai_edge_litert.interpreter import Interpreter
 
     tensors = Interpreter(model_content=flatbuffer).get_tensor_details()
-    float_nodes = [t["name"] for t in tensors if f"/{FLOAT_SCOPE}/" in f"/{t['name']}"]
+    float_nodes = [t["name"] for t in tensors if in_float_scope(t["name"])]
     if not float_nodes:
         return flatbuffer
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes)

@@ -27,6 +27,8 @@ def _check_iou_threshold(iou_threshold):
 
 
 def _check_score_threshold(score_threshold):
+    if tf.is_tensor(score_threshold):  # computed in the graph (a data-dependent floor)
+        return tf.cast(score_threshold, tf.float32)
     try:
         value = float(score_threshold)
     except (TypeError, ValueError):
@@ -78,7 +80,8 @@ def non_max_suppression(
         max_output_size: int. Boxes kept per image at most. Defaults to
             `100`.
         iou_threshold: float in `[0, 1]`. Defaults to `0.5`.
-        score_threshold: float. Defaults to `-inf` (keep every finite score).
+        score_threshold: float, or a scalar tensor. Defaults to `-inf` (keep
+            every finite score).
 
     Returns:
         A tuple `(indices, selected_boxes, selected_scores, num_valid)`:

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_segattn.core.kernels import fused_kernels
+from keras_segattn.core.precision import keep_float
 from keras_segattn.core.validation import check_int, check_size
 
 MODES = ("align", "max_pool")
@@ -245,14 +246,17 @@ def roi_align(
     num_boxes = tf.shape(boxes)[1]
     total = batch * num_boxes
 
-    boxes, finite = _finite_boxes(tf.reshape(boxes, [total, 4]))
-    scaled = boxes * tf.constant(spatial_scale, dtype)
-    if aligned:
-        scaled = scaled - 0.5
-    x1, y1, x2, y2 = tf.unstack(scaled, axis=-1)
-    smallest = 0.0 if aligned else 1.0
-    box_w = tf.maximum(x2 - x1, smallest)
-    box_h = tf.maximum(y2 - y1, smallest)
+    # The boxes' arithmetic in float in an int8 file: the finiteness test
+    # compares with the largest float, which no int8 scale holds.
+    with keep_float():
+        boxes, finite = _finite_boxes(tf.reshape(boxes, [total, 4]))
+        scaled = boxes * tf.constant(spatial_scale, dtype)
+        if aligned:
+            scaled = scaled - 0.5
+        x1, y1, x2, y2 = tf.unstack(scaled, axis=-1)
+        smallest = 0.0 if aligned else 1.0
+        box_w = tf.maximum(x2 - x1, smallest)
+        box_h = tf.maximum(y2 - y1, smallest)
     if fused_kernels() and features.dtype != tf.float64:
         pooled = _crop_and_resize_align(
             features,
@@ -267,8 +271,11 @@ def roi_align(
         if num_groups is not None:
             channels = _group_size(channels, num_groups)
         return tf.reshape(pooled, [batch, num_boxes, out_h, out_w, channels])
-    rows, row_weights = _align_axis(y1, box_h, out_h, sampling_ratio, height, dtype)
-    cols, col_weights = _align_axis(x1, box_w, out_w, sampling_ratio, width, dtype)
+    # The taps in float in an int8 file: quantised on one scale with the
+    # pixel coordinates they come from, weights below one would read 0.
+    with keep_float():
+        rows, row_weights = _align_axis(y1, box_h, out_h, sampling_ratio, height, dtype)
+        cols, col_weights = _align_axis(x1, box_w, out_w, sampling_ratio, width, dtype)
 
     taps = 2 * sampling_ratio
     first = tf.reshape(_image_offsets(batch, num_boxes, height * width), [total, 1, 1, 1])
@@ -284,7 +291,8 @@ def roi_align(
         index = index * num_groups + group
         row_weights = row_weights * tf.cast(valid, dtype)[:, None, None]
     # A non-finite box reads nothing: zero output, zero gradient to the map.
-    row_weights = row_weights * tf.cast(finite, dtype)[:, None, None]
+    with keep_float():
+        row_weights = row_weights * tf.cast(finite, dtype)[:, None, None]
     # (boxes, out_h, taps, out_w * taps, channels)
     gathered = tf.gather(flat, index)
     weights_dtype = features.dtype

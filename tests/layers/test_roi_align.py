@@ -334,3 +334,38 @@ def test_crop_and_resize_gradient_matches_tensorflow_and_reference(rng, crop_siz
     reference = crop_and_resize_image_gradient_reference(upstream, image.shape, boxes, indices)
     np.testing.assert_allclose(to_image, reference, rtol=1e-5, atol=1e-5)
     assert np.count_nonzero(reference) > 0.5 * reference.size  # the boxes cover most pixels
+
+
+def test_a_full_integer_tflite_file_keeps_the_box_arithmetic_in_float(rng, tmp_path):
+    # In an int8 file the finiteness test (|x| <= the largest float) gave the
+    # boxes a scale no coordinate survived, and the bilinear weights shared
+    # one with the pixel positions: every box read zeros. The box arithmetic
+    # and the taps stay in float; the gather and the weighted sums are int8.
+    from keras_segattn.core.kernels import tflite_builtins_only
+    from keras_segattn.export import convert_to_tflite
+    from keras_segattn.export.tflite import run_tflite
+
+    module = tf.Module()
+    module.pool = tf.function(
+        lambda features, boxes: {"pooled": roi_align(features, boxes, 4, 2, 1 / 8)},
+        input_signature=[
+            tf.TensorSpec((1, 8, 8, 3), tf.float32, name="features"),
+            tf.TensorSpec((1, 5, 4), tf.float32, name="boxes"),
+        ],
+    )
+    path = str(tmp_path / "pool")
+    with tflite_builtins_only():
+        tf.saved_model.save(module, path, signatures=module.pool.get_concrete_function())
+
+    def example():
+        corner = rng.uniform(0, 40, size=(1, 5, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(8, 24, size=(1, 5, 2))], -1)
+        features = rng.uniform(0, 4, size=(1, 8, 8, 3))
+        return {"features": features.astype(np.float32), "boxes": boxes.astype(np.float32)}
+
+    calibration = [example() for _ in range(16)]
+    flatbuffer = convert_to_tflite(path, quantization="int8", representative_images=calibration)
+    inputs = example()
+    outputs = run_tflite(flatbuffer, inputs)["pooled"]
+    expected = roi_align_reference(inputs["features"], inputs["boxes"], (4, 4), 2, 1 / 8)
+    np.testing.assert_allclose(outputs, expected, atol=0.1)  # int8 features: 4 / 256 a step

@@ -27,6 +27,7 @@ from keras_segattn.models.instance import (
     rpn,
 )
 from keras_segattn.models.instance.common import (
+    ProposalLayer,
     prepare_ground_truth,
     rpn_losses,
     sample_rois,
@@ -539,3 +540,31 @@ def test_predict_instances_batches_images_with_different_instance_counts(tmp_pat
     assert [p["image_id"] for p in predictions] == [1, 2, 3]
     for p in predictions:
         assert p["masks"].shape[1:] == (48, 48) and len(p["boxes"]) == len(p["scores"])
+
+
+def test_proposals_in_a_full_integer_tflite_file_match_float(rng):
+    # The objectness comes from an int8 convolution. Unusable boxes once
+    # scored -inf: the int8 file took it into the logits' range (their scale
+    # tied through top_k) and every logit read 0; the decoding and NMS stay
+    # in float, the unusable boxes score a finite floor.
+    features = keras.Input((6, 6, 8), name="features")
+    scorer, regressor = keras.layers.Conv2D(1, 1), keras.layers.Conv2D(4, 1)
+    objectness = keras.layers.Reshape((36,))(scorer(features))
+    deltas = keras.layers.Reshape((36, 4))(regressor(features))
+    centres = (np.stack(np.meshgrid(np.arange(6), np.arange(6)), -1).reshape(36, 2) + 0.5) * 8
+    half = np.where(np.arange(36) % 2, 6.0, 0.5)[:, None]  # every other one too small to use
+    anchors = np.concatenate([centres - half, centres + half], -1).astype(np.float32)
+    images = keras.ops.zeros((1, 48, 48, 3))
+    boxes, scores, _ = ProposalLayer(20, 5, 0.5, min_size=2.0)(
+        [objectness, deltas, keras.ops.convert_to_tensor(anchors), images]
+    )
+    model = keras.Model(features, {"boxes": boxes, "scores": scores})
+    scorer.set_weights([rng.normal(size=(1, 1, 8, 1)), np.zeros(1)])
+    regressor.set_weights([rng.normal(0, 0.1, size=(1, 1, 8, 4)), np.zeros(4)])
+    sample = [rng.uniform(0, 1, (1, 6, 6, 8)).astype(np.float32) for _ in range(17)]
+    flatbuffer = convert_to_tflite(model, quantization="int8", representative_images=sample[:16])
+    outputs = run_tflite(flatbuffer, {"features": sample[16]})
+    expected = model(sample[16])
+    # The best proposal is the same box (int8 logits order the rest a little differently).
+    np.testing.assert_allclose(outputs["boxes"][0, 0], expected["boxes"][0, 0], atol=1.0)
+    np.testing.assert_allclose(outputs["scores"][0, 0], expected["scores"][0, 0], atol=0.05)

@@ -213,7 +213,12 @@ class ProposalLayer(keras.layers.Layer):
         self.min_size = non_negative(min_size, "min_size")
 
     def call(self, inputs):
-        objectness, box_deltas, anchors, images = inputs
+        # Box decoding and NMS in float in an int8 file: pixel boxes, logits
+        # and the -inf of the unusable boxes have no shared int8 scale.
+        with keep_float():
+            return self._proposals(*inputs)
+
+    def _proposals(self, objectness, box_deltas, anchors, images):
         objectness = tf.cast(objectness, tf.float32)
         box_deltas = tf.cast(box_deltas, tf.float32)
         anchors = tf.cast(anchors, tf.float32)
@@ -224,10 +229,14 @@ class ProposalLayer(keras.layers.Layer):
         boxes = decode_boxes(deltas, tf.gather(anchors, top_index), image_size=(height, width))
         box_w, box_h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
         usable = (box_w >= self.min_size) & (box_h >= self.min_size) & (box_w > 0) & (box_h > 0)
-        # Boxes scoring -inf are not NMS candidates.
-        scores = tf.where(usable, top_logits, float("-inf"))
+        # Unusable boxes score below every usable one and below the NMS
+        # threshold: a finite floor, not -inf, which an int8 file would take
+        # into the range it calibrates the objectness logits on (their
+        # scale tied through top_k), leaving them no resolution at all.
+        floor = tf.reduce_min(top_logits) - 1.0
+        scores = tf.where(usable, top_logits, floor)
         _, boxes, logits, count = non_max_suppression(
-            boxes, scores, self.post_nms_top_n, self.iou_threshold
+            boxes, scores, self.post_nms_top_n, self.iou_threshold, score_threshold=floor + 0.5
         )
         valid = valid_slots(count, self.post_nms_top_n)
         probabilities = tf.where(valid, tf.sigmoid(logits), 0.0)
