@@ -1,5 +1,6 @@
 import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -37,6 +38,8 @@ def captioner(tmp_path_factory):
             "12",
             "--beam-width",
             "2",
+            "--schedule",
+            "cosine",
             "--output",
             str(output),
             "--verbose",
@@ -55,6 +58,14 @@ def test_caption_train_writes_model_vocabulary_and_scores(captioner):
         assert key in metrics
     assert metrics["num_images"] == 50 and metrics["attention"] == "soft"
     assert 0 <= metrics["BLEU-1"] <= 1
+    # --schedule cosine: the optimizer's rate decays over the run's 3 steps
+    # (24 training images, batches of 8, one epoch).
+    with zipfile.ZipFile(captioner / "last.keras") as saved:
+        optimizer = json.loads(saved.read("config.json"))["compile_config"]["optimizer"]
+    rate = optimizer["config"]["learning_rate"]
+    assert rate["class_name"] == "ScheduledRate"
+    assert (rate["config"]["schedule"], rate["config"]["steps"]) == ("cosine", 3)
+    assert json.loads((captioner / "run.json").read_text())["schedule"] == "cosine"
 
 
 def test_caption_evaluate_and_caption_files(captioner, tmp_path, capsys):

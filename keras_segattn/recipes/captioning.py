@@ -28,6 +28,7 @@ from keras_segattn.models.registry import GENERATED_PRESET, create_model, get_mo
 from keras_segattn.recipes.config import RecipeConfig, option
 from keras_segattn.recipes.distribute import is_chief, training_context
 from keras_segattn.recipes.runs import RunFolder
+from keras_segattn.recipes.schedules import SCHEDULES, per_step
 from keras_segattn.tasks import task_of
 
 # The light captioner the package trains on the built-in shapes, kept with
@@ -84,6 +85,12 @@ class CaptionerConfig(RecipeConfig):
         2000, "training images of a generated dataset (a tenth, at least 50, held out)"
     )
     learning_rate: float = option(1e-3, "Adam's learning rate")
+    schedule: str = option(
+        "constant",
+        "the learning rate over the run's steps: constant, cosine (decayed to 0) or step (/10 "
+        "after 1/3 and 2/3)",
+        choices=SCHEDULES,
+    )
     output: str = option("runs/caption", "the run folder")
     val_split: str = option("val", "the split that picks best.keras (validation loss)")
     eval_split: str = option("test", "the split scored at the end")
@@ -106,7 +113,9 @@ def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
             spec), `attention` (`"soft"` or `"hard"`), `encoder`
             (`"light"` or `"vgg16"`), `image_size` (side of the square
             images the model sees), `epochs`, `batch_size`,
-            `learning_rate` (Adam), `max_length` (tokens per caption,
+            `learning_rate` (Adam), `schedule` (of the rate over the run's
+            steps: `"constant"`, `"cosine"` or `"step"`, as
+            `recipes.schedules.per_step`), `max_length` (tokens per caption,
             `<end>` included), `num_images` (training images of generated
             data; a tenth, at least 50, held out), `output`, `val_split`,
             `eval_split`, `beam_width` (of the evaluation; 1 is greedy),
@@ -161,7 +170,6 @@ def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
             max_length=config.max_length,
             **(config.model_kwargs or {}),
         )
-        model.compile(keras.optimizers.Adam(config.learning_rate), loss=CaptionLoss())
         pipeline = dict(
             vocabulary=vocabulary,
             batch_size=config.batch_size,
@@ -172,6 +180,10 @@ def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
         def one_epoch(epoch):  # the captions drawn and the order: `seed + epoch`
             return caption_pipeline(train, shuffle=1024, seed=seed + epoch, **pipeline)
 
+        steps = batches_per_epoch(one_epoch)
+        rate = per_step(config.schedule, config.learning_rate, steps * epochs)
+        model.compile(keras.optimizers.Adam(rate), loss=CaptionLoss())
+
         train_batches = epochs_of(one_epoch, epochs, run.first_data_epoch(epochs))
         val_batches = caption_pipeline(val, one_caption_per_image="all", **pipeline)
         callbacks = run.callbacks(task.monitor, task.mode) + list(callbacks or [])
@@ -179,7 +191,7 @@ def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
             train_batches,
             validation_data=val_batches,
             epochs=epochs,
-            steps_per_epoch=batches_per_epoch(one_epoch),
+            steps_per_epoch=steps,
             callbacks=callbacks,
             verbose=config.verbose,
             shuffle=False,  # the pipeline shuffles (Keras warns otherwise)

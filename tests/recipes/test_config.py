@@ -171,3 +171,17 @@ def test_every_command_line_is_made_of_its_options():
         options = command.options.from_arguments(parse(command.name, *flags))
         required = {k: getattr(options, k) for k in fields - set(command.options.defaults())}
         assert options == command.options(**required), command.name
+
+
+def test_every_training_command_takes_the_run_options():
+    """What every task's run gets: a schedule, a strategy, mixed precision
+    and deterministic kernels, whichever command trains it."""
+    from keras_segattn.cli import commands
+
+    subparsers = build_parser()._subparsers._group_actions[0].choices
+    trained = [c for c in commands() if c.trains or issubclass(c.options, RecipeConfig)]
+    assert {c.name for c in trained} >= {"train", "instance-train", "caption-train", "stn-table"}
+    for command in trained:
+        flags = {f for a in subparsers[command.name]._actions for f in a.option_strings}
+        for flag in ("--schedule", "--strategy", "--mixed-precision", "--deterministic", "--seed"):
+            assert flag in flags, (command.name, flag)
