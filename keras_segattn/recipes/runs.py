@@ -47,6 +47,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -243,8 +244,16 @@ class RunCheckpoints(keras.callbacks.Callback):
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(weights)
         seeds = seed_states(self.model)
-        saved_seeds = state.get("seed_states", [])
-        if len(saved_seeds) == len(seeds):  # a state from before they were saved has none
+        saved_seeds = state.get("seed_states")  # a state from before they were saved has none
+        if saved_seeds is not None and len(saved_seeds) != len(seeds):
+            warnings.warn(
+                f"{self.run.path}: the resume state holds {len(saved_seeds)} random-generator "
+                f"states and the model has {len(seeds)} (another model or package version); "
+                "they are not restored, so the resumed run draws other dropout masks and "
+                "samples than an uninterrupted one would.",
+                stacklevel=2,
+            )
+        elif saved_seeds is not None:
             for variable, value in zip(seeds, saved_seeds):
                 variable.assign(np.asarray(value, variable.dtype))
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")

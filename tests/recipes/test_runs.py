@@ -176,3 +176,26 @@ def test_a_stopped_two_stage_run_trains_nothing_when_run_again(tmp_path, monkeyp
     fit(RunFolder(tmp_path / "run"))  # the same command again, e.g. after a kill
     assert Count.epochs == []
     assert len(RunFolder(tmp_path / "run").history_column("loss")) == 2
+
+
+def test_a_resume_state_of_other_random_generators_is_named(tmp_path):
+    # A state written by a model with a dropout layer, resumed by one without:
+    # the weights load, the generator states cannot, and the user is told.
+    def model(*extra):
+        built = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1), *extra])
+        built.compile("sgd", "mse")
+        return built
+
+    run = RunFolder(tmp_path / "run")
+    for built, epochs in ((model(keras.layers.Dropout(0.5)), 1), (model(), 2)):
+        callback = RunCheckpoints(run, "val_score", "max")
+        callback.set_model(built)
+        callback.set_params({"epochs": epochs, "steps": 1, "verbose": 0})
+        built.stop_training, built._initial_epoch = False, None
+        if epochs == 1:
+            callback.on_train_begin()
+            _epochs(callback, [0.5])
+        else:
+            with pytest.warns(UserWarning, match="holds 1 random-generator states and the model"):
+                callback.on_train_begin()
+            assert built._initial_epoch == 1  # the weights and the epoch are restored
