@@ -59,9 +59,9 @@ def main():
 
     confusion, seconds, frames, most = {}, {}, 0, 0
 
-    def count(row, probabilities, masks, spent):
-        scores = tf.one_hot(np.argmax(probabilities, -1)[None], info.num_classes)
-        update = confusion_matrix_update(masks, scores, info.num_classes, info.ignore_class)
+    def count(row, class_map, masks, spent):
+        predicted = tf.cast(class_map[None], tf.int32)
+        update = confusion_matrix_update(masks, predicted, info.num_classes, info.ignore_class)
         confusion[row] = confusion.get(row, 0) + update.numpy().astype(np.int64)
         seconds[row] = seconds.get(row, 0.0) + spent
 
@@ -88,17 +88,12 @@ def main():
         }
         for row, probabilities in rungs(d, f, p).items():
             spent = next(c for name, c in costs.items() if row.startswith(name))
-            count(row, probabilities, masks, spent)
+            count(row, np.argmax(probabilities, -1), masks, spent)
             if row.startswith("EDeconvNet"):
                 start = time.perf_counter()
                 refined = refine_batch(image[None].astype(np.uint8), probabilities[None], "crf")
                 crf = time.perf_counter() - start
-                count(
-                    row + " + CRF",
-                    tf.one_hot(refined[0], info.num_classes).numpy(),
-                    masks,
-                    spent + crf,
-                )
+                count(row + " + CRF", refined[0], masks, spent + crf)
         frames, most = frames + 1, max(most, len(boxes) - 1)
         print(
             f"frame {frames}: {len(boxes)} proposals, {t_boxes:.2f} s to find them, "
