@@ -252,3 +252,39 @@ def test_generic_code_asks_the_task_instead_of_comparing_names():
 )
 def test_the_name_branch_finder_finds_branches(source, hits):
     assert len(name_branches(ast.parse(source), registered_names())) == hits
+
+
+# The one place the package calls `fit` (`tasks.fit_epochs`), and the test
+# helper's one-step check of a model (`testing.check_jit_fit_step`).
+FIT_CALLERS = {("tasks/base.py", "fit_epochs"), ("testing.py", "check_jit_fit_step")}
+
+
+def fit_calls(tree):
+    """`(function, line)` of every `<something>.fit(...)` call in `tree`."""
+    calls = []
+    for function in ast.walk(tree):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(function):
+            is_fit = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            if is_fit and node.func.attr == "fit":
+                calls.append((function.name, node.lineno))
+    return calls
+
+
+def test_every_recipe_trains_through_the_one_fit_loop():
+    """Every training path of every task calls `tasks.fit_epochs`, which
+    draws each epoch's data from its seed and resumes them with the run:
+    no recipe calls `model.fit` by itself."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = path.relative_to(PACKAGE).as_posix()
+        for function, line in fit_calls(ast.parse(path.read_text())):
+            if (where, function) not in FIT_CALLERS:
+                found.append(f"{where}:{line} in {function}")
+    assert not found, "model.fit outside tasks.fit_epochs:\n" + "\n".join(found)
+
+
+def test_the_fit_finder_finds_fit_calls():
+    source = "def train(model, data):\n    model.fit(data)\n\ndef other():\n    pass\n"
+    assert fit_calls(ast.parse(source)) == [("train", 2)]

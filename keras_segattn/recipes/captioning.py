@@ -19,7 +19,7 @@ from keras_segattn.data.captions import (
     load_caption_dataset,
     shapes_caption_objects,
 )
-from keras_segattn.data.epochs import batches_per_epoch, epochs_of
+from keras_segattn.data.epochs import batches_per_epoch
 from keras_segattn.data.pipeline import generation_options, is_generated
 from keras_segattn.data.shapes import CLASS_NAMES
 from keras_segattn.evaluation.captioning import evaluate_captioner
@@ -29,7 +29,7 @@ from keras_segattn.recipes.config import RecipeConfig, option
 from keras_segattn.recipes.distribute import is_chief, training_context
 from keras_segattn.recipes.runs import RunFolder
 from keras_segattn.recipes.schedules import SCHEDULES, per_step
-from keras_segattn.tasks import task_of
+from keras_segattn.tasks import fit_epochs, task_of
 
 # The light captioner the package trains on the built-in shapes, kept with
 # its family as the preset "shapes" (`create_model(..., preset="shapes")`).
@@ -184,17 +184,16 @@ def train_captioner(*config, callbacks=None, overwrite=False, **arguments):
         rate = per_step(config.schedule, config.learning_rate, steps * epochs)
         model.compile(keras.optimizers.Adam(rate), loss=CaptionLoss())
 
-        train_batches = epochs_of(one_epoch, epochs, run.first_data_epoch(epochs))
         val_batches = caption_pipeline(val, one_caption_per_image="all", **pipeline)
-        callbacks = run.callbacks(task.monitor, task.mode) + list(callbacks or [])
-        model.fit(
-            train_batches,
-            validation_data=val_batches,
-            epochs=epochs,
+        fit_epochs(
+            model,
+            one_epoch,
+            epochs,
+            run.callbacks(task.monitor, task.mode) + list(callbacks or []),
+            resume_epoch=run.resume_epoch(),
             steps_per_epoch=steps,
-            callbacks=callbacks,
+            validation_data=val_batches,
             verbose=config.verbose,
-            shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
         )
     if not run.finish_training(model):
         return None  # another worker than the chief

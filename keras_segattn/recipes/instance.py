@@ -3,7 +3,7 @@
 `train_instance_model` trains `rpn` and `mnc` with `model.fit` on
 `instance_pipeline` batches; `train_hypercolumns` and `train_sds` build
 their training arrays on the host (jittered ground-truth boxes; labelled
-bottom-up regions) and `fit` them through `array_batches`. Each scores its
+bottom-up regions) and `fit` them through `array_epoch`. Each scores its
 held-out split with `keras_segattn.evaluation.instance` (mask AP, mAP^r at
 0.5 and 0.7, box AP) and returns a dict that `segattn instance-train`
 (`train_instances`) writes to the run folder.
@@ -12,8 +12,8 @@ Given a `RunFolder` (`run=`), a trainer fits with the folder's callbacks
 (the resume state, `history.csv`, TensorBoard logs, `best.keras` by the
 validation loss on held-out data built like the training data), starts its
 data at the folder's resume epoch and scores `best.keras`. The data of
-epoch `e` are a function of `(seed, e)` alone (`instance_batches`,
-`array_batches`), and `rpn` and `mnc` draw their anchor and RoI
+epoch `e` are a function of `(seed, e)` alone (`instance_epoch`,
+`array_epoch`), and `rpn` and `mnc` draw their anchor and RoI
 minibatches from a Keras `SeedGenerator` of the model, whose state the
 resume state carries, so a killed run resumed from its folder ends with the
 weights of an uninterrupted one (bit for bit under `--deterministic`).
@@ -31,7 +31,6 @@ from keras_segattn.checkpoints import load_model
 from keras_segattn.core.instances import jitter_box, real_instances
 from keras_segattn.core.validation import check_int
 from keras_segattn.data.catalogue import is_generated
-from keras_segattn.data.epochs import epochs_of
 from keras_segattn.data.instances import (
     instance_pipeline,
     load_instance_dataset,
@@ -56,7 +55,7 @@ from keras_segattn.recipes.config import RecipeConfig, option
 from keras_segattn.recipes.distribute import is_chief, training_context
 from keras_segattn.recipes.runs import RunFolder
 from keras_segattn.recipes.schedules import SCHEDULES, check_schedule, per_step
-from keras_segattn.tasks import task_of
+from keras_segattn.tasks import fit_epochs, task_of
 
 # What picks `best.keras` for every instance model: the loss on held-out
 # data (the models' own losses for rpn and mnc, `fit`'s for the arrays).
@@ -119,13 +118,14 @@ def train_and_held_out(
     return train, held_out, info
 
 
-def _first_epoch(run, epochs):
-    """Where a trainer's data start (`RunFolder.first_data_epoch`; 0 without a run)."""
-    return 0 if run is None else run.first_data_epoch(epochs)
+def _resume_epoch(run):
+    """A trainer's resume epoch (`RunFolder.resume_epoch`; 0 without a run)."""
+    return 0 if run is None else run.resume_epoch()
 
 
-def array_batches(arrays, batch_size, epochs, seed=0, first_epoch=0):
-    """Epochs `first_epoch` to `epochs - 1` over training arrays, for `fit`.
+def array_epoch(arrays, batch_size, seed=0):
+    """The batches of one epoch over training arrays, as a function of the
+    epoch (`fit_epochs`' `one_epoch`).
 
     Each epoch visits every example once, in the order of a stateless
     shuffle seeded `(seed, epoch)`, in batches of `batch_size` (the last one
@@ -136,14 +136,12 @@ def array_batches(arrays, batch_size, epochs, seed=0, first_epoch=0):
         arrays: a structure of arrays with one leading length, e.g.
             `(inputs, targets, sample_weights)`.
         batch_size: int.
-        epochs: int. The epochs of the whole run.
         seed: int. Defaults to `0`.
-        first_epoch: int. The first epoch yielded. Defaults to `0`.
 
     Returns:
-        A `tf.data.Dataset` of batches with the structure of `arrays`,
-        repeated past the last epoch (`fit` reads `steps_per_epoch` batches
-        an epoch; `array_steps` gives them).
+        A function from the epoch (an int64 scalar tensor) to a
+        `tf.data.Dataset` of batches with the structure of `arrays`
+        (`array_steps` of them).
     """
     batch_size = check_int(batch_size, "batch_size")
     tensors = tf.nest.map_structure(tf.convert_to_tensor, arrays)
@@ -158,11 +156,11 @@ def array_batches(arrays, batch_size, epochs, seed=0, first_epoch=0):
             .map(lambda index: tf.nest.map_structure(lambda a: tf.gather(a, index), tensors))
         )
 
-    return epochs_of(one_epoch, epochs, first_epoch)
+    return one_epoch
 
 
 def array_steps(arrays, batch_size):
-    """Batches of one epoch of `array_batches`."""
+    """Batches of one epoch of `array_epoch`."""
     return math.ceil(len(tf.nest.flatten(arrays)[0]) / batch_size)
 
 
@@ -191,7 +189,7 @@ def fit_arrays(
         schedule: `"constant"` (the default), `"cosine"` or `"step"`: the
             learning rate over the steps of the run
             (`recipes.schedules.per_step`).
-        seed: int. The data order of each epoch (`array_batches`).
+        seed: int. The data order of each epoch (`array_epoch`).
         validation: `(inputs, targets, weights)` held-out arrays, or
             `None`. Their loss is `val_loss` in the history.
         run: a `RunFolder` or `None`. Its callbacks (`best.keras` by
@@ -215,12 +213,13 @@ def fit_arrays(
         monitor = MONITOR if validation is not None else "loss"
         callbacks = run.callbacks(monitor, "min") + list(callbacks or [])
     start = time.perf_counter()
-    history = model.fit(
-        array_batches(arrays, batch_size, epochs, seed, _first_epoch(run, epochs)),
+    history = fit_epochs(
+        model,
+        array_epoch(arrays, batch_size, seed),
+        epochs,
+        callbacks,
+        resume_epoch=_resume_epoch(run),
         steps_per_epoch=steps,
-        epochs=epochs,
-        callbacks=callbacks,
-        shuffle=False,  # array_batches shuffles (Keras warns otherwise)
         verbose=verbose,
         **fit_kwargs,
     )
@@ -228,19 +227,18 @@ def fit_arrays(
     return history.history, seconds
 
 
-def instance_batches(
+def instance_epoch(
     dataset,
     batch_size,
-    epochs,
     image_size=None,
     max_instances=None,
     shuffle=None,
     flip=False,
     seed=0,
-    first_epoch=0,
     drop_remainder=True,
 ):
-    """Epochs `first_epoch` to `epochs - 1` of `instance_pipeline` batches.
+    """The `instance_pipeline` batches of one epoch, as a function of the
+    epoch (`fit_epochs`' `one_epoch`).
 
     Epoch `e` is one pass over `dataset`, shuffled and flipped with seed
     `seed + e`, so it is the same batches whether or not the run was
@@ -249,8 +247,8 @@ def instance_batches(
     (its one batch would be dropped: an epoch of nothing).
 
     Returns:
-        A `tf.data.Dataset` of `(images, targets)` batches, repeated past
-        the last epoch (`fit` reads `steps_per_epoch` batches an epoch).
+        A function from the epoch (an int64 scalar tensor) to a
+        `tf.data.Dataset` of `(images, targets)` batches.
     """
 
     def one_epoch(epoch):
@@ -265,7 +263,7 @@ def instance_batches(
             drop_remainder=drop_remainder,
         )
 
-    return epochs_of(one_epoch, epochs, first_epoch)
+    return one_epoch
 
 
 def train_instance_model(
@@ -318,7 +316,7 @@ def train_instance_model(
         jit_compile: bool. Compile the train step with XLA. Defaults to
             `False`.
         seed: int. Seeds Keras, TF, NumPy and the data order (epoch `e`
-            is shuffled and flipped with `seed + e`: `instance_batches`).
+            is shuffled and flipped with `seed + e`: `instance_epoch`).
         evaluate: bool. Score the validation split. Defaults to `True`.
         verbose: int. `fit` verbosity. Defaults to `0`.
         schedule: `"cosine"` (decayed to zero over the steps of the run,
@@ -361,16 +359,14 @@ def train_instance_model(
     steps = max(1, count // batch_size)
     rate = per_step(schedule, learning_rate, steps * epochs)
     model.compile(keras.optimizers.Adam(rate), jit_compile=jit_compile)
-    batches = instance_batches(
+    one_epoch = instance_epoch(
         train_data,
         batch_size,
-        epochs,
         image_size=image_size,
         max_instances=max_instances,
         shuffle=min(count, 2048),
         flip=flip,
         seed=seed,
-        first_epoch=_first_epoch(run, epochs),
         drop_remainder=count >= batch_size,  # else one smaller batch: `steps` is 1
     )
     callbacks = ([TimeBudget(time_budget)] if time_budget else []) + list(callbacks or [])
@@ -381,12 +377,13 @@ def train_instance_model(
             val_data, batch_size, image_size=image_size, max_instances=max_instances
         )
     start = time.perf_counter()
-    history = model.fit(
-        batches,
-        shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
+    history = fit_epochs(
+        model,
+        one_epoch,
+        epochs,
+        callbacks,
+        resume_epoch=_resume_epoch(run),
         steps_per_epoch=steps,
-        epochs=epochs,
-        callbacks=callbacks,
         verbose=verbose,
         **fit_kwargs,
     )

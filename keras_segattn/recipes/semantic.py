@@ -225,7 +225,7 @@ def train_segmenter(*config, callbacks=None, overwrite=False, **arguments):
         built = create_model(model, num_classes=info.num_classes, width=config.width, **kwargs)
 
         checkpoints = run.callbacks(task.monitor, task.mode, patience=patience, patience_from=start)
-        task.fit(
+        task.fit_run(
             built,
             train_data,
             val_data,

@@ -32,7 +32,6 @@ from keras_segattn.data.distortions import (
     distorted_mnist,
     distortion_image_size,
 )
-from keras_segattn.data.epochs import epochs_of
 from keras_segattn.data.mnist import load_mnist
 from keras_segattn.models.registry import create_model
 from keras_segattn.models.spatial_transformer.mnist_models import (  # noqa: F401 (re-exported)
@@ -46,6 +45,7 @@ from keras_segattn.recipes.distribute import (
 )
 from keras_segattn.recipes.runs import RunFolder
 from keras_segattn.recipes.schedules import check_schedule, per_step
+from keras_segattn.tasks import fit_epochs
 from keras_segattn.viz import save_transformer_grid
 
 
@@ -57,12 +57,13 @@ def parse_row(row):
     return name, transform or None
 
 
-def training_data(distortion, epochs, batch_size, seed, mnist, start_epoch=0):
-    """Passes `start_epoch` to `epochs - 1` over the 60,000 digits, each
-    freshly distorted and shuffled as a whole (both seeded `seed + epoch`,
-    statelessly), so epoch `e` is the same batches whether or not the run
-    was interrupted before it. One pipeline serves every epoch: the digits
-    are held once, whatever the number of epochs."""
+def training_epoch(distortion, batch_size, seed, mnist):
+    """One pass over the 60,000 digits as a function of the epoch
+    (`fit_epochs`' `one_epoch`): each digit freshly distorted and the
+    whole shuffled, both seeded `seed + epoch` statelessly, so epoch `e`
+    is the same batches whether or not the run was interrupted before it.
+    One pipeline serves every epoch: the digits are held once, whatever the
+    number of epochs."""
 
     def one_pass(epoch):
         epoch_seed = seed + epoch
@@ -70,7 +71,7 @@ def training_data(distortion, epochs, batch_size, seed, mnist, start_epoch=0):
         data = data.batch(batch_size, drop_remainder=True)
         return data.map(lambda x, y: (x * 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
 
-    return epochs_of(one_pass, epochs, start_epoch)
+    return one_pass
 
 
 OPTIMIZERS = ("adam", "sgd")
@@ -239,15 +240,15 @@ def _fit_cell(run, name, transform, distortion, settings, verbose):
     test = test.map(lambda x, y: (x * 255.0, y)).batch(1000).cache()
     # A resumed cell starts its data at its first untrained epoch (with
     # every epoch trained, fit only restores the saved state).
-    first = run.first_data_epoch(epochs)
-    model.fit(
-        training_data(distortion, epochs, batch_size, seed, train_mnist, start_epoch=first),
-        epochs=epochs,
+    fit_epochs(
+        model,
+        training_epoch(distortion, batch_size, seed, train_mnist),
+        epochs,
+        run.callbacks(),
+        resume_epoch=run.resume_epoch(),
         steps_per_epoch=steps,
         validation_data=test,
         verbose=verbose,
-        callbacks=run.callbacks(),
-        shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
     )
     _, accuracy = model.evaluate(test, verbose=0)
     return model, len(test_mnist[1]), accuracy

@@ -11,10 +11,19 @@ from keras_segattn.tasks import captioning, classification, instance, semantic  
 from keras_segattn.tasks.base import (
     EvaluateOptions,
     Task,
+    fit_epochs,
     get_task,
     list_tasks,
     register_task,
     task_of,
 )
 
-__all__ = ["EvaluateOptions", "Task", "get_task", "list_tasks", "register_task", "task_of"]
+__all__ = [
+    "EvaluateOptions",
+    "Task",
+    "fit_epochs",
+    "get_task",
+    "list_tasks",
+    "register_task",
+    "task_of",
+]

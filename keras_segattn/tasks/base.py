@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from keras_segattn.core.options import REQUIRED, Options, option
 from keras_segattn.core.validation import check_size
+from keras_segattn.data.epochs import batches_per_epoch, epochs_of, first_epoch
 from keras_segattn.models.registry import get_model_spec, list_models
 
 _TASKS = {}
@@ -25,6 +26,58 @@ _TASKS = {}
 # Any image size, uint8: what every image signature takes unless its model
 # has a fixed input size.
 IMAGE_SIGNATURE = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+
+
+def fit_epochs(
+    model,
+    one_epoch,
+    epochs,
+    callbacks,
+    *,
+    first=0,
+    resume_epoch=0,
+    steps_per_epoch=None,
+    validation_data=None,
+    verbose=1,
+):
+    """The fit loop every task's training runs through.
+
+    `model.fit` over epochs `first` to `epochs - 1` (a stage of a longer
+    schedule starts at its `first`), epoch `e`'s batches drawn by
+    `one_epoch(e)` from `e` alone (`data.epochs.epochs_of`), so a resumed
+    run, its data starting at its first untrained epoch `resume_epoch`,
+    trains on the batches an uninterrupted run would.
+
+    Args:
+        model: a compiled `keras.Model`.
+        one_epoch: function from the epoch (an int64 scalar tensor) to that
+            epoch's batches (`data.epochs.epochs_of`).
+        epochs: int. The last epoch (exclusive) of this fit.
+        callbacks: list. The run folder's (`RunFolder.callbacks`: they
+            restore a resumed run's state and write each epoch) and any
+            more.
+        first: int. This fit's first epoch (`initial_epoch`).
+        resume_epoch: int. A resumed run's first untrained epoch
+            (`RunFolder.resume_epoch()`), `0` for a new one.
+        steps_per_epoch: int or `None`. Batches an epoch; `None` counts
+            epoch 0's (`data.epochs.batches_per_epoch`).
+        validation_data: `fit`'s held-out batches, or `None`.
+        verbose: int. `fit`'s verbosity.
+
+    Returns:
+        The `History`.
+    """
+    data = epochs_of(one_epoch, epochs, first_epoch(resume_epoch, epochs, first))
+    return model.fit(
+        data,
+        initial_epoch=first,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch or batches_per_epoch(one_epoch),
+        validation_data=validation_data,
+        callbacks=list(callbacks or []),
+        verbose=verbose,
+        shuffle=False,  # the pipelines shuffle (Keras warns otherwise)
+    )
 
 
 def register_task(cls):

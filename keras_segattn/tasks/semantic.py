@@ -12,7 +12,6 @@ import tensorflow as tf
 
 from keras_segattn.core.images import as_client_uint8
 from keras_segattn.data.augment import object_centred_crop, resize_example
-from keras_segattn.data.epochs import batches_per_epoch, epochs_of, first_epoch
 from keras_segattn.data.pipeline import (
     load_segmentation_dataset,
     patch_pipeline,
@@ -27,7 +26,7 @@ from keras_segattn.metrics import (
 )
 from keras_segattn.models.common import ends_in_softmax
 from keras_segattn.models.semantic import dense_model
-from keras_segattn.tasks.base import Task, get_task, register_task, task_of
+from keras_segattn.tasks.base import Task, fit_epochs, get_task, register_task, task_of
 
 # What `segattn evaluate` writes of a semantic report.
 REPORT_KEYS = (
@@ -81,12 +80,12 @@ def object_centred_dataset(dataset, crop_size, ignore_class=255, background_clas
 
 def two_stage_fit(
     model,
-    stage1_data,
-    stage2_data,
+    stage1_epoch,
+    stage2_epoch,
     stage1_epochs,
     epochs,
-    stage1_steps=None,
-    stage2_steps=None,
+    callbacks=(),
+    resume_epoch=0,
     **fit_kwargs,
 ):
     """DeconvNet's two-stage training (Noh et al. 2015, section 4.2).
@@ -100,35 +99,28 @@ def two_stage_fit(
 
     Args:
         model: a compiled `keras.Model`.
-        stage1_data: batched `(images, masks)` of object-centred crops.
-        stage2_data: batched `(images, masks)` of full images.
+        stage1_epoch: function from the epoch to that epoch's batches of
+            object-centred crops (`fit_epochs`' `one_epoch`).
+        stage2_epoch: the same for the full images.
         stage1_epochs: int. Epochs of stage 1.
         epochs: int. Total epochs, stage 1 included.
-        stage1_steps: int or `None`. Batches an epoch of stage 1
-            (`steps_per_epoch`), for data that run on past an epoch
-            (`data.epochs.epochs_of`); `None`: one pass.
-        stage2_steps: int or `None`. The same for stage 2.
-        **fit_kwargs: passed to both `fit` calls (callbacks,
-            validation_data, verbose, ...).
+        callbacks: list. Both stages' (a run folder's included).
+        resume_epoch: int. A resumed run's first untrained epoch.
+        **fit_kwargs: more `fit_epochs` arguments for both stages
+            (`validation_data`, `verbose`).
 
     Returns:
         The two `History` objects.
     """
     if not 0 <= stage1_epochs <= epochs:
         raise ValueError(f"stage1_epochs must be in [0, epochs={epochs}]; got {stage1_epochs}.")
-    fit_kwargs.setdefault("shuffle", False)  # the pipelines shuffle (Keras warns otherwise)
-    first = model.fit(stage1_data, epochs=stage1_epochs, steps_per_epoch=stage1_steps, **fit_kwargs)
+    stages = dict(callbacks=callbacks, resume_epoch=resume_epoch, **fit_kwargs)
+    first = fit_epochs(model, stage1_epoch, stage1_epochs, **stages)
     # A restored state leaves the epoch it resumed from on the model, and
     # fit() prefers it to initial_epoch: stage 2 must count from stage 1's end
     # (or from the restored epoch, which RunCheckpoints sets again).
     model._initial_epoch = None
-    second = model.fit(
-        stage2_data,
-        initial_epoch=stage1_epochs,
-        epochs=epochs,
-        steps_per_epoch=stage2_steps,
-        **fit_kwargs,
-    )
+    second = fit_epochs(model, stage2_epoch, epochs, first=stage1_epochs, **stages)
     return first, second
 
 
@@ -163,7 +155,7 @@ class SemanticTask(Task):
 
     # -- training -------------------------------------------------------
 
-    def fit(
+    def fit_run(
         self,
         model,
         train_data,
@@ -209,14 +201,10 @@ class SemanticTask(Task):
         fit_kwargs = dict(
             validation_data=segmentation_pipeline(val_data, batch_size, **pipeline),
             verbose=verbose,
-            callbacks=callbacks,
-            shuffle=False,  # the pipelines shuffle (Keras warns otherwise)
+            resume_epoch=resume_epoch,
         )
-        images = epochs_of(image_epoch, epochs, first_epoch(resume_epoch, epochs, stage1_epochs))
         if not stage1_epochs:
-            model.fit(
-                images, epochs=epochs, steps_per_epoch=batches_per_epoch(image_epoch), **fit_kwargs
-            )
+            fit_epochs(model, image_epoch, epochs, callbacks, **fit_kwargs)
             return
         source = train_data
         if image_size is not None:
@@ -234,16 +222,8 @@ class SemanticTask(Task):
                 crops, batch_size, num_classes=info.num_classes, ignore_class=info.ignore_class
             )
 
-        crops = epochs_of(crop_epoch, stage1_epochs, first_epoch(resume_epoch, stage1_epochs))
         two_stage_fit(
-            model,
-            crops,
-            images,
-            stage1_epochs,
-            epochs,
-            stage1_steps=batches_per_epoch(crop_epoch),
-            stage2_steps=batches_per_epoch(image_epoch),
-            **fit_kwargs,
+            model, crop_epoch, image_epoch, stage1_epochs, epochs, callbacks, **fit_kwargs
         )
 
     def check_stages(self, stage1_epochs, crop_size, image_size):
@@ -372,7 +352,7 @@ class PatchTask(SemanticTask):
     monitor = "val_accuracy"
     has_stages = False
 
-    def fit(
+    def fit_run(
         self,
         model,
         train_data,
@@ -409,21 +389,20 @@ class PatchTask(SemanticTask):
                 train_data, batch_size, augment=augment, shuffle=256, seed=seed + epoch, **options
             )
 
-        train = epochs_of(one_epoch, epochs, first_epoch(resume_epoch, epochs))
         val = patch_pipeline(val_data, batch_size, seed=seed + 1, **options)
         model.compile(
             keras.optimizers.Adam(learning_rate),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-        return model.fit(
-            train,
+        return fit_epochs(
+            model,
+            one_epoch,
+            epochs,
+            callbacks,
+            resume_epoch=resume_epoch,
             validation_data=val,
-            epochs=epochs,
-            steps_per_epoch=batches_per_epoch(one_epoch),
-            callbacks=callbacks,
             verbose=verbose,
-            shuffle=False,  # the pipeline shuffles (Keras warns otherwise)
         )
 
     def check_stages(self, stage1_epochs, crop_size, image_size):

@@ -131,10 +131,16 @@ def test_table_schedules_and_optimizers():
 
 def test_training_data_holds_the_digits_once_whatever_the_epochs():
     from keras_segattn.data.distortions import distorted_mnist
-    from keras_segattn.recipes.stn import training_data
+    from keras_segattn.data.epochs import epochs_of
+    from keras_segattn.recipes.stn import training_epoch
 
     rng = np.random.default_rng(0)
     digits = (rng.integers(0, 256, (96, 28, 28)).astype(np.uint8), np.arange(96) % 10)
+
+    def training_data(distortion, epochs, batch_size, seed, mnist, start_epoch=0):
+        one_pass = training_epoch(distortion, batch_size, seed, mnist)
+        return epochs_of(one_pass, epochs, start_epoch)  # as fit_epochs reads them
+
     # One pipeline for every epoch: its graph does not grow with them (one
     # pass per epoch held a copy of the 60,000 digits each: 10 GB at 90).
     sizes = [

@@ -17,12 +17,13 @@ import pytest
 import tensorflow as tf
 
 from keras_segattn.checkpoints import load_model
+from keras_segattn.data.epochs import epochs_of
 from keras_segattn.data.instances import load_instance_dataset
 from keras_segattn.models.registry import get_model_spec
 from keras_segattn.recipes.instance import (
-    array_batches,
+    array_epoch,
     array_steps,
-    instance_batches,
+    instance_epoch,
     train_instances,
 )
 
@@ -184,16 +185,16 @@ def test_each_epochs_data_depend_on_the_seed_and_the_epoch_alone():
     # under a strategy) gives the same batches.
     data, _ = load_instance_dataset("shapes", "train", num_images=6, image_size=32)
     options = dict(image_size=32, max_instances=3, shuffle=6, flip=True, seed=3)
-    whole = instance_batches(data, 2, 3, **options)
-    resumed = instance_batches(data, 2, 3, first_epoch=2, **options)
+    whole = epochs_of(instance_epoch(data, 2, **options), 3)
+    resumed = epochs_of(instance_epoch(data, 2, **options), 3, first_epoch=2)
     assert_same_batches(batches(whole, 9)[6:], batches(resumed, 3))
     assert_same_batches(batches(resumed, 3), batches(resumed, 3))
     first, second = batches(whole, 6)[:3], batches(whole, 6)[3:]
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, second))  # reshuffled
 
     arrays = ({"x": np.arange(10.0)[:, None]}, np.arange(10), np.ones(10, "float32"))
-    whole = array_batches(arrays, 4, 3, seed=5)
-    resumed = array_batches(arrays, 4, 3, seed=5, first_epoch=1)
+    whole = epochs_of(array_epoch(arrays, 4, seed=5), 3)
+    resumed = epochs_of(array_epoch(arrays, 4, seed=5), 3, first_epoch=1)
     assert array_steps(arrays, 4) == 3
     assert_same_batches(batches(whole, 9)[3:], batches(resumed, 6))
     epochs = [np.concatenate([b[1] for b in batches(whole, 9)[i : i + 3]]) for i in (0, 3, 6)]
