@@ -102,3 +102,25 @@ def test_a_box_segmentation_network_segments_given_boxes_or_a_detectors(shapes):
         model.detect(images)  # neither boxes nor a detector
     with pytest.raises(ValueError, match="one array per image"):
         model.detect(images, boxes=boxes[:1], classes=classes[:1])
+
+
+@pytest.mark.parametrize("name", INSTANCE_MODELS)
+def test_every_instance_model_refuses_what_is_not_a_batch_of_rgb_images(name, shapes):
+    data, info = shapes
+    model = tiny(name, info.num_classes)
+    image = next(data.as_numpy_iterator())["images"]
+    options = _detector_options(model, info.num_classes)
+    for bad, expected in (
+        (image, "rank 4"),  # one image, not a batch
+        (image[None, ..., :1], "3 channels"),
+        (np.zeros((1, 1, 1, 3), np.uint8), "smaller than the minimum"),
+    ):
+        with pytest.raises(ValueError, match=expected):
+            model.detect(bad, **options)
+
+
+def test_sds_refuses_float_pixels_its_region_proposals_cannot_read(shapes):
+    data, info = shapes
+    image = next(data.as_numpy_iterator())["images"]
+    with pytest.raises(ValueError, match=r"images must be uint8"):
+        tiny("sds", info.num_classes).detect(image[None].astype(np.float32))

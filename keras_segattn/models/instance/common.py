@@ -33,6 +33,7 @@ from keras_segattn.layers import (
     non_max_suppression,
     sample_anchors,
 )
+from keras_segattn.layers.image_preprocessing import check_image_shape
 from keras_segattn.layers.roi_align import _align_axis
 from keras_segattn.models.backbones.vgg import VGG16_BLOCKS, conv_bn_relu, scaled
 
@@ -735,6 +736,25 @@ def check_boxes(boxes, image_shape, name="boxes", tolerance=1e-3):
                 f"[0, {height}] (clip them with keras.utils.bounding_boxes.clip_to_image_size)."
             )
     return boxes
+
+
+def check_image_batch(images, uint8=True, name="images"):
+    """Returns `images` as a NumPy `(batch, H, W, 3)` array, or a clear error.
+
+    The host-side `detect` methods (`sds`, `hypercolumns`) check their input
+    here, with the shape check of the in-graph ones (`check_image_shape`);
+    `uint8=False` accepts float pixels too.
+    """
+    images = np.asarray(images)
+    check_image_shape(images.shape, min_size=2, channels=3, where=name)
+    if uint8 and images.dtype != np.uint8:
+        raise ValueError(
+            f"{name} must be uint8 RGB pixels in [0, 255]; got {name}.dtype={images.dtype}. "
+            "Convert with np.clip(images, 0, 255).astype(np.uint8)."
+        )
+    if not (images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating)):
+        raise ValueError(f"{name} must be uint8 or float pixels; got {name}.dtype={images.dtype}.")
+    return images
 
 
 def check_classes(classes, num_classes, count, name="classes"):

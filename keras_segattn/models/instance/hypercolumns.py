@@ -77,6 +77,7 @@ from keras_segattn.models.common import load_saved_weights
 from keras_segattn.models.instance.common import (
     check_boxes,
     check_classes,
+    check_image_batch,
     pad_detections,
     paste_box_masks,
     unpad_detections,
@@ -344,9 +345,7 @@ class HypercolumnNetwork(keras.Model):
             ValueError: unless exactly one of `detector` and `boxes` is
                 given, or for boxes or classes `segment_boxes` refuses.
         """
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must be (batch, H, W, 3) RGB pixels; got {images.shape}.")
+        images = check_image_batch(images, uint8=False)
         if (detector is None) == (boxes is None):
             raise ValueError(
                 "hypercolumns segments the boxes of a detector: pass detector= (an instance "

@@ -68,7 +68,12 @@ from keras_segattn.models.backbones.vgg import (
     vgg16_encoder,
 )
 from keras_segattn.models.common import load_saved_weights
-from keras_segattn.models.instance.common import check_boxes, pad_detections, paste_box_masks
+from keras_segattn.models.instance.common import (
+    check_boxes,
+    check_image_batch,
+    pad_detections,
+    paste_box_masks,
+)
 from keras_segattn.models.instance.regions import (
     _check_image,
     check_masks,
@@ -234,19 +239,9 @@ class SDSNetwork(keras.Model):
             `classes`, `masks` `(batch, D, H, W)` and `num_detections`,
             as NumPy arrays.
         """
-        images = _check_images(images)
+        images = check_image_batch(images)
         found = [sds_detect(self, image, **options) for image in images]
         return pad_detections(found, images.shape)
-
-
-def _check_images(images):
-    """A batch of uint8 RGB images as a NumPy array, or a clear error."""
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(
-            f"images must be uint8 (batch, H, W, 3) RGB pixels; got {images.dtype} {images.shape}."
-        )
-    return images
 
 
 @register_model("sds", task="instance", paper=PAPER, tiny=TINY, serving_task="region_scoring")
