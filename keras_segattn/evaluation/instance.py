@@ -504,8 +504,16 @@ def evaluate_instance_model(model, dataset, num_classes, batch_size=16):
         `predict_seconds_per_image` (`detect`, its masks pasted at image
         resolution, copied to NumPy).
     """
+    return timed_coco_scores(
+        lambda: predict_instances(model, dataset, batch_size), dataset, num_classes
+    )
+
+
+def timed_coco_scores(predict, dataset, num_classes):
+    """`coco_scores` of the per-image predictions `predict()` returns, with
+    `seconds` (prediction and scoring) and `predict_seconds_per_image`."""
     start = time.perf_counter()
-    predictions = predict_instances(model, dataset, batch_size)
+    predictions = predict()
     predict_seconds = time.perf_counter() - start
     scores = coco_scores(predictions, dataset, num_classes)
     scores["seconds"] = time.perf_counter() - start

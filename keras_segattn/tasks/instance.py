@@ -7,8 +7,6 @@ names the serving task of their network (`register_model(serving_task=...)`),
 which decides their signatures and how a checkpoint is scored.
 """
 
-import time
-
 import numpy as np
 import tensorflow as tf
 
@@ -16,9 +14,9 @@ from keras_segattn.checkpoints import load_model
 from keras_segattn.data.instances import load_instance_dataset, resize_instances
 from keras_segattn.data.pipeline import generation_options, is_generated
 from keras_segattn.evaluation.instance import (
-    coco_scores,
     oracle_predictions,
     predict_instances,
+    timed_coco_scores,
 )
 from keras_segattn.models.instance.sds import crop_regions, sds_parts
 from keras_segattn.models.registry import get_model_spec
@@ -169,13 +167,9 @@ class InstanceTask(Task):
         `mAPr@0.7`, `box_AP`, `box_AP50`), with `seconds` (detection and
         scoring) and `predict_seconds_per_image` (detection, reading the
         images included)."""
-        start = time.perf_counter()
-        predictions = self.detect(model, dataset, batch_size, detector)
-        detect_seconds = time.perf_counter() - start
-        scores = coco_scores(predictions, dataset, num_classes)
-        scores["seconds"] = time.perf_counter() - start
-        scores["predict_seconds_per_image"] = detect_seconds / max(1, len(predictions))
-        return scores
+        return timed_coco_scores(
+            lambda: self.detect(model, dataset, batch_size, detector), dataset, num_classes
+        )
 
 
 def _no_detector(detector, task):
