@@ -288,6 +288,13 @@ def _reference_projective_ones(quads, size=28):
     return np.stack(out)
 
 
+def _draw_in_graph(distortion, keys):
+    """`sample_distortion_params`, traced afresh (so it reads the module's
+    constants as they are now): in a graph its per-key `map_fn` runs once,
+    not once a key in Python as it does eagerly."""
+    return tf.function(distortions.sample_distortion_params)(distortion, tf.constant(keys))
+
+
 def test_projective_draws_are_convex_and_the_digit_fills_them(monkeypatch):
     # At a corner sigma of 5 px about 1 in 300 first draws is not convex
     # (a warp would fold the image); 3,000 draws hold some, and every
@@ -296,11 +303,11 @@ def test_projective_draws_are_convex_and_the_digit_fills_them(monkeypatch):
     keys = np.stack([np.full(3000, 5), np.arange(3000)], 1)
     # With one try, a non-convex draw falls back to unmoved corners.
     monkeypatch.setattr(distortions, "_P_TRIES", 1)
-    first = distortions.sample_distortion_params("P", keys).numpy()
+    first = _draw_in_graph("P", keys).numpy()
     folded = np.all(first[:, 1:] == 0, axis=1)
     assert folded.any()
     monkeypatch.setattr(distortions, "_P_TRIES", 8)
-    params = distortions.sample_distortion_params("P", keys).numpy()
+    params = _draw_in_graph("P", keys).numpy()
     quads = _moved_corners(params)
     edges = np.roll(quads, -1, axis=1) - quads
     following = np.roll(edges, -1, axis=1)
