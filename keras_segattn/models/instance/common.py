@@ -752,7 +752,7 @@ def check_image_batch(images, uint8=True, name="images"):
             f"{name} must be uint8 RGB pixels in [0, 255]; got {name}.dtype={images.dtype}. "
             "Convert with np.clip(images, 0, 255).astype(np.uint8)."
         )
-    if not (images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating)):
+    elif not (images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating)):
         raise ValueError(f"{name} must be uint8 or float pixels; got {name}.dtype={images.dtype}.")
     return images
 
